@@ -1,0 +1,1 @@
+"""Object-store server fixtures (filled in by the store-servers work)."""

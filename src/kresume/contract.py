@@ -55,3 +55,34 @@ BAD_DIR = "bad"
 POINTER_NAME = "latest.json"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_VERSION = 1
+
+# --- Env of the sidecar and restore containers (set by the operator's injection) ------------------
+# The sidecar reads these as defaults for its flags (``kresume sidecar --help``); ``kresume restore``
+# reads ENV_STORAGE_OPTIONS. Values: strings, as env always is.
+ENV_WATCH = "KRESUME_WATCH"  # folder the sidecar watches (= the checkpoint dir)
+ENV_POD_NAME = "KRESUME_POD_NAME"  # downward API metadata.name (source pod in manifests)
+ENV_POD_NAMESPACE = "KRESUME_POD_NAMESPACE"  # downward API metadata.namespace
+ENV_GRACE_SECONDS = "KRESUME_GRACE_SECONDS"  # seconds to keep committing after SIGTERM (integer)
+ENV_STORAGE_OPTIONS = "KRESUME_STORAGE_OPTIONS"  # JSON object passed to fsspec.url_to_fs(**options)
+ENV_CONCURRENCY = "KRESUME_CONCURRENCY"  # parallel uploads (integer >= 1)
+ENV_KEEP_LAST = "KRESUME_KEEP_LAST"  # retention: keep the newest N checkpoints (integer >= 1)
+ENV_KEEP_EVERY = "KRESUME_KEEP_EVERY"  # retention: also keep every K-th step (integer >= 1)
+
+# --- Pod-ownership labels/annotations read to derive a run identity (set by other controllers) ----
+# Sources: Kubernetes batch/v1 Job (pod labels/annotations documented in "Jobs" and the
+# "Well-known labels" reference), JobSet (sigs.k8s.io/jobset api/jobset/v1alpha2 labels), Kubeflow
+# training-operator (kubeflow.org/v1 common labels). They are not kresume's; only copied here.
+K8S_JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+K8S_LEGACY_JOB_NAME_LABEL = "job-name"
+K8S_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"  # annotation (1.21+) and label (1.28+)
+K8S_STATEFULSET_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+JOBSET_REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+JOBSET_JOB_INDEX_LABEL = "jobset.sigs.k8s.io/job-index"
+KUBEFLOW_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+KUBEFLOW_REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+KUBEFLOW_REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+
+# --- Names of CRD short names, for kubectl -------------------------------------------------------
+POLICY_SHORT_NAME = "ckptpolicy"
+RUN_SHORT_NAME = "ckptrun"

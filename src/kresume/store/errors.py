@@ -1,0 +1,189 @@
+"""Errors of the store protocol, and the one place that maps backend exceptions onto them.
+
+fsspec backends raise builtin ``OSError`` subclasses (fsspec's own convention: s3fs's
+``translate_boto_error``, gcsfs's ``HttpError`` mapping, adlfs's ``ResourceNotFoundError`` →
+``FileNotFoundError``) plus a few library-specific exceptions (botocore's ``NoCredentialsError``,
+azure-core's ``ClientAuthenticationError``, google-auth's ``DefaultCredentialsError``). kresume
+code never catches those directly: :func:`translate` turns them into a :class:`StoreError` whose
+one-line message names the URL, the cause and the fix, and :func:`is_transient` says whether a
+retry may help.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class StoreError(Exception):
+    """A store operation failed; ``str(err)`` is one line naming the URL, the cause and the fix.
+
+    Attributes
+    ----------
+    url : str
+        The URL the operation was about.
+    exit_code : int
+        The CLI exit code for this kind of failure (documented in the README).
+    """
+
+    exit_code = 1
+    cause = "store error"
+
+    def __init__(self, url: str, detail: str = "", *, fix: str = "") -> None:
+        self.url = url
+        self.detail = detail
+        self.fix = fix
+        parts = [f"{url}: {self.cause}"]
+        if detail:
+            parts.append(detail)
+        msg = ": ".join(parts)
+        if fix:
+            msg += f" ({fix})"
+        super().__init__(msg)
+
+
+class NotARun(StoreError):
+    """The URL holds no kresume run (no manifests, no pointer) where one was required."""
+
+    exit_code = 3
+    cause = "not a kresume run"
+
+
+class NoCheckpoint(StoreError):
+    """The run exists but has no committed, valid checkpoint (or not the one asked for)."""
+
+    exit_code = 4
+    cause = "no committed checkpoint"
+
+
+class NoCredentials(StoreError):
+    """The backend found no credentials."""
+
+    exit_code = 5
+    cause = "no credentials"
+
+
+class PermissionDenied(StoreError):
+    """Credentials were found but lack permission."""
+
+    exit_code = 6
+    cause = "permission denied"
+
+
+class BucketMissing(StoreError):
+    """The bucket / container does not exist."""
+
+    exit_code = 7
+    cause = "bucket or container does not exist"
+
+
+class StoreUnreachable(StoreError):
+    """The endpoint could not be reached, or kept failing after retries."""
+
+    exit_code = 8
+    cause = "store unreachable"
+
+
+class CorruptCheckpoint(StoreError):
+    """A committed checkpoint's objects are missing, have the wrong size, or fail their checksum."""
+
+    exit_code = 9
+    cause = "checkpoint is corrupt"
+
+
+class SourceError(StoreError):
+    """A local checkpoint could not be committed as it was (base class)."""
+
+    exit_code = 10
+    cause = "local checkpoint unusable"
+
+
+class SourceChanged(SourceError):
+    """A local file changed (size or mtime) while it was uploaded; the commit was abandoned.
+
+    Measured in writers.md: Lightning rewrites ``last.ckpt`` in place (O_TRUNC) when ``$TMPDIR`` is
+    on another filesystem, and DCP rewrites shards of an existing folder in place. A copy read
+    during such a rewrite is corrupt, so it must never be committed.
+    """
+
+    cause = "local checkpoint changed during upload"
+
+
+class SourceUnreadable(SourceError):
+    """A local file cannot be read by this process (writers.md: safetensors leaves mode 0600)."""
+
+    cause = "local checkpoint is not readable"
+
+
+class OutsideRoot(SourceError):
+    """A path resolves outside the folder kresume was told to read from; it is never read."""
+
+    cause = "path is outside the watched folder"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return True when retrying the same request may succeed (throttling, 5xx, timeouts, resets).
+
+    Rules: HTTP 429/500/502/503/504 and S3's ``SlowDown``/``RequestTimeout``/``InternalError``
+    codes (AWS S3 error-code table), connection errors and timeouts of aiohttp/botocore/requests.
+    Authentication, permission, missing-object and local errors are never transient.
+    """
+    if isinstance(exc, StoreError):
+        return isinstance(exc, StoreUnreachable)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    name = type(exc).__name__
+    text = str(exc)
+    if name in {
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "ClientOSError",
+        "ServerTimeoutError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ServiceRequestError",
+        "ServiceResponseError",
+        "TransportError",
+    }:
+        return True
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None) or getattr(exc, "code", None)
+    if isinstance(status, int) and (status == 429 or 500 <= status <= 599):
+        return True
+    markers = ("SlowDown", "Throttl", "TooManyRequests", "RequestTimeout", "InternalError",
+               "ServiceUnavailable", "503", "500 Internal", "502", "504")
+    if isinstance(exc, OSError) and exc.errno in (errno.ETIMEDOUT, errno.ECONNRESET, errno.EAGAIN, errno.EBUSY):
+        return True
+    return any(m in text or m in name for m in markers)
+
+
+def translate(exc: BaseException, url: str) -> StoreError:
+    """Map a backend exception raised while working on ``url`` to a :class:`StoreError`.
+
+    The mapping is by exception type and by the backend's error code in the message (s3fs
+    formats ``"An error occurred (NoSuchBucket) ..."``; gcsfs ``HttpError`` carries ``code``;
+    adlfs raises azure-core errors with ``error_code``). Unknown errors keep their message.
+    """
+    if isinstance(exc, StoreError):
+        return exc
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    low = text.lower()
+    if name in {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
+                "CredentialRetrievalError", "ClientAuthenticationError", "CredentialUnavailableError"} \
+            or "invalidaccesskeyid" in low or "no credentials" in low or "unable to locate credentials" in low:
+        return NoCredentials(url, text, fix="set credentials: env (AWS_ACCESS_KEY_ID…), the policy's "
+                                            "credentialsSecret, or fsspec storage options")
+    if "nosuchbucket" in low or "containernotfound" in low or "bucket does not exist" in low \
+            or "the specified container does not exist" in low:
+        return BucketMissing(url, text, fix="create it first, or fix the bucket name in the URL")
+    if isinstance(exc, PermissionError) or "accessdenied" in low or "forbidden" in low or "403" in low \
+            or "signaturedoesnotmatch" in low or "authorizationfailure" in low:
+        return PermissionDenied(url, text, fix="grant list/read/write on this prefix to the credentials in use")
+    if is_transient(exc):
+        return StoreUnreachable(url, f"{name}: {text}", fix="check the endpoint and network; retries were exhausted")
+    if isinstance(exc, FileNotFoundError):
+        return NotARun(url, text)
+    return StoreError(url, f"{name}: {text}")

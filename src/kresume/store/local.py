@@ -1,0 +1,186 @@
+"""A local checkpoint captured for upload: open file descriptors taken at detection time.
+
+Why descriptors and not paths (measured, writers.md "What this means for the sidecar" §3):
+Lightning deletes the previous checkpoint 0.1-6 ms after saving the next, and replaces
+``last.ckpt`` by rename; a descriptor opened before the unlink or rename still reads the full,
+correct file. An in-place O_TRUNC rewrite changes the same inode, so :meth:`LocalFile.check_unchanged`
+compares size and mtime after the upload and the commit is abandoned when they moved.
+
+Safety rules (DESIGN.md: "no file outside the watched folder is ever read"): symlinks are recorded,
+never followed; only regular files are opened, with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO swapped in
+cannot block us) and checked with ``fstat``; every path must resolve inside ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kresume.store import errors
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@dataclass
+class LocalFile:
+    """One regular file of a checkpoint, held open.
+
+    ``relpath`` is ``""`` for a single-file checkpoint, else the ``/``-separated path inside the folder.
+    ``size`` is bytes, ``mtime_ns`` nanoseconds since the epoch, as ``fstat`` saw them at capture.
+    """
+
+    relpath: str
+    size: int
+    mtime_ns: int
+    fd: int
+    display: str
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`~kresume.store.errors.SourceChanged` if the file's size or mtime moved."""
+        st = os.fstat(self.fd)
+        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+            raise errors.SourceChanged(
+                self.display,
+                f"size {self.size}→{st.st_size} B or mtime changed while uploading (rewritten in place)",
+                fix="the trainer rewrote it; the next complete version will be committed instead",
+            )
+
+
+@dataclass
+class LocalCheckpoint:
+    """A file or folder checkpoint with every regular file held open (close it, or use ``with``)."""
+
+    path: Path
+    name: str
+    kind: str  # "file" | "dir"
+    files: list[LocalFile]
+    links: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def mtime_ns(self) -> int:
+        """Newest mtime among the files, ns: when the checkpoint was last written."""
+        return max((f.mtime_ns for f in self.files), default=0)
+
+    @property
+    def created_at(self) -> str:
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, UTC).isoformat()
+
+    def close(self) -> None:
+        for f in self.files:
+            try:
+                os.close(f.fd)
+            except OSError:
+                pass
+        self.files = []
+
+    def __enter__(self) -> LocalCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _open_regular(path: str, relpath: str, display: str) -> LocalFile:
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except PermissionError as exc:
+        raise errors.SourceUnreadable(
+            display, f"permission denied (uid {os.getuid()})",
+            fix="run the sidecar as the trainer's uid, or give both the same fsGroup and make the "
+                "trainer write group-readable files (safetensors 0.8 writes mode 0600)",
+        ) from exc
+    except OSError as exc:
+        raise errors.SourceError(display, f"cannot open: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise errors.SourceError(display, "not a regular file")
+    return LocalFile(relpath, st.st_size, st.st_mtime_ns, fd, display)
+
+
+def snapshot(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> LocalCheckpoint:
+    """Capture the checkpoint at ``path`` (a file or a folder) by opening every regular file now.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint. A top-level symlink is resolved once, and only when its target is inside ``root``.
+    root : path-like, optional
+        Nothing outside it is read. Default: the folder itself, or a file's parent folder.
+
+    Returns
+    -------
+    LocalCheckpoint
+        Holding one open descriptor per regular file. Symlinks inside a folder are recorded in
+        ``links`` (relative path, link text) and never followed; sockets/FIFOs/devices go to ``skipped``.
+
+    Raises
+    ------
+    OutsideRoot
+        ``path`` (after resolving a top-level link) is outside ``root``.
+    SourceUnreadable
+        A file is not readable by this process (e.g. mode 0600 owned by another uid).
+    SourceError
+        ``path`` does not exist, is empty, or is not a file or folder.
+    """
+    p = Path(path)
+    display = str(p)
+    root_real = os.path.realpath(root if root is not None else (p.parent if not p.is_dir() else p))
+    real = os.path.realpath(p)
+    if not _inside(real, root_real):
+        raise errors.OutsideRoot(display, f"resolves to {real}, outside {root_real}")
+    try:
+        st = os.stat(real, follow_symlinks=False)
+    except FileNotFoundError as exc:
+        raise errors.SourceError(display, "does not exist") from exc
+    name = Path(real).name
+    if stat.S_ISREG(st.st_mode):
+        f = _open_regular(real, "", display)
+        return LocalCheckpoint(Path(real), name, "file", [f])
+    if not stat.S_ISDIR(st.st_mode):
+        raise errors.SourceError(display, "is neither a regular file nor a folder")
+    files: list[LocalFile] = []
+    links: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(real, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, real)
+            for d in list(dirnames):
+                full = os.path.join(dirpath, d)
+                if os.path.islink(full):  # os.walk lists links to folders as dirnames
+                    dirnames.remove(d)
+                    links.append((_rel(rel_dir, d), os.readlink(full)))
+            for fn in filenames:
+                full = os.path.join(dirpath, fn)
+                rel = _rel(rel_dir, fn)
+                lst = os.lstat(full)
+                if stat.S_ISLNK(lst.st_mode):
+                    links.append((rel, os.readlink(full)))
+                elif stat.S_ISREG(lst.st_mode):
+                    files.append(_open_regular(full, rel, os.path.join(display, rel)))
+                else:
+                    skipped.append((rel, "not a regular file"))
+    except BaseException:
+        for f in files:
+            os.close(f.fd)
+        raise
+    if not files:
+        raise errors.SourceError(display, "folder has no regular files")
+    files.sort(key=lambda f: f.relpath)
+    return LocalCheckpoint(Path(real), name, "dir", files, sorted(links), skipped)
+
+
+def _rel(rel_dir: str, name: str) -> str:
+    return name if rel_dir in (".", "") else f"{rel_dir.replace(os.sep, '/')}/{name}"

@@ -1,0 +1,53 @@
+"""Pure resolution rules: which committed checkpoint a run resumes from (DESIGN.md invariant 2).
+
+A checkpoint is *valid* when its manifest parses, is not marked bad, and every data object it
+lists exists with the recorded size. The newest valid checkpoint (by id order: step, then commit
+start) wins. The pointer is a fast path: when it names the newest id and that checkpoint is valid,
+one manifest read and one listing answer the question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from kresume.store import layout
+from kresume.store.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The checkpoint to resume from.
+
+    ``url`` is what Lightning's ``ckpt_path`` takes (a file URL for a file checkpoint, a folder
+    URL for a folder checkpoint). ``fallback_reason`` says why the pointer was not used, if it wasn't.
+    """
+
+    checkpoint_id: str
+    url: str
+    step: int | None
+    epoch: int | None
+    manifest: Manifest
+    fallback_reason: str | None = None
+
+
+def candidate_order(manifest_ids: Iterable[str], bad_ids: Iterable[str]) -> list[str]:
+    """Checkpoint ids to try, newest first, without those marked bad."""
+    bad = set(bad_ids)
+    return [i for i in layout.sort_newest_first(list(manifest_ids)) if i not in bad]
+
+
+def object_problems(manifest: Manifest, sizes: Mapping[str, int]) -> list[str]:
+    """Problems of a checkpoint given ``sizes``: data key (relative to the run) → size in bytes.
+
+    Returns an empty list when every listed object exists with its recorded size.
+    """
+    problems = []
+    for f in manifest.files:
+        key = layout.data_key(manifest.id, manifest.name, f.path or None)
+        got = sizes.get(key)
+        if got is None:
+            problems.append(f"missing object {key}")
+        elif got != f.size:
+            problems.append(f"object {key} has {got} B, manifest says {f.size} B")
+    return problems

@@ -1,0 +1,441 @@
+"""A run's store: commit, list, resolve, verify, restore, prune (DESIGN.md "Store protocol").
+
+Invariants this class keeps (DESIGN.md, numbered as there):
+
+1. Data objects are uploaded first, then the manifest is written (the commit), then the pointer
+   is moved — only forward, to a checkpoint newer than its current target.
+2. :meth:`latest` returns only a checkpoint whose manifest parses and whose objects all exist
+   with the recorded sizes; a broken pointer falls back to the newest valid manifest.
+3. Every commit writes under a fresh checkpoint id, so committed bytes are never overwritten;
+   :meth:`prune` deletes the manifest before the data and never the pointer's target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kresume import contract
+from kresume.formats.metadata import CheckpointInfo, describe
+from kresume.store import errors, layout, resolve, retention, transfer
+from kresume.store.local import LocalCheckpoint, snapshot
+from kresume.store.manifest import FileEntry, LinkEntry, Manifest, ManifestInvalid, Pointer
+from kresume.store.storage import TransferSettings, open_fs, retrying
+
+Progress = Callable[[int], None] | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :meth:`RunStore.verify`: which checkpoint, and what is wrong."""
+
+    checkpoint_id: str
+    message: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class RunStore:
+    """The remote store of one run, at ``<base>/<namespace>/<run>/``.
+
+    Thread-safe for concurrent reads; commits of one run should come from one process (the
+    run's sidecar). Every method raises :class:`~kresume.store.errors.StoreError` subclasses,
+    never raw backend exceptions.
+    """
+
+    def __init__(self, fs: Any, root: str, url: str, settings: TransferSettings) -> None:
+        self.fs = fs
+        self.root = root
+        self.url = url.rstrip("/") + "/"
+        self.settings = settings
+
+    @classmethod
+    def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,
+             settings: TransferSettings | None = None) -> RunStore:
+        """Open the run at ``url`` (no request is made until an operation needs one)."""
+        fs, root = open_fs(url, storage_options)
+        return cls(fs, root, url, settings or TransferSettings())
+
+    # ---------------------------------------------------------------- helpers
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def key_url(self, key: str) -> str:
+        """Full URL of a relative key (``checkpoints/<id>/<name>`` → ``s3://b/p/…``)."""
+        return self.url + key
+
+    def checkpoint_url(self, manifest: Manifest) -> str:
+        """The resume URL of a checkpoint: its file, or its folder for folder checkpoints."""
+        return self.key_url(layout.data_key(manifest.id, manifest.name, None))
+
+    def _retry(self, fn: Callable[[], Any], what: str = "") -> Any:
+        return retrying(fn, url=self.url + what, settings=self.settings)
+
+    def _ls_names(self, key: str) -> list[str]:
+        path = self._path(key)
+
+        def ls() -> list[str]:
+            self.fs.invalidate_cache(path)
+            try:
+                return [n.rstrip("/").rsplit("/", 1)[-1] for n in self.fs.ls(path, detail=False)]
+            except FileNotFoundError:
+                return []
+
+        return self._retry(ls, key)
+
+    def _read(self, key: str) -> bytes | None:
+        path = self._path(key)
+
+        def cat() -> bytes | None:
+            try:
+                return self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+
+        return self._retry(cat, key)
+
+    # ---------------------------------------------------------------- commit
+    def commit(self, checkpoint: LocalCheckpoint | str | os.PathLike[str], *, info: CheckpointInfo | None = None,
+               source: Mapping[str, Any] | None = None, progress: Progress = None,
+               move_pointer: bool = True) -> Manifest:
+        """Upload a local checkpoint and commit it.
+
+        Parameters
+        ----------
+        checkpoint : LocalCheckpoint or path
+            A captured checkpoint (see :func:`kresume.store.local.snapshot`), or a path that is
+            captured here (and closed afterwards).
+        info : CheckpointInfo, optional
+            Format, step and epoch; read with :func:`kresume.formats.metadata.describe` when omitted.
+        source : mapping, optional
+            Extra provenance for the manifest (``pod``, ``namespace``, ``rank``); host, path and
+            mtime are always recorded.
+        progress : callable, optional
+            Called with the number of bytes uploaded since the last call.
+        move_pointer : bool
+            Move ``latest.json`` to this checkpoint when it is newer than the current target.
+
+        Returns
+        -------
+        Manifest
+            The committed manifest.
+
+        Raises
+        ------
+        SourceChanged, SourceUnreadable, OutsideRoot
+            The local checkpoint could not be committed as it was; nothing was committed.
+        StoreError
+            The store failed (after retries); nothing was committed (orphaned data objects may remain
+            and are removed by ``prune(orphans_older_than=…)``).
+        """
+        if not isinstance(checkpoint, LocalCheckpoint):
+            with snapshot(checkpoint) as captured:
+                return self.commit(captured, info=info, source=source, progress=progress, move_pointer=move_pointer)
+        info = info or describe(checkpoint.path)
+        cid = layout.new_checkpoint_id(info.step)
+        name = checkpoint.name
+        keys = {f.relpath: layout.data_key(cid, name, f.relpath or None) for f in checkpoint.files}
+
+        def upload(f: Any) -> FileEntry:
+            crc = self._retry(lambda: transfer.upload_file(self.fs, f, self._path(keys[f.relpath]), self.settings,
+                                                           progress), keys[f.relpath])
+            return FileEntry(f.relpath, f.size, crc)
+
+        workers = max(1, min(self.settings.max_workers, len(checkpoint.files)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="kresume-upload") as pool:
+            entries = list(pool.map(upload, checkpoint.files))
+        # Every file is re-checked after all uploads: a rewrite of an early file during a later
+        # upload must also abandon the commit.
+        for f in checkpoint.files:
+            f.check_unchanged()
+        sizes = self._object_sizes(cid)
+        manifest = Manifest(
+            id=cid, name=name, kind=checkpoint.kind, format=info.format, step=info.step, epoch=info.epoch,
+            files=tuple(entries), links=tuple(LinkEntry(p, t) for p, t in checkpoint.links),
+            created_at=checkpoint.created_at, committed_at="",
+            source={"host": socket.gethostname(), "path": str(checkpoint.path), "mtime_ns": checkpoint.mtime_ns,
+                    "pod": os.environ.get("KRESUME_POD_NAME", ""),
+                    "namespace": os.environ.get("KRESUME_POD_NAMESPACE", ""), **dict(source or {})},
+        )
+        problems = resolve.object_problems(manifest, sizes)
+        if problems:
+            raise errors.CorruptCheckpoint(self.key_url(layout.data_prefix(cid)),
+                                           "upload did not land: " + "; ".join(problems[:3]))
+        manifest = Manifest(**{**manifest.__dict__, "committed_at": _now()})
+        self._retry(lambda: transfer.write_small(self.fs, self._path(layout.manifest_key(cid)), manifest.to_json()),
+                    layout.manifest_key(cid))
+        if move_pointer:
+            self._advance_pointer(manifest)
+        return manifest
+
+    def _advance_pointer(self, manifest: Manifest) -> None:
+        current = self.read_pointer()
+        if current is not None:
+            cur_key = layout.parse_checkpoint_id(current.checkpoint)
+            new_key = layout.parse_checkpoint_id(manifest.id)
+            if cur_key is not None and new_key is not None and cur_key > new_key \
+                    and self._load_valid(current.checkpoint) is not None:
+                return  # never move the pointer backwards to an older checkpoint
+        self.write_pointer(manifest)
+
+    def write_pointer(self, manifest: Manifest) -> None:
+        """Point ``latest.json`` at ``manifest`` (unconditionally)."""
+        ptr = Pointer(manifest.id, self.checkpoint_url(manifest), manifest.step, _now())
+        self._retry(lambda: transfer.write_small(self.fs, self._path(contract.POINTER_NAME), ptr.to_json()),
+                    contract.POINTER_NAME)
+
+    def read_pointer(self) -> Pointer | None:
+        """The pointer, or ``None`` when absent or unreadable."""
+        data = self._read(contract.POINTER_NAME)
+        if data is None:
+            return None
+        try:
+            return Pointer.from_json(data)
+        except ManifestInvalid:
+            return None
+
+    # ---------------------------------------------------------------- reading
+    def manifest_ids(self) -> list[str]:
+        """Ids of all committed checkpoints, newest first (one listing)."""
+        return layout.ids_from_manifest_names(self._ls_names(contract.MANIFESTS_DIR))
+
+    def bad_ids(self) -> set[str]:
+        """Ids marked bad."""
+        return set(layout.ids_from_manifest_names(self._ls_names(contract.BAD_DIR)))
+
+    def read_manifest(self, checkpoint_id: str) -> Manifest | None:
+        """The manifest of ``checkpoint_id``; ``None`` when absent. Raises CorruptCheckpoint when malformed."""
+        data = self._read(layout.manifest_key(checkpoint_id))
+        if data is None:
+            return None
+        try:
+            return Manifest.from_json(data, expected_id=checkpoint_id)
+        except ManifestInvalid as exc:
+            raise errors.CorruptCheckpoint(self.key_url(layout.manifest_key(checkpoint_id)), str(exc)) from exc
+
+    def list(self) -> list[Manifest]:
+        """Every committed checkpoint's manifest, oldest first; malformed manifests are left out."""
+        ids = self.manifest_ids()
+
+        def load(cid: str) -> Manifest | None:
+            try:
+                return self.read_manifest(cid)
+            except errors.CorruptCheckpoint:
+                return None
+
+        with ThreadPoolExecutor(8) as pool:
+            found = [m for m in pool.map(load, ids) if m is not None]
+        return list(reversed(found))
+
+    def _object_sizes(self, checkpoint_id: str) -> dict[str, int]:
+        prefix = self._path(layout.data_prefix(checkpoint_id))
+
+        def find() -> dict[str, Any]:
+            self.fs.invalidate_cache(prefix)
+            try:
+                return self.fs.find(prefix, detail=True)
+            except FileNotFoundError:
+                return {}
+
+        found = self._retry(find, layout.data_prefix(checkpoint_id))
+        strip = len(self.fs._strip_protocol(self.root).rstrip("/")) + 1
+        out = {}
+        for path, meta in found.items():
+            if meta.get("type", "file") != "directory":
+                out[self.fs._strip_protocol(path)[strip:]] = int(meta.get("size") or 0)
+        return out
+
+    def _load_valid(self, checkpoint_id: str) -> tuple[Manifest, list[str]] | None:
+        try:
+            manifest = self.read_manifest(checkpoint_id)
+        except errors.CorruptCheckpoint:
+            return None
+        if manifest is None:
+            return None
+        problems = resolve.object_problems(manifest, self._object_sizes(checkpoint_id))
+        return None if problems else (manifest, problems)
+
+    def latest(self, *, deadline: float | None = None) -> resolve.Resolved | None:
+        """The newest valid committed checkpoint, or ``None`` when the run has none.
+
+        Parameters
+        ----------
+        deadline : float, optional
+            ``time.monotonic()`` value after which resolution stops and raises ``StoreUnreachable``
+            (the webhook's hard time budget).
+        """
+        pointer = self.read_pointer()
+        candidates = resolve.candidate_order(self.manifest_ids(), self.bad_ids())
+        skipped: list[str] = []
+        for cid in candidates:
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.StoreUnreachable(self.url, "resolution exceeded its time budget")
+            loaded = self._load_valid(cid)
+            if loaded is None:
+                skipped.append(cid)
+                continue
+            manifest = loaded[0]
+            reason = None
+            if pointer is None:
+                reason = "pointer missing"
+            elif pointer.checkpoint != cid:
+                reason = (f"pointer names {pointer.checkpoint}, "
+                          + ("which is incomplete or bad" if pointer.checkpoint in skipped or
+                             pointer.checkpoint not in candidates else "an older checkpoint"))
+            return resolve.Resolved(cid, self.checkpoint_url(manifest), manifest.step, manifest.epoch, manifest, reason)
+        return None
+
+    # ---------------------------------------------------------------- verify
+    def verify(self, checkpoint_id: str | None = None, *, checksums: bool = False) -> list[Problem]:
+        """Check committed checkpoints (all, or one): objects exist with recorded sizes; with
+        ``checksums`` also download-stream every object and compare CRC-32C. Returns the problems
+        (empty when clean). Raises ``NoCheckpoint`` when ``checkpoint_id`` is not committed."""
+        ids = [checkpoint_id] if checkpoint_id else self.manifest_ids()
+        problems: list[Problem] = []
+        for cid in ids:
+            try:
+                manifest = self.read_manifest(cid)
+            except errors.CorruptCheckpoint as exc:
+                problems.append(Problem(cid, str(exc)))
+                continue
+            if manifest is None:
+                raise errors.NoCheckpoint(self.url, f"checkpoint {cid!r} is not committed")
+            size_problems = resolve.object_problems(manifest, self._object_sizes(cid))
+            problems += [Problem(cid, p) for p in size_problems]
+            if checksums and not size_problems:
+                def check(f: FileEntry, m: Manifest = manifest) -> str | None:
+                    key = layout.data_key(m.id, m.name, f.path or None)
+                    got = self._retry(lambda: transfer.remote_crc32c(self.fs, self._path(key), self.settings), key)
+                    return None if got == f.crc32c else f"object {key} crc32c {got} ≠ manifest {f.crc32c}"
+
+                with ThreadPoolExecutor(self.settings.max_workers) as pool:
+                    problems += [Problem(cid, p) for p in pool.map(check, manifest.files) if p]
+        return problems
+
+    # ---------------------------------------------------------------- restore
+    def resolve_checkpoint(self, checkpoint: str | None) -> Manifest:
+        """The manifest for ``checkpoint`` — an id, a local name (newest with that name), or ``None``
+        for :meth:`latest`. Raises ``NoCheckpoint`` when nothing matches."""
+        if checkpoint is None:
+            found = self.latest()
+            if found is None:
+                raise errors.NoCheckpoint(self.url, "nothing to restore")
+            return found.manifest
+        if layout.parse_checkpoint_id(checkpoint) is not None:
+            manifest = self.read_manifest(checkpoint)
+            if manifest is not None:
+                return manifest
+        for manifest in reversed(self.list()):
+            if manifest.name == checkpoint:
+                return manifest
+        raise errors.NoCheckpoint(self.url, f"no committed checkpoint with id or name {checkpoint!r}",
+                                  fix="see `kresume ls` for ids and names")
+
+    def restore(self, dest: str | os.PathLike[str], checkpoint: str | None = None, *,
+                progress: Progress = None, on_start: Callable[[Manifest], None] | None = None) -> Path:
+        """Download a committed checkpoint into folder ``dest``; return the local path of the
+        checkpoint (``dest/<name>``).
+
+        Files are downloaded (in parallel) into ``dest/.kresume-restore-<id>/``, each checked
+        against its size and CRC-32C, and only then renamed to ``dest/<name>``, replacing an older
+        copy; a half restore never looks complete. Raises ``CorruptCheckpoint`` on a mismatch
+        (the temporary folder is removed).
+        """
+        manifest = self.resolve_checkpoint(checkpoint)
+        if on_start:
+            on_start(manifest)
+        dest_dir = Path(dest)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        staging = dest_dir / f".kresume-restore-{manifest.id}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            def fetch(f: FileEntry) -> None:
+                key = layout.data_key(manifest.id, manifest.name, f.path or None)
+                local = staging / manifest.name if not f.path else staging / manifest.name / f.path
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self._retry(lambda: self.fs.get_file(self._path(key), str(local)), key)
+                size = local.stat().st_size
+                if size != f.size:
+                    raise errors.CorruptCheckpoint(self.key_url(key), f"downloaded {size} B, manifest says {f.size} B")
+                got = transfer.file_crc32c(str(local))
+                if got != f.crc32c:
+                    raise errors.CorruptCheckpoint(self.key_url(key), f"crc32c {got} ≠ manifest {f.crc32c}")
+                if progress:
+                    progress(f.size)
+
+            with ThreadPoolExecutor(max(1, min(self.settings.max_workers, len(manifest.files)))) as pool:
+                list(pool.map(fetch, manifest.files))
+            for ln in manifest.links:
+                link = staging / manifest.name / ln.path
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not os.path.isabs(ln.target) and ".." not in Path(ln.target).parts:
+                    os.symlink(ln.target, link)
+            final = dest_dir / manifest.name
+            if final.is_dir() and not final.is_symlink():
+                old = dest_dir / f".kresume-old-{manifest.id}"
+                os.replace(final, old)
+                os.replace(staging / manifest.name, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging / manifest.name, final)
+            return final
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # ---------------------------------------------------------------- retention
+    def mark_bad(self, checkpoint_id: str, reason: str) -> None:
+        """Mark a committed checkpoint bad: resolution skips it from now on."""
+        doc = json.dumps({"checkpoint": checkpoint_id, "reason": reason, "at": _now()}).encode()
+        self._retry(lambda: transfer.write_small(self.fs, self._path(layout.bad_key(checkpoint_id)), doc),
+                    layout.bad_key(checkpoint_id))
+
+    def prune(self, keep_last: int, keep_every: int | None = None, *, protect: Iterable[str] = (),
+              dry_run: bool = False, orphans_older_than: float | None = None) -> retention.PrunePlan:
+        """Delete old checkpoints by the rules of :mod:`kresume.store.retention`.
+
+        Each deletion removes the manifest first (so the checkpoint is no longer committed), then
+        its data objects. With ``orphans_older_than`` (seconds), data folders without a manifest
+        whose commit started longer ago than that (interrupted commits) are deleted too and listed
+        in the plan's ``delete`` with reason ``orphan``.
+        """
+        ids = self.manifest_ids()
+        steps = {cid: (k.step if k.step >= 0 else None) for cid in ids if (k := layout.parse_checkpoint_id(cid))}
+        pointer = self.read_pointer()
+        plan = retention.plan_prune(steps, keep_last=keep_last, keep_every=keep_every,
+                                    pointer_id=pointer.checkpoint if pointer else None, protect=protect)
+        orphans: list[str] = []
+        if orphans_older_than is not None:
+            committed = set(ids)
+            cutoff = time.time() - orphans_older_than
+            for cid in self._ls_names(contract.CHECKPOINTS_DIR):
+                started = layout.id_started_at(cid)
+                if cid not in committed and started is not None and started.timestamp() < cutoff:
+                    orphans.append(cid)
+        if not dry_run:
+            for cid in plan.delete:
+                self._retry(lambda c=cid: self._rm(layout.manifest_key(c)), layout.manifest_key(cid))
+                self._retry(lambda c=cid: self._rm(layout.data_prefix(c), recursive=True), layout.data_prefix(cid))
+            for cid in orphans:
+                self._retry(lambda c=cid: self._rm(layout.data_prefix(c), recursive=True), layout.data_prefix(cid))
+        reasons = dict(plan.reasons)
+        reasons.update({cid: "orphan" for cid in orphans})
+        return retention.PrunePlan(plan.keep, plan.delete + orphans, reasons)
+
+    def _rm(self, key: str, recursive: bool = False) -> None:
+        try:
+            self.fs.rm(self._path(key), recursive=recursive)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(self._path(key))

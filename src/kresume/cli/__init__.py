@@ -1,0 +1,67 @@
+"""The ``kresume`` command line.
+
+Exit codes (also in the README):
+
+== ======================================================================
+0  success
+1  store error not covered below / bad usage caught by kresume
+2  bad command-line usage (typer/click)
+3  the URL is not a kresume run
+4  the run has no committed checkpoint (or not the one asked for)
+5  no credentials
+6  permission denied
+7  bucket or container missing
+8  store unreachable (after retries) or time budget exceeded
+9  a committed checkpoint is corrupt (verify found problems, restore mismatch)
+10 the local checkpoint could not be committed (changed, unreadable, outside root)
+== ======================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from kresume.cli import store_cmds
+from kresume.store import errors
+
+app = typer.Typer(
+    name="kresume",
+    help="Keep ML training alive across preemption: commit checkpoints to object storage and resume from them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+store_cmds.register(app)
+
+
+def _mount_optional() -> None:
+    """Mount sub-commands whose modules may pull heavier dependencies lazily."""
+    from kresume.cli import extra_cmds
+
+    extra_cmds.register(app)
+
+
+_mount_optional()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs.", envvar="KRESUME_DEBUG"),
+) -> None:
+    os.environ["KRESUME_DEBUG"] = "1" if debug else os.environ.get("KRESUME_DEBUG", "")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, print StoreErrors as one line, exit with their code."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except errors.StoreError as exc:
+        if os.environ.get("KRESUME_DEBUG") in ("1", "true"):
+            raise
+        print(f"kresume: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

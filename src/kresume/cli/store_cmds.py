@@ -1,0 +1,203 @@
+"""Store commands: ``ls``, ``latest``, ``verify``, ``restore``, ``prune``, ``commit``, ``mark-bad``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from kresume.store import errors
+from kresume.store.runstore import RunStore
+
+_URL_HELP = "Run URL, e.g. s3://bucket/prefix/<namespace>/<run>/ (gs://, az://, abfs://, file://, memory:// too)."
+_OPTS_HELP = ("fsspec storage option KEY=VALUE (repeatable; VALUE parsed as JSON when it parses, e.g. "
+              "client_kwargs='{\"endpoint_url\":\"http://127.0.0.1:8333\"}'). FSSPEC_* env and fsspec config files apply too.")
+
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+
+def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["key=value", …]`` → dict; values that parse as JSON are decoded (``anon=true`` → True).
+
+    Raises ``typer.BadParameter`` naming the bad item when an item has no ``=``.
+    """
+    opts: dict[str, Any] = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--storage-option")
+        key, value = item.split("=", 1)
+        try:
+            opts[key] = json.loads(value)
+        except ValueError:
+            opts[key] = value
+    return opts
+
+
+def _open(url: str, storage_option: list[str] | None) -> RunStore:
+    return RunStore.open(url, parse_storage_options(storage_option))
+
+
+@contextmanager
+def _bar(total: int, label: str, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+StorageOpt = typer.Option(None, "--storage-option", "-o", help=_OPTS_HELP, metavar="KEY=VALUE")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the store commands to ``app``."""
+
+    @app.command("ls")
+    def ls_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
+               as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table.")) -> None:
+        """List committed checkpoints of a run, oldest first; the pointer's target is marked with *."""
+        store = _open(url, storage_option)
+        manifests = store.list()
+        pointer = store.read_pointer()
+        if not manifests and pointer is None:
+            raise errors.NotARun(store.url, "no manifests and no pointer",
+                                 fix="check the URL; runs live at <policy storage>/<namespace>/<run>/")
+        if as_json:
+            for m in manifests:
+                print(json.dumps({"id": m.id, "name": m.name, "step": m.step, "epoch": m.epoch, "format": m.format,
+                                  "bytes": m.total_bytes, "files": len(m.files), "committed_at": m.committed_at,
+                                  "url": store.checkpoint_url(m),
+                                  "pointer": bool(pointer and pointer.checkpoint == m.id)}))
+            return
+        table = Table("", "ID", "NAME", "STEP", "FORMAT", "SIZE", "FILES", "COMMITTED")
+        for m in manifests:
+            table.add_row("*" if pointer and pointer.checkpoint == m.id else "", m.id, m.name,
+                          "" if m.step is None else str(m.step), m.format, _human(m.total_bytes),
+                          str(len(m.files)), m.committed_at[:19])
+        out.print(table)
+
+    @app.command("latest")
+    def latest_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
+                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+        """Print the URL and step of the checkpoint a restarted run resumes from.
+
+        Pointer first; falls back to the newest manifest whose objects all exist with their sizes.
+        Exit 4 when the run has no valid committed checkpoint.
+        """
+        store = _open(url, storage_option)
+        found = store.latest()
+        if found is None:
+            raise errors.NoCheckpoint(store.url, "no valid committed checkpoint")
+        if as_json:
+            print(json.dumps({"url": found.url, "step": found.step, "epoch": found.epoch, "id": found.checkpoint_id,
+                              "name": found.manifest.name, "format": found.manifest.format,
+                              "committed_at": found.manifest.committed_at, "fallback_reason": found.fallback_reason}))
+        else:
+            print(f"{found.url}\tstep={'' if found.step is None else found.step}")
+            if found.fallback_reason:
+                err.print(f"note: {found.fallback_reason}")
+
+    @app.command("verify")
+    def verify_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
+                   checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Only this checkpoint id."),
+                   checksums: bool = typer.Option(False, "--checksums",
+                                                  help="Also download-stream every object and compare CRC-32C.")) -> None:
+        """Check committed checkpoints: every object exists with its recorded size (and checksum).
+
+        Exit 0 when clean, 9 when any problem was found (each printed on one line).
+        """
+        store = _open(url, storage_option)
+        problems = store.verify(checkpoint, checksums=checksums)
+        for p in problems:
+            print(f"{p.checkpoint_id}: {p.message}")
+        if problems:
+            raise typer.Exit(errors.CorruptCheckpoint.exit_code)
+        print("ok")
+
+    @app.command("restore")
+    def restore_cmd(url: str = typer.Argument(..., help=_URL_HELP),
+                    dest: Path = typer.Argument(..., help="Local folder; the checkpoint lands at DEST/<name>."),
+                    storage_option: Optional[list[str]] = StorageOpt,
+                    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c",
+                                                             help="Checkpoint id or name (default: latest)."),
+                    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                                            help="Progress bar (default: when stderr is a terminal).")
+                    ) -> None:
+        """Download a committed checkpoint, verify sizes and CRC-32C, then rename it into place.
+
+        Prints the local path. A half-finished restore never appears under DEST/<name>.
+        """
+        store = _open(url, storage_option)
+        show = sys.stderr.isatty() if progress is None else progress
+        manifest = store.resolve_checkpoint(checkpoint)
+        with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
+            path = store.restore(dest, manifest.id, progress=advance)
+        print(path)
+
+    @app.command("prune")
+    def prune_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
+                  keep_last: int = typer.Option(..., "--keep-last", min=1, help="Keep the N newest checkpoints (≥ 1)."),
+                  keep_every: Optional[int] = typer.Option(None, "--keep-every", min=1,
+                                                           help="Also keep checkpoints whose step is a multiple of K."),
+                  orphans_older_than: Optional[float] = typer.Option(
+                      None, "--orphans-older-than", min=0, metavar="SECONDS",
+                      help="Also delete data of interrupted commits (no manifest) started longer ago than this."),
+                  dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, delete nothing.")) -> None:
+        """Delete old checkpoints: manifest first, then data; never the pointer's target."""
+        store = _open(url, storage_option)
+        plan = store.prune(keep_last, keep_every, dry_run=dry_run, orphans_older_than=orphans_older_than)
+        verb = "would delete" if dry_run else "deleted"
+        for cid in plan.delete:
+            print(f"{verb}\t{cid}\t{plan.reasons.get(cid, '')}".rstrip())
+        for cid in plan.keep:
+            print(f"kept\t{cid}\t{plan.reasons.get(cid, '')}")
+
+    @app.command("commit")
+    def commit_cmd(path: Path = typer.Argument(..., help="Local checkpoint: a file or a folder."),
+                   url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
+                   no_pointer: bool = typer.Option(False, "--no-pointer", help="Commit without moving latest.json."),
+                   progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                                           help="Progress bar (default: when stderr is a terminal).")
+                   ) -> None:
+        """Upload a local checkpoint and commit it (the same code path the sidecar uses).
+
+        Prints the committed checkpoint's URL and step.
+        """
+        from kresume.store.local import snapshot
+
+        store = _open(url, storage_option)
+        show = sys.stderr.isatty() if progress is None else progress
+        with snapshot(path) as captured, _bar(captured.total_bytes, f"commit {captured.name}", show) as advance:
+            manifest = store.commit(captured, progress=advance, move_pointer=not no_pointer)
+        print(f"{store.checkpoint_url(manifest)}\tstep={'' if manifest.step is None else manifest.step}")
+
+    @app.command("mark-bad")
+    def mark_bad_cmd(url: str = typer.Argument(..., help=_URL_HELP),
+                     checkpoint: str = typer.Argument(..., help="Checkpoint id (see `kresume ls`)."),
+                     reason: str = typer.Option("marked by hand", "--reason", help="Recorded with the mark."),
+                     storage_option: Optional[list[str]] = StorageOpt) -> None:
+        """Mark a committed checkpoint bad: `latest` and the operator skip it from now on."""
+        store = _open(url, storage_option)
+        if store.read_manifest(checkpoint) is None:
+            raise errors.NoCheckpoint(store.url, f"checkpoint {checkpoint!r} is not committed")
+        store.mark_bad(checkpoint, reason)
+        print(f"marked bad\t{checkpoint}")
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,163 @@
+"""The ``kresume-sidecar`` and ``kresume-restore`` container specs (pure builders, dicts out).
+
+Both run the operator's image (or ``policy.sidecar.image``) as ``kresume sidecar`` /
+``kresume restore``, read credentials from the policy's Secret via ``envFrom`` and storage
+options from ``KRESUME_STORAGE_OPTIONS`` (JSON), and mount the checkpoint volume at the same path
+as the trainer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from kresume import contract
+from kresume.injection import env as envs
+from kresume.injection.params import DEFAULT_TERMINATION_GRACE_SECONDS, GRACE_MARGIN_SECONDS, Resume
+from kresume.policy import Policy
+
+
+def grace_seconds(pod_spec: dict[str, Any], policy: Policy) -> int:
+    """Seconds the sidecar keeps committing after SIGTERM.
+
+    ``policy.sidecar.graceSeconds`` when set, else the pod's ``terminationGracePeriodSeconds``
+    T (default 30, core/v1 PodSpec) minus a margin of ``min(GRACE_MARGIN_SECONDS, T // 4)``
+    (30 → 25, 10 → 8, 3 → 3, 120 → 115): time left to finish the pointer write and exit before
+    SIGKILL. A native sidecar is stopped only after the trainer exited, so its real budget may be
+    shorter; the sidecar also keeps its own deadline.
+    """
+    if policy.sidecar.grace_seconds is not None:
+        return policy.sidecar.grace_seconds
+    tgps = pod_spec.get("terminationGracePeriodSeconds")
+    total = max(0, DEFAULT_TERMINATION_GRACE_SECONDS if tgps is None else int(tgps))
+    return total - min(GRACE_MARGIN_SECONDS, total // 4)
+
+
+def security_context(trainer: dict[str, Any], pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """Locked-down securityContext that runs as the trainer's uid/gid when the trainer sets one.
+
+    Same uid matters: HF safetensors leaves files mode 0600 (writers.md §4), so a sidecar with
+    another uid could not read them. ``runAsNonRoot`` is set unless the effective uid is 0 (the
+    kubelet would refuse to start the container).
+    """
+    tsc = trainer.get("securityContext") or {}
+    psc = pod_spec.get("securityContext") or {}
+    sc: dict[str, Any] = {}
+    for key in ("runAsUser", "runAsGroup"):
+        if key in tsc:
+            sc[key] = tsc[key]
+    uid = tsc.get("runAsUser", psc.get("runAsUser"))
+    sc.update(
+        {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        }
+    )
+    if uid != 0:
+        sc["runAsNonRoot"] = True
+    return sc
+
+
+def _storage_env(policy: Policy) -> list[envs.EnvVar]:
+    out: list[envs.EnvVar] = []
+    if policy.storage_options:
+        text = json.dumps(policy.storage_options, sort_keys=True, separators=(",", ":"))
+        out.append(envs.value(contract.ENV_STORAGE_OPTIONS, text))
+    return out
+
+
+def _resources(policy: Policy) -> dict[str, Any]:
+    res = policy.sidecar.resources
+    return {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
+
+
+def _common(policy: Policy, image: str, mount: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
+    c: dict[str, Any] = {"image": policy.sidecar.image or image}
+    if policy.sidecar.image_pull_policy:
+        c["imagePullPolicy"] = policy.sidecar.image_pull_policy
+    if policy.credentials_secret:
+        c["envFrom"] = [{"secretRef": {"name": policy.credentials_secret}}]
+    resources = _resources(policy)
+    if resources:
+        c["resources"] = resources
+    c["securityContext"] = copy.deepcopy(sc)
+    c["volumeMounts"] = [copy.deepcopy(mount)]
+    return c
+
+
+def sidecar_container(
+    *,
+    policy: Policy,
+    image: str,
+    run_url: str,
+    watch_dir: str,
+    mount: dict[str, Any],
+    grace: int,
+    security: dict[str, Any],
+    native: bool,
+) -> dict[str, Any]:
+    """The ``kresume-sidecar`` container; ``native`` adds ``restartPolicy: Always`` (K8s ≥ 1.29)."""
+    env = [
+        envs.value(contract.ENV_WATCH, watch_dir),
+        envs.value(contract.ENV_RUN_URL, run_url),
+        envs.field_ref(contract.ENV_POD_NAME, "metadata.name"),
+        envs.field_ref(contract.ENV_POD_NAMESPACE, "metadata.namespace"),
+        envs.value(contract.ENV_GRACE_SECONDS, str(grace)),
+        envs.value(contract.ENV_CONCURRENCY, str(policy.sidecar.concurrency)),
+        envs.value(contract.ENV_KEEP_LAST, str(policy.retention.keep_last)),
+    ]
+    if policy.retention.keep_every is not None:
+        env.append(envs.value(contract.ENV_KEEP_EVERY, str(policy.retention.keep_every)))
+    env += _storage_env(policy)
+    env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
+    c: dict[str, Any] = {"name": contract.SIDECAR_CONTAINER_NAME}
+    c.update(_common(policy, image, mount, security))
+    c["command"] = ["kresume", "sidecar"]
+    if policy.sidecar.extra_args:
+        c["args"] = list(policy.sidecar.extra_args)
+    c["env"] = env
+    if native:
+        c["restartPolicy"] = "Always"
+    return _ordered(c)
+
+
+def restore_container(
+    *,
+    policy: Policy,
+    image: str,
+    run_url: str,
+    dest_dir: str,
+    resume: Resume,
+    mount: dict[str, Any],
+    security: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``kresume-restore`` init container: ``kresume restore <run-url> <dir> --checkpoint <id>``.
+
+    It copies the resume checkpoint into the checkpoint dir (to ``<dir>/<resume.name>``; the
+    store restores under a temp name and renames, so a half restore never looks complete).
+    """
+    env = [
+        envs.field_ref(contract.ENV_POD_NAME, "metadata.name"),
+        envs.field_ref(contract.ENV_POD_NAMESPACE, "metadata.namespace"),
+        *_storage_env(policy),
+    ]
+    env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
+    c: dict[str, Any] = {"name": contract.RESTORE_CONTAINER_NAME}
+    c.update(_common(policy, image, mount, security))
+    c["command"] = ["kresume", "restore"]
+    c["args"] = [run_url, dest_dir, "--checkpoint", resume.checkpoint]
+    c["env"] = env
+    return _ordered(c)
+
+
+_ORDER = (
+    "name", "image", "imagePullPolicy", "command", "args", "env", "envFrom", "resources",
+    "securityContext", "volumeMounts", "restartPolicy",
+)
+
+
+def _ordered(c: dict[str, Any]) -> dict[str, Any]:
+    """Stable key order (readable goldens; dicts compare equal regardless)."""
+    return {k: c[k] for k in _ORDER if k in c}

@@ -10,11 +10,8 @@ import pytest
 def _clear_fsspec_caches():
     """fsspec caches filesystem instances per process (fsspec's own conftest does the same)."""
     yield
-    for cls in list(fsspec.registry.registry.values()) + [fsspec.AbstractFileSystem]:
-        try:
-            cls.clear_instance_cache()
-        except Exception:
-            pass
+    for cls in list(fsspec.registry.values()) + [fsspec.AbstractFileSystem]:
+        cls.clear_instance_cache()
     from fsspec.implementations.memory import MemoryFileSystem
 
     MemoryFileSystem.store.clear()

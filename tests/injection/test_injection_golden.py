@@ -64,8 +64,8 @@ CASES: dict[str, tuple[dict, bool]] = {
 
 
 def resume_for(url: str) -> Resume:
-    name = "epoch=3-step=400.ckpt"
-    return Resume(url=f"{url}checkpoints/000400-5f1c9a2e/{name}", checkpoint="000400-5f1c9a2e", name=name, step=400)
+    name, cid = "epoch=3-step=400.ckpt", "0000000400-20261129T103000123456Z-9f2c1a"  # store id format
+    return Resume(url=f"{url}checkpoints/{cid}/{name}", checkpoint=cid, name=name, step=400)
 
 
 def load(path: Path) -> dict:

@@ -159,3 +159,27 @@ def test_injection_policy_image_overrides_operator_image():
     policy = Policy(storage="s3://b", sidecar={"image": "mine:1"})
     assert run(pod(), policy=policy).pod["spec"]["initContainers"][0]["image"] == "mine:1"
     assert run(pod()).pod["spec"]["initContainers"][0]["image"] == "img"
+
+
+def test_injection_resume_from_real_store_round_trip(tmp_path):
+    """Resume.from_resolved maps the store's real `latest` (memory://), and restore lands at
+    <dir>/<name>, which is what KRESUME_RESUME_PATH points to."""
+    from kresume.policy import run_url
+    from kresume.store.runstore import RunStore
+
+    ckpt = tmp_path / "epoch=0-step=12.ckpt"
+    ckpt.write_bytes(b"not really a zip, but the store does not care" * 10)
+    policy = Policy(storage="memory://bucket/p")
+    url = run_url(policy, "ns", "r")
+    store = RunStore.open(url)
+    store.commit(ckpt)
+    resume = Resume.from_resolved(store.latest())
+    assert resume.name == ckpt.name and resume.url.startswith(url) and resume.url.endswith(ckpt.name)
+    out = run(pod({contract.ANN_RESTORE: "true"}), resume=resume, policy=policy).pod
+    restore = out["spec"]["initContainers"][0]
+    assert restore["args"][:4] == [url, "/checkpoints", "--checkpoint", resume.checkpoint]
+    env = {e["name"]: e.get("value") for e in out["spec"]["containers"][0]["env"]}
+    dest = tmp_path / "restored"
+    landed = store.restore(dest, resume.checkpoint)
+    assert landed == dest / resume.name
+    assert env[contract.ENV_RESUME_PATH] == "/checkpoints/" + resume.name

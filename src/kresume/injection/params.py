@@ -41,6 +41,16 @@ class Resume:
     name: str
     step: int | None = None
 
+    @classmethod
+    def from_resolved(cls, resolved: Any) -> Resume:
+        """From the store's ``kresume.store.resolve.Resolved`` (``RunStore.latest()``)."""
+        return cls(
+            url=resolved.url,
+            checkpoint=resolved.checkpoint_id,
+            name=resolved.manifest.name,
+            step=resolved.step,
+        )
+
 
 @dataclass(frozen=True)
 class Injection:

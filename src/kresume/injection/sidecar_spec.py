@@ -1,8 +1,9 @@
 """The ``kresume-sidecar`` and ``kresume-restore`` container specs (pure builders, dicts out).
 
 Both run the operator's image (or ``policy.sidecar.image``) as ``kresume sidecar`` /
-``kresume restore``, read credentials from the policy's Secret via ``envFrom`` and storage
-options from ``KRESUME_STORAGE_OPTIONS`` (JSON), and mount the checkpoint volume at the same path
+``kresume restore``, read credentials from the policy's Secret via ``envFrom``, get storage
+options (sidecar: env ``KRESUME_STORAGE_OPTIONS`` as JSON; restore: ``-o KEY=JSON`` args, the
+CLI's own flag), and mount the checkpoint volume at the same path
 as the trainer.
 """
 
@@ -135,19 +136,25 @@ def restore_container(
 ) -> dict[str, Any]:
     """The ``kresume-restore`` init container: ``kresume restore <run-url> <dir> --checkpoint <id>``.
 
-    It copies the resume checkpoint into the checkpoint dir (to ``<dir>/<resume.name>``; the
+    Storage options go as ``-o KEY=<JSON>`` (``kresume restore --help``). It copies the resume checkpoint into the checkpoint dir (to ``<dir>/<resume.name>``; the
     store restores under a temp name and renames, so a half restore never looks complete).
     """
     env = [
         envs.field_ref(contract.ENV_POD_NAME, "metadata.name"),
         envs.field_ref(contract.ENV_POD_NAMESPACE, "metadata.namespace"),
-        *_storage_env(policy),
     ]
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
     c: dict[str, Any] = {"name": contract.RESTORE_CONTAINER_NAME}
     c.update(_common(policy, image, mount, security))
     c["command"] = ["kresume", "restore"]
-    c["args"] = [run_url, dest_dir, "--checkpoint", resume.checkpoint]
+    # Storage options as the CLI's `-o KEY=JSON` (it parses VALUE as JSON when it parses); they
+    # are not secret (secrets come from the credentials Secret), so args are fine.
+    opts = [
+        a
+        for key in sorted(policy.storage_options)
+        for a in ("-o", f"{key}={json.dumps(policy.storage_options[key], sort_keys=True, separators=(',', ':'))}")
+    ]
+    c["args"] = [run_url, dest_dir, "--checkpoint", resume.checkpoint, "--no-progress", *opts]
     c["env"] = env
     return _ordered(c)
 

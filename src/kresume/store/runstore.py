@@ -316,7 +316,7 @@ class RunStore:
             if checksums and not size_problems:
                 def check(f: FileEntry, m: Manifest = manifest) -> str | None:
                     key = layout.data_key(m.id, m.name, f.path or None)
-                    got = self._retry(lambda: transfer.remote_crc32c(self.fs, self._path(key), self.settings), key)
+                    got = self._retry(lambda: transfer.remote_crc32c(self.fs, self._path(key), f.size, self.settings), key)
                     return None if got == f.crc32c else f"object {key} crc32c {got} ≠ manifest {f.crc32c}"
 
                 with ThreadPoolExecutor(self.settings.max_workers) as pool:

@@ -74,15 +74,19 @@ def file_crc32c(path: str, block: int = 8 * 2**20) -> str:
     return crc32c_hex(crc)
 
 
-def remote_crc32c(fs: Any, rpath: str, settings: TransferSettings) -> str:
-    """CRC-32C (hex) of a remote object, streamed in ``part_size`` reads (never held whole)."""
+def remote_crc32c(fs: Any, rpath: str, size: int, settings: TransferSettings) -> str:
+    """CRC-32C (hex) of the first ``size`` bytes of a remote object, streamed in ``part_size``
+    reads (never held whole). Reads stop at ``size``: fake-gcs-server answers a range past the end
+    with HTTP 416 instead of an empty body."""
     crc = 0
+    done = 0
     with fs.open(rpath, "rb", block_size=settings.part_size, cache_type="none") as f:
-        while True:
-            data = f.read(settings.part_size)
+        while done < size:
+            data = f.read(min(settings.part_size, size - done))
             if not data:
                 break
             crc = google_crc32c.extend(crc, data)
+            done += len(data)
     return crc32c_hex(crc)
 
 

@@ -1,0 +1,171 @@
+"""Sidecar settings: one dataclass, every field with its unit, filled from flags and ``KRESUME_*`` env.
+
+Env names the operator injects are in :mod:`kresume.contract` (``ENV_*``); the others below are
+sidecar-only tuning knobs (``KRESUME_<FIELD>`` in upper case). Flags win over env, env over defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from kresume import contract
+
+WATCH_MODES = ("auto", "inotify", "poll")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the flag/env and the fix."""
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """Everything the sidecar needs. Times are seconds, sizes bytes."""
+
+    run_url: str = ""
+    """The run's store URL (``s3://bucket/prefix/<ns>/<run>/``). Required. Env ``KRESUME_RUN_URL``."""
+
+    watch: str = contract.DEFAULT_CHECKPOINT_DIR
+    """Folder the trainer writes checkpoints into. Env ``KRESUME_WATCH``."""
+
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    """fsspec options for ``run_url`` (JSON object in env ``KRESUME_STORAGE_OPTIONS``)."""
+
+    include: tuple[str, ...] = ()
+    """Globs of unit paths to commit (empty = every recognised checkpoint); env comma-separated."""
+
+    exclude: tuple[str, ...] = ()
+    """Globs of unit paths never to commit (wins over include); env comma-separated."""
+
+    marker: str = ".kresume-complete"
+    """Name of the file that declares any other folder complete (written last)."""
+
+    watch_mode: str = "auto"
+    """``inotify`` (watchdog events as hints), ``poll`` (rescans only, for NFS/FUSE/CIFS where
+    inotify sees no remote writes), or ``auto`` (poll when /proc/mounts says network/FUSE)."""
+
+    poll_seconds: float = 2.0
+    """Rescan period in poll mode."""
+
+    rescan_seconds: float = 30.0
+    """Reconcile rescan period in inotify mode (events are only hints)."""
+
+    recheck_seconds: float = 0.2
+    """Rescan period while some unit is incomplete (close events are missed in new folders)."""
+
+    settle_seconds: float = 10.0
+    """Quiet time after which a file without a content rule counts as complete, and an unfinished
+    zip counts as truncated (corrupt)."""
+
+    concurrency: int = 2
+    """Checkpoints uploaded at the same time (each uploads its files with the store's workers)."""
+
+    max_inflight_bytes: int = 8 * 2**30
+    """Bytes of checkpoints uploading at once; a single larger checkpoint still runs alone."""
+
+    skip_superseded: bool = False
+    """Drop (and cancel) an older checkpoint's upload as soon as a newer one is complete."""
+
+    commit_attempts: int = 5
+    """Tries of a whole commit after the store's own per-request retries gave up."""
+
+    retry_base_seconds: float = 1.0
+    """First delay between whole-commit tries; doubles, full jitter."""
+
+    retry_max_seconds: float = 60.0
+    """Ceiling of one delay between whole-commit tries."""
+
+    grace_seconds: float = 25.0
+    """After SIGTERM, keep committing this long (pod terminationGracePeriodSeconds minus a
+    margin). Env ``KRESUME_GRACE_SECONDS``."""
+
+    keep_last: int | None = None
+    """Remote retention after each commit: keep the newest N (None = never prune)."""
+
+    keep_every: int | None = None
+    """Remote retention: also keep every checkpoint whose step is a multiple of K."""
+
+    delete_local_after_commit: bool = False
+    """Delete local checkpoints once committed (never the newest one)."""
+
+    metrics_port: int = 9465
+    """Port of ``/metrics``, ``/healthz``, ``/readyz`` on 0.0.0.0 (0 = an ephemeral port,
+    -1 = no server)."""
+
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics server binds."""
+
+    pod_name: str = ""
+    """Recorded as the source pod in manifests. Env ``KRESUME_POD_NAME``."""
+
+    pod_namespace: str = ""
+    """Recorded in manifests. Env ``KRESUME_POD_NAMESPACE``."""
+
+    log_format: str = "auto"
+    """``json``, ``text`` or ``auto`` (JSON when stderr is not a terminal)."""
+
+    def validate(self) -> SidecarSettings:
+        """Raise :class:`SettingsError` naming the flag and env of the first bad value."""
+        if not self.run_url:
+            raise SettingsError("--run-url / KRESUME_RUN_URL is required (e.g. s3://bucket/prefix/ns/run/)")
+        if self.watch_mode not in WATCH_MODES:
+            raise SettingsError(f"--watch-mode must be one of {WATCH_MODES}, got {self.watch_mode!r}")
+        for name in ("concurrency", "commit_attempts"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("keep_last", "keep_every"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
+        if self.grace_seconds < 0:
+            raise SettingsError(f"--grace-seconds must be ≥ 0, got {self.grace_seconds}")
+        return self
+
+
+def env_name(field_name: str) -> str:
+    """``KRESUME_<FIELD>`` for a settings field."""
+    return "KRESUME_" + field_name.upper()
+
+
+def parse_value(name: str, raw: str, current: Any) -> Any:
+    """Convert an env string to the type of the field's default; raises :class:`SettingsError`."""
+    try:
+        if name == "storage_options":
+            v = json.loads(raw) if raw.strip() else {}
+            if not isinstance(v, dict):
+                raise ValueError("not a JSON object")
+            return v
+        if name in ("include", "exclude"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("not a boolean (true/false)")
+        if name in ("keep_last", "keep_every"):
+            return int(raw) if raw.strip() else None
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{env_name(name)}={raw!r}: {exc}") from exc
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> SidecarSettings:
+    """Settings from ``KRESUME_*`` env (``os.environ`` by default), then ``overrides`` (flags;
+    ``None`` values are ignored). Not validated: call :meth:`SidecarSettings.validate`."""
+    env = os.environ if env is None else env
+    base = SidecarSettings()
+    values: dict[str, Any] = {}
+    for f in fields(SidecarSettings):
+        key = env_name(f.name)
+        if key in env:
+            values[f.name] = parse_value(f.name, env[key], getattr(base, f.name))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SidecarSettings(**values)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from pydantic.alias_generators import to_camel
 
 #: URL schemes a policy may store to (fsspec protocols of s3fs, gcsfs, adlfs and fsspec's own).
@@ -67,8 +67,9 @@ class Retention(_Model):
     keep_every: int | None = Field(None, ge=1)
 
 
-#: A quantity as YAML gives it: ``2``, ``0.5`` or ``"100m"`` (booleans are not quantities).
-Quantity = StrictInt | StrictFloat | StrictStr
+#: A quantity as an integer (``2``) or a string (``"100m"``, ``"0.5"``): the CRD schema's
+#: ``x-kubernetes-int-or-string``, so a bare ``0.5`` or a boolean is refused here as there.
+Quantity = StrictInt | StrictStr
 
 
 class Resources(_Model):

@@ -82,6 +82,7 @@ def test_policy_storage_dotdot_refused():
         ({"sidecar": {"imagePullPolicy": "Sometimes"}}, ["imagePullPolicy", "IfNotPresent"]),
         ({"sidecar": {"resources": {"limits": {"memory": "lots"}}}}, ["limits.memory", "quantity"]),
         ({"sidecar": {"resources": {"requests": {"cpu": True}}}}, ["requests.cpu"]),
+        ({"sidecar": {"resources": {"requests": {"cpu": 0.5}}}}, ["requests.cpu"]),
         ({"resolveTimeoutSeconds": 0}, ["resolveTimeoutSeconds"]),
         ({"resolveTimeoutSeconds": 30}, ["resolveTimeoutSeconds"]),
         ({"credentialsSecret": "Bad_Name"}, ["credentialsSecret"]),
@@ -96,7 +97,7 @@ def test_policy_refuses(spec, words):
         assert word in str(info.value), (word, str(info.value))
 
 
-@pytest.mark.parametrize("qty", ["100m", "0.5", "1Gi", "128974848", "129e6", "1.5G", ".5", "+1", 2, 0.25])
+@pytest.mark.parametrize("qty", ["100m", "0.5", "1Gi", "128974848", "129e6", "1.5G", ".5", "+1", 2])
 def test_policy_quantities_accepted(qty):
     Policy.from_spec({"storage": "s3://b", "sidecar": {"resources": {"requests": {"cpu": qty}}}})
 

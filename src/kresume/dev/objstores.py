@@ -35,10 +35,12 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
+import atexit  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import weakref  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
@@ -86,6 +88,19 @@ def check_gcsfs_env() -> None:
         )
 
 
+_LIVE: weakref.WeakSet[ObjectStoreServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """Stop servers still running at interpreter exit (incl. Ctrl-C) and remove their temp folders.
+
+    Registered after ``_procs``' own hook, so it runs first (atexit is LIFO).
+    """
+    for server in list(_LIVE):
+        server.stop()
+
+
 def _check_bucket_name(name: str) -> None:
     if not _BUCKET_RE.match(name):
         raise ValueError(
@@ -128,6 +143,7 @@ class ObjectStoreServer:
         if root:
             Path(root).mkdir(parents=True, exist_ok=True)
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"kresume-{self.name}-", dir=root))
+        _LIVE.add(self)
         try:
             if self.port is None:
                 self.port = _procs.free_ports(1)[0]
@@ -150,6 +166,7 @@ class ObjectStoreServer:
     def stop(self) -> None:
         """Stop the server (whole process group) and remove its temp folder; idempotent."""
         proc, self._proc = self._proc, None
+        _LIVE.discard(self)
         if proc is not None:
             proc.stop()
         if self.tmpdir is not None:

@@ -1,0 +1,427 @@
+"""A real local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager), envtest style.
+
+No scheduler and no kubelet: pods stay Pending unless something binds them (``spec.nodeName`` or
+``pods/binding``) and reports their status. The controller-manager makes Jobs create Pods, collects garbage and
+deletes namespaces. Flags follow ``../shared/k8s/envtest.sh`` (measured there: cold start to ``/readyz`` 4-6 s,
+RSS about 385 MB apiserver + 50 MB etcd + 95 MB controller-manager).
+
+Binaries come from ``$KUBEBUILDER_ASSETS`` (controller-runtime's envtest convention) or ``<repo>/.cache/k8s/bin``;
+``scripts/k8s-assets.sh`` puts them there. Typical use::
+
+    with ControlPlane() as cp:
+        cp.kubectl("get", "ns")
+        v1 = kubernetes.client.CoreV1Api(cp.api_client())
+
+Cleanup: ``stop()`` (also run by ``__exit__`` and ``atexit``) terminates each process group, SIGKILLs after
+``stop_timeout`` and removes the work directory. Children get ``PR_SET_PDEATHSIG=SIGKILL`` through util-linux
+``setpriv``, so they die with the Python thread that started them even on SIGKILL; start the plane from a
+thread that outlives it (the main thread in pytest). Work directories of dead owners are swept on the next start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kresume.dev import pki
+
+ASSETS_ENV = "KUBEBUILDER_ASSETS"
+ASSETS_COMMAND = "scripts/k8s-assets.sh"
+REPO_ASSETS_DIR = Path(__file__).resolve().parents[3] / ".cache" / "k8s" / "bin"
+_WORKDIR_PREFIX = "kresume-cp-"
+_NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+
+
+class AssetsMissingError(FileNotFoundError):
+    """A control-plane binary is missing; the message names the directory and the command that fetches it."""
+
+
+class ControlPlaneError(RuntimeError):
+    """A control-plane process failed or did not become ready; the message carries the tail of its log."""
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """``kubectl`` exited non-zero; ``str()`` shows the command line and kubectl's stderr."""
+
+    def __str__(self) -> str:
+        return f"kubectl {' '.join(self.cmd[3:])} exited {self.returncode}: {(self.stderr or '').strip()}"
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    """How to start a :class:`ControlPlane`. Times are seconds."""
+
+    assets_dir: Path | None = None
+    """Directory with etcd, kube-apiserver, kube-controller-manager, kubectl; None: ``$KUBEBUILDER_ASSETS``, else
+    ``<repo>/.cache/k8s/bin``."""
+    controller_manager: bool = True
+    """Run kube-controller-manager (Jobs -> Pods, garbage collection, namespace deletion, default ServiceAccount)."""
+    controller_manager_flags: tuple[str, ...] = ()
+    """Extra kube-controller-manager flags, appended last so they win, e.g. ``("--controllers=*,-nodelifecycle",)``
+    to stop Nodes without a kubelet turning ``Unknown`` after 40 s and their pods being evicted ~5 min later."""
+    apiserver_flags: tuple[str, ...] = ()
+    """Extra kube-apiserver flags, appended last, e.g. ``("--feature-gates=...",)``."""
+    ready_timeout: float = 90.0
+    """Bound for each readiness wait (apiserver ``/readyz``; controller-manager's default ServiceAccount). 4-6 s is
+    typical; a shared 2-core machine can be much slower."""
+    stop_timeout: float = 10.0
+    """Grace after SIGTERM before SIGKILL, per process."""
+    work_root: Path | None = None
+    """Parent of the temporary work directory (PKI, etcd data, logs, kubeconfig); None: /dev/shm when writable
+    (etcd fsyncs are then free), else the system temp dir."""
+
+
+def find_assets(assets_dir: Path | None = None, *, controller_manager: bool = True) -> Path:
+    """Return the directory holding the control-plane binaries.
+
+    Order: ``assets_dir``, ``$KUBEBUILDER_ASSETS``, ``<repo>/.cache/k8s/bin``. Raises :class:`AssetsMissingError`
+    naming the missing files and ``scripts/k8s-assets.sh`` when the chosen directory is incomplete.
+    """
+    env = os.environ.get(ASSETS_ENV)
+    directory = Path(assets_dir or env or REPO_ASSETS_DIR)
+    names = ["etcd", "kube-apiserver", "kubectl"] + (["kube-controller-manager"] if controller_manager else [])
+    missing = [n for n in names if not os.access(directory / n, os.X_OK)]
+    if missing:
+        source = "assets_dir" if assets_dir else (f"${ASSETS_ENV}" if env else "the default cache")
+        raise AssetsMissingError(
+            f"control-plane binaries {missing} not found in {directory} (from {source}); fetch them with "
+            f"`{ASSETS_COMMAND}` (then `export {ASSETS_ENV}=...` as it prints, or use the default cache dir)"
+        )
+    return directory
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (another process may take it before we bind: callers retry)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class _Process:
+    """One child in its own session/process group, output to ``log``, killed with its parent thread."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name, self.log = name, log
+        wrap = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        with open(log, "ab") as out:
+            self.popen = subprocess.Popen(
+                wrap + argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, **_NO_PROXY},
+            )
+
+    def check_alive(self) -> None:
+        """Raise :class:`ControlPlaneError` with the log tail if the process has exited."""
+        if self.popen.poll() is not None:
+            raise ControlPlaneError(
+                f"{self.name} exited with code {self.popen.returncode}; last lines of {self.log}:\n{_tail(self.log)}"
+            )
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL it."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        self.popen.wait(5)
+
+
+class _PortTaken(ControlPlaneError):
+    pass
+
+
+def _sweep_stale_workdirs(root: Path) -> None:
+    """Remove work directories left by owners that died without cleanup (name: ``kresume-cp-<pid>-*``)."""
+    for entry in root.glob(f"{_WORKDIR_PREFIX}*"):
+        m = re.match(rf"{_WORKDIR_PREFIX}(\d+)-", entry.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager) on loopback; a context manager.
+
+    After :meth:`start`: ``server`` (``https://127.0.0.1:PORT``), ``token`` (bearer token in ``system:masters``),
+    ``ca_pem``/``ca_file`` (the serving CA), ``kubeconfig`` (file path, CA embedded), ``version`` (the server's
+    gitVersion, ``v1.20.2`` with the project's assets), ``workdir``, ``logs`` (name -> log path), ``timings``
+    (seconds from start to apiserver ``/readyz`` and to the controller-manager's default ServiceAccount).
+    Raises :class:`AssetsMissingError` or :class:`ControlPlaneError`; a failed start leaves nothing running.
+    """
+
+    def __init__(self, settings: ControlPlaneSettings | None = None) -> None:
+        self.settings = settings or ControlPlaneSettings()
+        self.assets: Path | None = None
+        self.workdir: Path | None = None
+        self.server = self.token = self.version = ""
+        self.ca_pem = b""
+        self.ca_file = self.kubeconfig = Path()
+        self.logs: dict[str, Path] = {}
+        self.timings: dict[str, float] = {}
+        self._procs: list[_Process] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ControlPlane:
+        """Start all processes and wait until they serve; idempotent. Returns self."""
+        if self._procs:
+            return self
+        s = self.settings
+        self.assets = find_assets(s.assets_dir, controller_manager=s.controller_manager)
+        root = s.work_root or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir()))
+        _sweep_stale_workdirs(root)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-", dir=root))
+        atexit.register(self.stop)
+        t0 = time.monotonic()
+        try:
+            self._write_pki()
+            for attempt in range(3):
+                try:
+                    self._start_etcd_and_apiserver()
+                    break
+                except _PortTaken:
+                    self._stop_procs()
+                    if attempt == 2:
+                        raise
+            self.timings["apiserver_ready_s"] = time.monotonic() - t0
+            self.version = json.loads(self._get("/version"))["gitVersion"]
+            self._write_kubeconfig(self.kubeconfig, self.token)
+            if s.controller_manager:
+                self._start_controller_manager()
+                self.timings["controller_manager_ready_s"] = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Terminate every process (controller-manager, apiserver, etcd) and remove the work directory."""
+        t0 = time.monotonic()
+        self._stop_procs()
+        self.timings["stop_s"] = time.monotonic() - t0
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        atexit.unregister(self.stop)
+
+    def _stop_procs(self) -> None:
+        while self._procs:
+            self._procs.pop().stop(self.settings.stop_timeout)
+
+    def _spawn(self, name: str, argv: list[str]) -> _Process:
+        assert self.workdir is not None
+        self.logs[name] = self.workdir / f"{name}.log"
+        proc = _Process(name, argv, self.logs[name])
+        self._procs.append(proc)
+        return proc
+
+    # --- processes -------------------------------------------------------------------------------------------
+    def _write_pki(self) -> None:
+        assert self.workdir is not None
+        p = self.workdir / "pki"
+        ca = pki.CertificateAuthority.create("kresume-test-cluster-ca")
+        self.ca_pem = ca.pair.cert_pem
+        self.ca_file = p / "ca.crt"
+        ca.pair.write(p, "ca")
+        ca.issue("kube-apiserver", pki.APISERVER_HOSTS).write(p, "apiserver")
+        sa_key, sa_pub = pki.service_account_keys()
+        (p / "sa.key").write_bytes(sa_key)
+        (p / "sa.pub").write_bytes(sa_pub)
+        self.token = "admin-" + os.urandom(16).hex()
+        (p / "tokens.csv").write_text(f"{self.token},admin,admin,system:masters\n")
+        self.kubeconfig = self.workdir / "kubeconfig"
+
+    def _start_etcd_and_apiserver(self) -> None:
+        assert self.assets is not None and self.workdir is not None
+        p, client, peer, api = self.workdir / "pki", free_port(), free_port(), free_port()
+        data = self.workdir / f"etcd-{client}"
+        etcd = self._spawn("etcd", [
+            str(self.assets / "etcd"), "--name=test", f"--data-dir={data}", "--log-level=warn",
+            f"--listen-client-urls=http://127.0.0.1:{client}", f"--advertise-client-urls=http://127.0.0.1:{client}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=test=http://127.0.0.1:{peer}",
+        ])  # fmt: skip
+        apiserver = self._spawn("kube-apiserver", [
+            str(self.assets / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{client}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api}", "--insecure-port=0",
+            f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}", f"--token-auth-file={p / 'tokens.csv'}",
+            f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true", "--authorization-mode=RBAC",
+            "--endpoint-reconciler-type=none", f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            "--disable-admission-plugins=ServiceAccount", *self.settings.apiserver_flags,
+        ])  # fmt: skip
+        self.server = f"https://127.0.0.1:{api}"
+        deadline = time.monotonic() + self.settings.ready_timeout
+        while True:
+            for proc in (etcd, apiserver):
+                if proc.popen.poll() is not None and "address already in use" in _tail(proc.log):
+                    raise _PortTaken(f"{proc.name}: port taken; retrying with new ports")
+                proc.check_alive()
+            try:
+                if self._get("/readyz", timeout=2) == "ok":
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"kube-apiserver at {self.server} not ready after {self.settings.ready_timeout} s; last lines "
+                    f"of {apiserver.log}:\n{_tail(apiserver.log)}\n--- {etcd.log}:\n{_tail(etcd.log, 10)}"
+                )
+            time.sleep(0.2)
+
+    def _start_controller_manager(self) -> None:
+        assert self.assets is not None and self.workdir is not None
+        p, kc = self.workdir / "pki", str(self.kubeconfig)
+        flags = self.settings.controller_manager_flags
+        kcm = self._spawn("kube-controller-manager", [
+            str(self.assets / "kube-controller-manager"), f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--port=0", "--leader-elect=false",
+            f"--service-account-private-key-file={p / 'sa.key'}", f"--root-ca-file={p / 'ca.crt'}",
+            "--use-service-account-credentials=false", *flags,
+        ])  # fmt: skip
+        controllers = ",".join(f.split("=", 1)[1] for f in flags if f.startswith("--controllers=")) or "*"
+        enabled = [c.strip() for c in controllers.split(",")]
+        if "-serviceaccount" in enabled or ("*" not in enabled and "serviceaccount" not in enabled):
+            kcm.check_alive()
+            return
+        # The serviceaccount controller creating `default` in `default` shows the controllers run (envtest.sh).
+        deadline = time.monotonic() + self.settings.ready_timeout
+        while True:
+            kcm.check_alive()
+            try:
+                self._get("/api/v1/namespaces/default/serviceaccounts/default", timeout=2)
+                return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"kube-controller-manager created no default ServiceAccount within {self.settings.ready_timeout}"
+                    f" s; last lines of {kcm.log}:\n{_tail(kcm.log)}"
+                )
+            time.sleep(0.2)
+
+    def _get(self, path: str, timeout: float = 10) -> str:
+        """GET ``path`` on the apiserver as admin; returns the body; raises urllib errors (HTTPError on non-2xx)."""
+        ctx = ssl.create_default_context(cadata=self.ca_pem.decode())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+        req = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
+        with opener.open(req, timeout=timeout) as resp:
+            return resp.read().decode()
+
+    # --- clients ---------------------------------------------------------------------------------------------
+    def _write_kubeconfig(self, path: Path, token: str | None, impersonate: str | None = None) -> Path:
+        user: dict[str, Any] = {"token": token} if token else {}
+        if impersonate:
+            user["token"], user["as"] = self.token, impersonate
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "kresume-test", "preferences": {},
+            "clusters": [{"name": "kresume-test", "cluster": {
+                "server": self.server, "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}}],
+            "users": [{"name": "kresume-test", "user": user}],
+            "contexts": [{"name": "kresume-test", "context": {
+                "cluster": "kresume-test", "user": "kresume-test", "namespace": "default"}}],
+        }  # fmt: skip
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes (kubectl, kopf, helm) to reach this cluster: KUBECONFIG + NO_PROXY."""
+        return {"KUBECONFIG": str(self.kubeconfig), **_NO_PROXY}
+
+    def client_configuration(self) -> Any:
+        """A ``kubernetes.client.Configuration`` for the admin token (no proxy, CA verified)."""
+        import kubernetes.client
+
+        cfg = kubernetes.client.Configuration()
+        cfg.host = self.server
+        cfg.api_key = {"authorization": self.token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        cfg.ssl_ca_cert = str(self.ca_file)
+        return cfg
+
+    def api_client(self) -> Any:
+        """A new ``kubernetes.client.ApiClient`` as admin; close it (or use ``with``) when done."""
+        import kubernetes.client
+
+        return kubernetes.client.ApiClient(self.client_configuration())
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> (
+        subprocess.CompletedProcess[str]
+    ):
+        """Run ``kubectl --kubeconfig <admin> *args``; text stdout/stderr captured.
+
+        Raises :class:`KubectlError` (with kubectl's stderr) on a non-zero exit when ``check``;
+        ``subprocess.TimeoutExpired`` after ``timeout`` s. Impersonate with ``"--as=system:serviceaccount:NS:NAME"``
+        (allowed for ``system:masters``; the apiserver adds the ServiceAccount groups itself).
+        """
+        assert self.assets is not None, "start() the control plane first"
+        cmd = [str(self.assets / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **_NO_PROXY})  # fmt: skip
+        if check and res.returncode != 0:
+            raise KubectlError(res.returncode, cmd, res.stdout, res.stderr)
+        return res
+
+    def make_impersonating_kubeconfig(self, namespace: str, serviceaccount: str, path: Path | None = None) -> Path:
+        """Write a kubeconfig that acts as ``system:serviceaccount:<namespace>:<serviceaccount>`` via impersonation.
+
+        Uses the admin token with the kubeconfig ``as`` field (``Impersonate-User`` header); the apiserver adds the
+        groups ``system:serviceaccounts`` and ``system:serviceaccounts:<namespace>``, so RBAC sees what the real
+        ServiceAccount would get. The ServiceAccount need not exist. Default path: in the work directory.
+        """
+        assert self.workdir is not None, "start() the control plane first"
+        path = path or self.workdir / f"kubeconfig-{namespace}-{serviceaccount}"
+        return self._write_kubeconfig(path, None, impersonate=f"system:serviceaccount:{namespace}:{serviceaccount}")
+
+    def serviceaccount_token(self, namespace: str, serviceaccount: str, expiration_seconds: int = 3600) -> str:
+        """A real bound token for an existing ServiceAccount from the TokenRequest API (min. 600 s)."""
+        import kubernetes.client as k
+
+        with self.api_client() as api:
+            req = k.AuthenticationV1TokenRequest(spec=k.V1TokenRequestSpec(
+                audiences=[], expiration_seconds=expiration_seconds))  # fmt: skip
+            res = k.CoreV1Api(api).create_namespaced_service_account_token(serviceaccount, namespace, req)
+            return str(res.status.token)

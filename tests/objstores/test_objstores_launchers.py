@@ -112,6 +112,14 @@ def test_objstores_env_reaches_server_from_child_process(server: objstores.Objec
     assert out.stdout.strip() == "from-env"
 
 
+def test_objstores_seaweedfs_checks_signatures(seaweedfs_s3: objstores.ObjectStoreServer) -> None:
+    """Auth is on (weed mini takes the identity from its env), so a client must really sign."""
+    opts = {**seaweedfs_s3.storage_options, "key": "wrong", "secret": "wrong", "skip_instance_cache": True}
+    fs, path = fsspec.url_to_fs(seaweedfs_s3.url(SESSION_BUCKET, "auth/x"), **opts)
+    with pytest.raises(PermissionError):
+        fs.pipe_file(path, b"1")
+
+
 def test_objstores_bucket_name_checked(moto_s3: objstores.ObjectStoreServer) -> None:
     with pytest.raises(ValueError, match="3-63 lowercase"):
         moto_s3.create_bucket("b1")
@@ -169,7 +177,7 @@ def test_objstores_azurite_missing_names_install_script(monkeypatch, tmp_path: P
         objstores.AzuriteServer().start()
 
     monkeypatch.delenv("KRESUME_AZURITE")
-    monkeypatch.setattr(objstores, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(objstores.servers, "REPO_ROOT", tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"scripts/install-azurite\.sh"):
         objstores.AzuriteServer().start()
@@ -182,6 +190,18 @@ def test_objstores_not_ready_times_out_and_kills(tmp_path: Path) -> None:
         start_timeout_s=1.5,
     )
     with pytest.raises(_procs.ProcessStartError, match=r"(?s)not ready after 2 s.*booting slowly"):
+        proc.start()
+    assert not proc.running
+
+
+def test_objstores_stranger_on_port_is_not_mistaken_for_ready(tmp_path: Path, http_stranger: int) -> None:
+    """The probe gets answers from a stranger; the child never listens, so start must time out."""
+    proc = _procs.ManagedProcess(
+        "silent", [sys.executable, "-c", "import time; time.sleep(120)"], tmp_path / "log", port=http_stranger,
+        ready=_procs.http_ready(f"http://127.0.0.1:{http_stranger}/"), start_timeout_s=1.5,
+    )
+    assert proc.ready is not None and proc.ready()  # the stranger does answer HTTP
+    with pytest.raises(_procs.ProcessStartError, match="not ready"):
         proc.start()
     assert not proc.running
 

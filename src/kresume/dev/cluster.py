@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,23 +293,8 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount", *self.settings.apiserver_flags,
         ])  # fmt: skip
         self.server = f"https://127.0.0.1:{api}"
-        deadline = time.monotonic() + self.settings.ready_timeout
-        while True:
-            for proc in (etcd, apiserver):
-                if proc.popen.poll() is not None and "address already in use" in _tail(proc.log):
-                    raise _PortTaken(f"{proc.name}: port taken; retrying with new ports")
-                proc.check_alive()
-            try:
-                if self._get("/readyz", timeout=2) == "ok":
-                    return
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"kube-apiserver at {self.server} not ready after {self.settings.ready_timeout} s; last lines "
-                    f"of {apiserver.log}:\n{_tail(apiserver.log)}\n--- {etcd.log}:\n{_tail(etcd.log, 10)}"
-                )
-            time.sleep(0.2)
+        self._wait_until(f"kube-apiserver at {self.server} /readyz", [etcd, apiserver],
+                         lambda: self._get("/readyz", timeout=2) == "ok")  # fmt: skip
 
     def _start_controller_manager(self) -> None:
         assert self.assets is not None and self.workdir is not None
@@ -327,19 +313,29 @@ class ControlPlane:
             kcm.check_alive()
             return
         # The serviceaccount controller creating `default` in `default` shows the controllers run (envtest.sh).
+        self._wait_until("kube-controller-manager's default ServiceAccount", [kcm],
+                         lambda: bool(self._get("/api/v1/namespaces/default/serviceaccounts/default", timeout=2)))
+
+    def _wait_until(self, what: str, procs: list[_Process], probe: Callable[[], bool]) -> None:
+        """Poll ``probe`` every 0.2 s until it returns True (connection errors count as False).
+
+        Raises :class:`ControlPlaneError` with the last log lines of ``procs[-1]`` after ``ready_timeout`` s, or at
+        once when one of ``procs`` exits (``_PortTaken`` when its log says the port was taken meanwhile).
+        """
         deadline = time.monotonic() + self.settings.ready_timeout
         while True:
-            kcm.check_alive()
+            for proc in procs:
+                if proc.popen.poll() is not None and "address already in use" in _tail(proc.log):
+                    raise _PortTaken(f"{proc.name}: port taken; retrying with new ports")
+                proc.check_alive()
             try:
-                self._get("/api/v1/namespaces/default/serviceaccounts/default", timeout=2)
-                return
+                if probe():
+                    return
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"kube-controller-manager created no default ServiceAccount within {self.settings.ready_timeout}"
-                    f" s; last lines of {kcm.log}:\n{_tail(kcm.log)}"
-                )
+                raise ControlPlaneError(f"{what}: not ready after {self.settings.ready_timeout} s; last lines of "
+                                        f"{procs[-1].log}:\n{_tail(procs[-1].log)}")  # fmt: skip
             time.sleep(0.2)
 
     def _get(self, path: str, timeout: float = 10) -> str:
@@ -388,9 +384,9 @@ class ControlPlane:
 
         return kubernetes.client.ApiClient(self.client_configuration())
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> (
-        subprocess.CompletedProcess[str]
-    ):
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``kubectl --kubeconfig <admin> *args``; text stdout/stderr captured.
 
         Raises :class:`KubectlError` (with kubectl's stderr) on a non-zero exit when ``check``;

@@ -82,13 +82,17 @@ build_from_source() {
     apt_install golang-go dpkg-dev xz-utils make rsync jq curl ca-certificates python3
     # 1. sources: the full k8s tree including vendor/
     cd "$BUILD/src"
-    ls -d kubernetes-*/ >/dev/null 2>&1 || apt-get source -q kubernetes 2>&1 | grep -v unsandboxed >&2 || true
+    if ! ls -d kubernetes-*/ >/dev/null 2>&1; then
+      apt-get source -q kubernetes >"$BUILD/apt-source.log" 2>&1 \
+        || { apt-get update -q >/dev/null; apt-get source -q kubernetes >"$BUILD/apt-source.log" 2>&1; } \
+        || { tail -5 "$BUILD/apt-source.log" >&2; die "apt-get source kubernetes failed (deb-src entries?)"; }
+    fi
     src=$(cd "$(ls -d kubernetes-*/ | head -1)" && pwd) || die "apt-get source kubernetes produced no tree in $BUILD/src"
     # 2. kubectl from Debian's kubernetes-client .deb, plus reflect2 1.0.2 sources (extracted, not installed)
     cd "$BUILD/debs"
     ls kubernetes-client_*.deb >/dev/null 2>&1 \
-      || apt-get download -q kubernetes-client golang-github-modern-go-reflect2-dev 2>&1 | grep -v unsandboxed >&2 || true
-    ls ./*.deb >/dev/null 2>&1 || die "apt-get download kubernetes-client golang-github-modern-go-reflect2-dev failed"
+      || apt-get download -q kubernetes-client golang-github-modern-go-reflect2-dev >"$BUILD/apt-download.log" 2>&1 \
+      || { tail -5 "$BUILD/apt-download.log" >&2; die "apt-get download kubernetes-client golang-github-modern-go-reflect2-dev failed"; }
     for d in ./*.deb; do dpkg-deb -x "$d" x; done
     [ -x x/usr/bin/kubectl ] || die "kubernetes-client .deb did not contain usr/bin/kubectl"
     cp x/usr/bin/kubectl "$out/kubectl"

@@ -1,0 +1,222 @@
+"""The ``inject-pod`` admission decision: identity → policy → resolution → pure inject.
+
+:func:`admit` is what the kopf handler (``handlers.py``) calls; tests call it directly too. It never
+raises: any failure admits the pod unchanged with a Warning (pod creation is never blocked by
+kresume; the chart's webhook also has ``failurePolicy: Ignore``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from kresume import contract, identity
+from kresume.injection import InjectionError, Resume, inject
+from kresume.operator import credentials, decisions, metrics
+from kresume.operator.notes import Note, Notes
+from kresume.operator.resolution import Resolver
+from kresume.operator.settings import OperatorConfig
+from kresume.policy import Policy, RunNameError, run_url
+
+logger = logging.getLogger(__name__)
+
+#: Seconds added to the resolution budget for the rest of the handler (policy/Secret reads, inject);
+#: past ``budget + slack`` the pod is admitted unchanged. Budget 2 + 1.5 stays under the chart's 5 s.
+HANDLER_SLACK = 1.5
+
+
+class Api(Protocol):
+    """What admission needs from the API (``kube.Kube``); a fake in unit tests."""
+
+    async def secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    async def policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class State:
+    """Process-wide operator state, kept in kopf's ``memo`` (``memo.kresume``)."""
+
+    config: OperatorConfig
+    resolver: Resolver
+    api: Api
+    notes: Notes = field(default_factory=Notes)
+    native: bool = False
+    """Inject native sidecars (decided at startup from ``--native-sidecar`` and the server version)."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The result of :func:`admit`.
+
+    pod : dict or None — the mutated pod, None to admit unchanged.
+    warnings : list of str — lines for the AdmissionReview ``warnings`` (shown by kubectl).
+    outcome : str — ``injected``, ``skipped`` or ``error`` (metrics).
+    source : str or None — where the resume checkpoint came from (``store``, ``cache``, …).
+    """
+
+    pod: dict[str, Any] | None
+    warnings: list[str]
+    outcome: str
+    source: str | None = None
+
+
+def note_key(pod: Mapping[str, Any], run: str | None) -> str:
+    """The :class:`Notes` key of a pod: ``run``, else the pod's own run, else its name/generateName."""
+    if run:
+        return run
+    try:
+        ident = identity.run_identity(dict(pod))
+    except Exception:  # noqa: BLE001 - a key must always be found
+        ident = None
+    if isinstance(ident, identity.RunIdentity):
+        return ident.run
+    meta = pod.get("metadata") or {}
+    return str(meta.get("name") or meta.get("generateName") or "")
+
+
+def _first(index: Mapping[Any, Any] | None, key: Any) -> Any:
+    """The first value a kopf index (or a dict of lists) holds for ``key``, or None."""
+    if index is None:
+        return None
+    try:
+        values = index.get(key)
+    except Exception:  # noqa: BLE001 - a kopf Index raises nothing here, but be defensive
+        return None
+    if values is None:
+        return None
+    for value in values:
+        return value
+    return None
+
+
+def status_fallback(run_obj: Mapping[str, Any] | None) -> Resume | None:
+    """``CheckpointRun.status.latest`` as a :class:`Resume` (None when it has no usable latest)."""
+    latest = ((run_obj or {}).get("status") or {}).get("latest") or {}
+    url, checkpoint = latest.get("url"), latest.get("checkpoint")
+    if not url or not checkpoint:
+        return None
+    step = latest.get("step")
+    return Resume(url=str(url), checkpoint=str(checkpoint), name=posixpath.basename(str(url).rstrip("/")),
+                  step=int(step) if isinstance(step, int) else None)
+
+
+async def admit(
+    pod: dict[str, Any],
+    namespace: str | None,
+    state: State,
+    *,
+    policies: Mapping[Any, Any] | None = None,
+    runs: Mapping[Any, Any] | None = None,
+) -> Admission:
+    """Decide the mutation of a pod being created.
+
+    Parameters
+    ----------
+    pod : dict
+        The pod of the AdmissionReview (``request.object``).
+    namespace : str or None
+        The pod's namespace (from the review; falls back to ``metadata.namespace``).
+    state : State
+    policies, runs : kopf indices (or dicts of lists), optional
+        ``(namespace, name) -> CheckpointPolicy spec`` and ``(namespace, name) -> CheckpointRun``;
+        a policy missing from the index is read from the API.
+
+    Returns
+    -------
+    Admission
+        Never raises: errors are logged, counted and admitted unchanged.
+    """
+    t0 = time.monotonic()
+    namespace = namespace or (pod.get("metadata") or {}).get("namespace") or ""
+    budget = state.config.resolution.timeout
+    try:
+        result = await asyncio.wait_for(
+            _admit(pod, namespace, state, policies=policies, runs=runs), timeout=budget + HANDLER_SLACK
+        )
+    except asyncio.TimeoutError:
+        result = _skip(state, pod, namespace, None, "AdmissionTimeout",
+                       f"kresume could not decide within {budget + HANDLER_SLACK:g} s; pod admitted unchanged",
+                       outcome="error")
+    except Exception as exc:  # noqa: BLE001 - never block pod creation
+        logger.exception("inject-pod failed; admitting the pod unchanged")
+        result = _skip(state, pod, namespace, None, "InjectFailed",
+                       f"kresume failed ({type(exc).__name__}: {exc}); pod admitted unchanged", outcome="error")
+    metrics.ADMISSION_SECONDS.observe(time.monotonic() - t0)
+    metrics.ADMISSIONS.labels(result.outcome).inc()
+    if result.source:
+        metrics.RESOLUTIONS.labels(result.source).inc()
+    return result
+
+
+def _skip(state: State, pod: dict[str, Any], namespace: str, run: str | None, reason: str, message: str,
+          *, outcome: str = "skipped") -> Admission:
+    state.notes.add(namespace, note_key(pod, run), [Note(reason, message)])
+    return Admission(None, [message], outcome)
+
+
+async def _admit(
+    pod: dict[str, Any],
+    namespace: str,
+    state: State,
+    *,
+    policies: Mapping[Any, Any] | None,
+    runs: Mapping[Any, Any] | None,
+) -> Admission:
+    ident = identity.run_identity(pod)
+    if isinstance(ident, identity.IdentityError):
+        return _skip(state, pod, namespace, None, ident.reason, ident.message + "; pod admitted without kresume")
+    run = ident.run
+    try:
+        pname = decisions.policy_name(pod)
+    except decisions.PolicyNameError as exc:
+        return _skip(state, pod, namespace, run, "InvalidPolicy", str(exc))
+
+    spec = _first(policies, (namespace, pname))
+    if spec is None:
+        obj = await state.api.policy(namespace, pname)
+        spec = (obj or {}).get("spec") if obj else None
+    if spec is None:
+        return _skip(state, pod, namespace, run, "PolicyMissing",
+                     f"no CheckpointPolicy {pname!r} in namespace {namespace!r}; create it (kubectl get "
+                     f"{contract.POLICY_SHORT_NAME} -n {namespace}) or set annotation {contract.ANN_POLICY}; "
+                     "pod admitted without kresume")
+    try:
+        policy = Policy.from_spec(spec)
+        url = run_url(policy, namespace, run)
+    except (ValidationError, RunNameError) as exc:
+        reason = "InvalidRun" if isinstance(exc, RunNameError) else "InvalidPolicy"
+        text = str(exc).replace("\n", " ")
+        return _skip(state, pod, namespace, run, reason, f"{reason}: {text}; pod admitted without kresume")
+
+    secret = None
+    if policy.credentials_secret:
+        secret = await state.api.secret(namespace, policy.credentials_secret)
+    options = credentials.storage_options(url, policy.storage_options, secret)
+
+    fallback = status_fallback(_first(runs, (namespace, run)))
+    budget = min(state.config.resolution.timeout, policy.resolve_timeout_seconds)
+    outcome = await state.resolver.resolve(url, options, budget=budget, fallback=fallback)
+
+    try:
+        result = inject(
+            pod, policy, outcome.resume, run=run, namespace=namespace, native_sidecar=state.native,
+            image=state.config.injection.sidecar_image, resolve_error=outcome.error,
+        )
+    except InjectionError as exc:
+        return _skip(state, pod, namespace, run, exc.reason, f"{exc}; pod admitted without kresume")
+
+    notes = [Note("EnvOverride", w) for w in result.warnings]
+    warnings = list(result.warnings)
+    if outcome.error:
+        warnings.append(f"kresume: resume checkpoint from {outcome.source} ({outcome.error})")
+    state.notes.add(namespace, note_key(pod, run), notes)
+    if not result.changed:
+        return Admission(None, warnings, "skipped", outcome.source)
+    return Admission(result.pod, warnings, "injected", outcome.source)

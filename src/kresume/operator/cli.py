@@ -1,0 +1,100 @@
+"""``kresume operator``: the CLI over :func:`kresume.operator.runner.run`.
+
+Mount in the main CLI with ``app.command("operator")(kresume.operator.cli.command)``; standalone it
+is ``python -m kresume.operator``. Every option also reads the ``KRESUME_*`` env variable shown in
+``--help``; flags win over env, env over defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import typer
+
+from kresume.operator import decisions
+from kresume.operator.settings import (
+    InjectionSettings,
+    OperatorConfig,
+    ProbeSettings,
+    ResolutionSettings,
+    RunSettings,
+    ScopeSettings,
+    WebhookSettings,
+)
+
+_W, _P, _I, _R, _N = WebhookSettings(), ProbeSettings(), InjectionSettings(), ResolutionSettings(), RunSettings()
+
+
+def command(
+    webhook_host: str = typer.Option(_W.host, "--webhook-host", envvar="KRESUME_WEBHOOK_HOST", show_envvar=True,
+                                     help="Address the admission webhook server listens on."),
+    webhook_port: int = typer.Option(_W.port, "--webhook-port", envvar="KRESUME_WEBHOOK_PORT", show_envvar=True,
+                                     help="HTTPS port of the webhook server; the handler path is /inject-pod."),
+    tls_cert_file: Optional[str] = typer.Option(
+        None, "--tls-cert-file", envvar="KRESUME_TLS_CERT_FILE", show_envvar=True,
+        help="PEM serving certificate (re-read when it changes). Without it and --tls-key-file a self-signed "
+             "pair for 127.0.0.1 is generated (development only)."),
+    tls_key_file: Optional[str] = typer.Option(None, "--tls-key-file", envvar="KRESUME_TLS_KEY_FILE",
+                                               show_envvar=True, help="PEM private key of --tls-cert-file."),
+    namespace: Optional[list[str]] = typer.Option(
+        None, "--namespace", "-n", envvar="KRESUME_NAMESPACES", show_envvar=True,
+        help="Namespace to serve (repeatable; kopf patterns like team-*). Default: cluster-wide."),
+    liveness_port: int = typer.Option(_P.liveness_port, "--liveness-port", envvar="KRESUME_LIVENESS_PORT",
+                                      show_envvar=True, help="Port of the liveness probe http://:PORT/healthz; 0: off."),
+    metrics_port: int = typer.Option(_P.metrics_port, "--metrics-port", envvar="KRESUME_METRICS_PORT",
+                                     show_envvar=True, help="Port of Prometheus /metrics; 0: off."),
+    peering: Optional[str] = typer.Option(
+        None, "--peering", envvar="KRESUME_PEERING", show_envvar=True,
+        help="kopf peering name: replicas with the same name elect one active watcher (needs the kopf.dev "
+             "peering CRDs). Default: --standalone."),
+    standalone: bool = typer.Option(False, "--standalone", help="Run without peering (the default; one replica)."),
+    sidecar_image: str = typer.Option(_I.sidecar_image, "--sidecar-image", envvar="KRESUME_SIDECAR_IMAGE",
+                                      show_envvar=True, help="Image of the injected sidecar/restore containers "
+                                                             "unless the CheckpointPolicy names one."),
+    native_sidecar: str = typer.Option(
+        _I.native_sidecar, "--native-sidecar", envvar="KRESUME_NATIVE_SIDECAR", show_envvar=True,
+        help="auto | always | never. auto: native sidecar (init container with restartPolicy: Always) when the "
+             "API server is >= 1.29, else a regular container."),
+    resolve_timeout: float = typer.Option(
+        _R.timeout, "--resolve-timeout", envvar="KRESUME_RESOLVE_TIMEOUT", show_envvar=True,
+        help="Seconds an admission waits for the store before injecting the last known checkpoint."),
+    refresh_interval: float = typer.Option(
+        _R.refresh_interval, "--refresh-interval", envvar="KRESUME_REFRESH_INTERVAL", show_envvar=True,
+        help="Seconds between background refreshes of live runs (cache and CheckpointRun.status.latest)."),
+    run_ttl: float = typer.Option(
+        _N.ttl_seconds, "--run-ttl", envvar="KRESUME_RUN_TTL", show_envvar=True,
+        help="Delete a CheckpointRun this many seconds after its last activity when it has no live pod; 0: never."),
+    log_level: str = typer.Option("INFO", "--log-level", envvar="KRESUME_LOG_LEVEL", show_envvar=True,
+                                  help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run the kresume operator: the inject-pod admission webhook and CheckpointRun status."""
+    if peering and standalone:
+        raise typer.BadParameter("--peering and --standalone exclude each other", param_hint="--peering")
+    if native_sidecar not in decisions.NATIVE_MODES:
+        raise typer.BadParameter(f"{native_sidecar!r}; choose auto, always or never", param_hint="--native-sidecar")
+    if not 0 < resolve_timeout <= 8:
+        raise typer.BadParameter("must be > 0 and <= 8 seconds (webhooks time out at 10 s)",
+                                 param_hint="--resolve-timeout")
+    namespaces = tuple(n.strip() for item in namespace or [] for n in item.split(",") if n.strip())
+    config = OperatorConfig(
+        webhook=WebhookSettings(host=webhook_host, port=webhook_port, cert_file=tls_cert_file, key_file=tls_key_file),
+        scope=ScopeSettings(namespaces=namespaces, peering=peering),
+        probes=ProbeSettings(liveness_port=liveness_port, metrics_port=metrics_port),
+        injection=InjectionSettings(sidecar_image=sidecar_image, native_sidecar=native_sidecar),
+        resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval),
+        runs=RunSettings(ttl_seconds=run_ttl),
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kresume.operator import runner
+
+    runner.run(config)
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command(name="operator")(command)
+
+
+def main() -> None:
+    """``python -m kresume.operator``."""
+    typer.run(command)

@@ -1,0 +1,144 @@
+"""The operator's own Kubernetes API calls (kopf handles watching, events and webhooks).
+
+Uses the ``kubernetes`` client's global configuration, which kopf's ``login_via_client`` loads
+(in-cluster ServiceAccount, else ``KUBECONFIG``). Blocking calls run in threads. RBAC each call
+needs is named in its docstring (the chart grants exactly these; see ``kresume.operator``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes.client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from kresume import contract
+from kresume.operator import credentials
+
+#: Seconds one API request may take before it fails (keeps the webhook inside its budget).
+REQUEST_TIMEOUT = 2.0
+#: Optimistic-concurrency retries of a status read-modify-write (HTTP 409 Conflict).
+CONFLICT_RETRIES = 8
+
+
+class Kube:
+    """Async wrappers over the ``kubernetes`` client, plus a small Secret cache.
+
+    ``api`` is a ``kubernetes.client.ApiClient`` (default: one built from the global config).
+    """
+
+    def __init__(self, api: k8s.ApiClient | None = None, *, secret_ttl: float = 60.0) -> None:
+        self._api = api
+        self._secret_ttl = secret_ttl
+        self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+
+    @property
+    def api(self) -> k8s.ApiClient:
+        if self._api is None:
+            self._api = k8s.ApiClient()
+        return self._api
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def version(self) -> dict[str, Any]:
+        """The API server's ``/version`` body (no RBAC: allowed to every authenticated user)."""
+        info = await self._call(k8s.VersionApi(self.api).get_code)
+        return {"major": info.major, "minor": info.minor, "gitVersion": info.git_version}
+
+    async def secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's decoded data, cached :attr:`secret_ttl` s; None when missing. RBAC: secrets get."""
+        key = (namespace, name)
+        hit = self._secrets.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self._secret_ttl:
+            return hit[1]
+        try:
+            obj = await self._call(k8s.CoreV1Api(self.api).read_namespaced_secret, name, namespace)
+            data = credentials.decode_secret(obj.data)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            data = None
+        self._secrets[key] = (time.monotonic(), data)
+        return data
+
+    async def policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ``CheckpointPolicy`` object, None when missing. RBAC: checkpointpolicies get."""
+        return await self._get_custom(contract.POLICY_PLURAL, namespace, name)
+
+    async def run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ``CheckpointRun`` object, None when missing. RBAC: checkpointruns get."""
+        return await self._get_custom(contract.RUN_PLURAL, namespace, name)
+
+    async def _get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        api = k8s.CustomObjectsApi(self.api)
+        try:
+            obj: dict[str, Any] = await self._call(
+                api.get_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace, plural, name
+            )
+            return obj
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def update_run_status(
+        self,
+        namespace: str,
+        name: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        spec: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Read-modify-write ``CheckpointRun.status`` with ``change(status) -> new status | None``.
+
+        Creates the run (owner: none) with ``spec`` when it is missing and ``spec`` is given; retries
+        on 409 Conflict (another writer won). ``change`` returning None means nothing to write.
+        RBAC: checkpointruns get/create, checkpointruns/status update.
+
+        Returns the written object, or None when nothing was written.
+        """
+        api = k8s.CustomObjectsApi(self.api)
+        args = (contract.GROUP, contract.VERSION, namespace, contract.RUN_PLURAL)
+        for _ in range(CONFLICT_RETRIES):
+            obj = await self.run(namespace, name)
+            if obj is None:
+                if spec is None:
+                    return None
+                body = {
+                    "apiVersion": f"{contract.GROUP}/{contract.VERSION}",
+                    "kind": contract.RUN_KIND,
+                    "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "kresume"}},
+                    "spec": spec,
+                }
+                try:
+                    obj = await self._call(api.create_namespaced_custom_object, *args, body)
+                except ApiException as exc:
+                    if exc.status == 409:
+                        continue
+                    raise
+            new = change(obj.get("status"))
+            if new is None:
+                return None
+            obj["status"] = new
+            try:
+                written: dict[str, Any] = await self._call(api.replace_namespaced_custom_object_status, *args, name, obj)
+                return written
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"CheckpointRun {namespace}/{name}: status kept conflicting after {CONFLICT_RETRIES} tries")
+
+    async def delete_run(self, namespace: str, name: str) -> None:
+        """Delete a ``CheckpointRun`` (TTL expiry); a missing one is fine. RBAC: checkpointruns delete."""
+        api = k8s.CustomObjectsApi(self.api)
+        try:
+            await self._call(api.delete_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace,
+                             contract.RUN_PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

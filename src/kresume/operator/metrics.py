@@ -1,0 +1,30 @@
+"""Prometheus metrics of the operator (served on ``--metrics-port`` at ``/metrics``).
+
+=========================================  =========  =================================================
+name                                       type       labels / meaning
+=========================================  =========  =================================================
+``kresume_admission_seconds``              histogram  time in the ``inject-pod`` handler, seconds
+``kresume_admissions_total``               counter    ``outcome``: injected, skipped, error
+``kresume_resolutions_total``              counter    ``source``: store, cache, status, none
+``kresume_refresh_errors_total``           counter    background refreshes that failed
+=========================================  =========  =================================================
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+ADMISSION_SECONDS = Histogram(
+    "kresume_admission_seconds",
+    "Seconds spent in the inject-pod admission handler.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+)
+ADMISSIONS = Counter("kresume_admissions_total", "Admission decisions.", ["outcome"])
+RESOLUTIONS = Counter("kresume_resolutions_total", "Where the injected checkpoint came from.", ["source"])
+REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    """Start the ``/metrics`` HTTP server in a daemon thread (``port`` 0: do nothing)."""
+    if port:
+        start_http_server(port, addr=addr)

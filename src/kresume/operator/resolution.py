@@ -1,0 +1,205 @@
+"""Time-budgeted resolution of a run's resume checkpoint, with a result cache (issue 4, item 4).
+
+An admission asks the store (``RunStore.latest``) in a worker thread and waits at most its budget
+(default 2 s). On time, the answer is used and cached. Otherwise — timeout or any error — the pod
+gets the last known value: this cache's entry, else ``CheckpointRun.status.latest`` passed in by
+the caller, else none; :attr:`Outcome.error` says why, for the ``kresume.dev/resolve-error``
+annotation and the ``ResolveFailed`` event. A lookup that outlived its budget still fills the cache
+when it finishes, so the next admission of the run has a fresh fallback.
+
+The background refresher (``handlers.py``) calls :meth:`Resolver.refresh` for live runs, keeping
+both the cache and the fsspec filesystem instances (and their connection pools) warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kresume.injection import Resume
+from kresume.operator.settings import ResolutionSettings
+from kresume.store.runstore import RunStore
+
+#: Outcome sources.
+SOURCE_STORE, SOURCE_CACHE, SOURCE_STATUS, SOURCE_NONE = "store", "cache", "status", "none"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cached store answer: ``resume`` (None = the run has no checkpoint), when it was fetched
+    (``time.monotonic()`` seconds), the manifest's ``committedAt`` and the checkpoint count (None
+    when not counted)."""
+
+    resume: Resume | None
+    fetched_at: float
+    committed_at: str | None = None
+    checkpoints: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an admission injects.
+
+    resume : Resume or None — the checkpoint to resume from (None: fresh start).
+    source : str — ``store`` (answered in budget), ``cache``, ``status`` or ``none`` (fallbacks).
+    error : str or None — why the store's answer was not used (None when it was).
+    seconds : float — wall time spent waiting.
+    """
+
+    resume: Resume | None
+    source: str
+    error: str | None
+    seconds: float
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+class Resolver:
+    """Resolves runs with a budget; owns the cache, the store handles and the worker threads.
+
+    ``open_store(url, options)`` defaults to :meth:`RunStore.open`; tests may pass a function that
+    returns a slow or failing store. Thread-safe; one instance per operator process.
+    """
+
+    def __init__(
+        self,
+        settings: ResolutionSettings | None = None,
+        *,
+        open_store: Callable[[str, Mapping[str, Any]], Any] = RunStore.open,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or ResolutionSettings()
+        self._open_store = open_store
+        self._clock = clock
+        self._cache: dict[str, Entry] = {}
+        self._stores: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="kresume-resolve")
+
+    def close(self) -> None:
+        """Stop accepting work; running lookups finish in their threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- cache ------------------------------------------------------------------------------------
+    def cached(self, url: str) -> Entry | None:
+        """The cached entry of a run URL, if any."""
+        with self._lock:
+            return self._cache.get(url)
+
+    def forget(self, url: str) -> None:
+        """Drop a run's cache entry and store handles (its CheckpointRun was deleted)."""
+        with self._lock:
+            self._cache.pop(url, None)
+            for key in [k for k in self._stores if k[0] == url]:
+                del self._stores[key]
+
+    def _store(self, url: str, options: Mapping[str, Any]) -> Any:
+        key = (url, json.dumps(options, sort_keys=True, default=str))
+        with self._lock:
+            store = self._stores.get(key)
+        if store is None:
+            store = self._open_store(url, options)
+            with self._lock:
+                self._stores[key] = store
+        return store
+
+    def _lookup(self, url: str, options: Mapping[str, Any], deadline: float | None, count: bool) -> Entry:
+        """Blocking: ask the store, cache and return the answer (runs in a worker thread)."""
+        store = self._store(url, options)
+        resolved = store.latest(deadline=deadline)
+        checkpoints = len(store.manifest_ids()) if count else None
+        entry = Entry(
+            resume=Resume.from_resolved(resolved) if resolved is not None else None,
+            fetched_at=self._clock(),
+            committed_at=getattr(resolved.manifest, "committed_at", None) if resolved is not None else None,
+            checkpoints=checkpoints,
+        )
+        with self._lock:
+            old = self._cache.get(url)
+            if old is None or old.fetched_at <= entry.fetched_at:
+                self._cache[url] = entry if checkpoints is not None or old is None else _keep_count(entry, old)
+        return entry
+
+    # --- admission --------------------------------------------------------------------------------
+    async def resolve(
+        self,
+        url: str,
+        options: Mapping[str, Any],
+        *,
+        budget: float | None = None,
+        fallback: Resume | None = None,
+    ) -> Outcome:
+        """The checkpoint a new pod of run ``url`` resumes from, within ``budget`` seconds.
+
+        Parameters
+        ----------
+        url : str
+            The run URL ``<policy.storage>/<namespace>/<run>/``.
+        options : mapping
+            fsspec storage options (policy + credentials).
+        budget : float, optional
+            Seconds to wait for the store (default :attr:`ResolutionSettings.timeout`).
+        fallback : Resume, optional
+            The last value known outside this process (``CheckpointRun.status.latest``).
+
+        Never raises (except ``asyncio.CancelledError``): every failure becomes a fallback outcome.
+        """
+        budget = self.settings.timeout if budget is None else budget
+        start = self._clock()
+        entry = self.cached(url)
+        if entry is not None and self.settings.fresh_seconds > 0 and start - entry.fetched_at < self.settings.fresh_seconds:
+            return Outcome(entry.resume, SOURCE_CACHE, None, self._clock() - start)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + budget
+        try:
+            future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False)
+            entry = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+            return Outcome(entry.resume, SOURCE_STORE, None, self._clock() - start)
+        except asyncio.TimeoutError:
+            error = f"timeout: the store did not answer within {budget:g} s"
+            future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)  # no "never retrieved"
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the webhook must never fail on resolution
+            error = _describe(exc)
+        return self._fallback(url, fallback, error, start)
+
+    def _fallback(self, url: str, fallback: Resume | None, error: str, start: float) -> Outcome:
+        entry = self.cached(url)
+        if entry is not None:
+            return Outcome(entry.resume, SOURCE_CACHE, error, self._clock() - start)
+        if fallback is not None:
+            return Outcome(fallback, SOURCE_STATUS, error, self._clock() - start)
+        return Outcome(None, SOURCE_NONE, error, self._clock() - start)
+
+    # --- background -------------------------------------------------------------------------------
+    async def refresh(self, url: str, options: Mapping[str, Any]) -> Entry:
+        """Ask the store now (budget :attr:`ResolutionSettings.refresh_timeout`) and count checkpoints.
+
+        Raises
+        ------
+        StoreError, TimeoutError
+            The store failed or was too slow; the cache keeps its previous entry.
+        """
+        loop = asyncio.get_running_loop()
+        budget = self.settings.refresh_timeout
+        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), time.monotonic() + budget, True)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+        except asyncio.TimeoutError:
+            future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+            raise
+
+
+def _keep_count(entry: Entry, old: Entry) -> Entry:
+    """An admission lookup does not count checkpoints; keep the refresher's count."""
+    return Entry(entry.resume, entry.fetched_at, entry.committed_at, old.checkpoints)

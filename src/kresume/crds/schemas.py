@@ -77,6 +77,7 @@ def policy_spec() -> Schema:
                     ),
                     "keepEvery": _int("Also keep every checkpoint whose step is a multiple of K.", minimum=1),
                 },
+                default={},  # so the API server fills keepLast in when retention is omitted
             ),
             "sidecar": _obj(
                 "The sidecar container.",
@@ -121,6 +122,7 @@ def policy_spec() -> Schema:
                         ),
                     },
                 },
+                default={},  # so concurrency's default applies when sidecar is omitted
             ),
             "restore": {
                 "type": "boolean",

@@ -3,6 +3,8 @@ Lightning (4 ModelCheckpoint configurations), HF Trainer with save_total_limit, 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 
@@ -20,7 +22,12 @@ def test_lightning_every_checkpoint_committed(mode, tmp_path, moto_run, start_si
     store = moto_run[3]
     sc = start_sidecar(watch, moto_run)
     sc.wait_log(lambda r: r.get("msg", "").startswith("watching"))
-    assert sc.get("/readyz")[0] == 200 and sc.get("/healthz")[0] == 200
+    # "watching" is logged before the first scan; /readyz turns 200 once that scan is done
+    deadline = time.monotonic() + 15
+    while sc.get("/readyz")[0] != 200:
+        assert time.monotonic() < deadline, sc.tail()
+        time.sleep(0.1)
+    assert sc.get("/healthz")[0] == 200
     report = run_writer("lightning", str(watch), mode)
     saved = report["saved"]
     steps = {n for n in saved if n != "last.ckpt"}

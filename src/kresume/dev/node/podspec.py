@@ -1,0 +1,227 @@
+"""Pure pod-spec rules of the local node agent: env resolution, ``$(VAR)`` expansion, command, mounts.
+
+Everything here is a function of the pod dict (as the API server returns it, camelCase keys) plus
+lookups for Secrets and ConfigMaps, so it is unit-tested without a cluster. The rules are the
+kubelet's, from the Kubernetes docs "Define Environment Variables for a Container", "Expose Pod
+Information to Containers Through Environment Variables" and the core/v1 ``EnvVar`` reference:
+
+- ``envFrom`` sources come first, in order (``prefix`` prepended; keys that are not valid env names are
+  skipped); then ``env`` in order; a later definition of a name wins.
+- ``$(VAR)`` in an ``env`` value expands to a variable defined *before* it (envFrom or earlier env);
+  ``$$`` is an escaped ``$``; a reference to an unknown name stays as written.
+- ``command``/``args`` expand ``$(VAR)`` against the container's final environment. The image's
+  entrypoint is unknown here (images are ignored), so a container needs ``command``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+Lookup = Callable[[str, str], "Mapping[str, str] | None"]
+"""``(namespace, name) -> data`` of a Secret (already base64-decoded) or ConfigMap; None when absent."""
+
+_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+class ContainerConfigError(ValueError):
+    """The container cannot be configured (kubelet's ``CreateContainerConfigError``): a missing
+    Secret/ConfigMap/key that is not optional, an unsupported fieldPath, no ``command``."""
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``$(NAME)`` from ``env`` and ``$$`` to ``$``; unknown references stay unchanged."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _REF.sub(sub, text)
+
+
+def decode_secret(secret: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret object's ``data`` (base64) and ``stringData`` as plain strings (undecodable bytes replaced)."""
+    out = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+    out.update(secret.get("stringData") or {})
+    return out
+
+
+def field_value(pod: Mapping[str, Any], path: str) -> str:
+    """Value of a downward-API ``fieldRef.fieldPath`` for env (the paths the docs list for env).
+
+    Raises ContainerConfigError for a path kubelet does not support in env.
+    """
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    simple = {
+        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"), "status.hostIP": status.get("hostIP"),
+        "status.podIP": status.get("podIP"),
+        "status.podIPs": ",".join(i.get("ip", "") for i in status.get("podIPs") or []) or status.get("podIP"),
+        "status.hostIPs": status.get("hostIP"),
+    }  # fmt: skip
+    if path in simple:
+        return str(simple[path] or "")
+    m = _FIELD_KEY.match(path)
+    if m:
+        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+    raise ContainerConfigError(f"env fieldRef.fieldPath {path!r} is not supported (see the downward API docs)")
+
+
+def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any], node_capacity: Mapping[str, str]) -> str:
+    """``resourceFieldRef`` value: the container's limit (else the node's capacity), divided by ``divisor``.
+
+    CPU is rounded up to whole cores (kubelet's default divisor "1"); memory is in bytes. Only plain
+    quantities with the suffixes m, Ki, Mi, Gi, K, M, G are understood (enough for a dev node).
+    """
+    resource = ref.get("resource", "")
+    kind, _, name = resource.partition(".")
+    value = ((container.get("resources") or {}).get(kind) or {}).get(name) or node_capacity.get(name, "0")
+    divisor = parse_quantity(str(ref.get("divisor") or "1"))
+    amount = parse_quantity(str(value)) / (divisor or 1)
+    return str(int(-(-amount // 1)))
+
+
+_SUFFIX = {"m": 1e-3, "": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+           "Ti": 2**40}  # fmt: skip
+
+
+def parse_quantity(text: str) -> float:
+    """A Kubernetes quantity (``500m``, ``2Gi``, ``1.5``) as a float; raises ContainerConfigError otherwise."""
+    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", text.strip())
+    if not m or m.group(2) not in _SUFFIX:
+        raise ContainerConfigError(f"quantity {text!r} is not understood by the dev node")
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def resolve_env(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    secrets: Lookup,
+    configmaps: Lookup,
+    node_capacity: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The container's environment exactly as kubelet builds it from ``envFrom`` and ``env``.
+
+    Returns only the pod-defined variables (the caller adds its base such as PATH first).
+    Raises ContainerConfigError naming the env entry when a required source is missing.
+    """
+    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    out: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix") or ""
+        for kind, lookup in (("secretRef", secrets), ("configMapRef", configmaps)):
+            ref = source.get(kind)
+            if not ref:
+                continue
+            data = lookup(ns, ref.get("name", ""))
+            if data is None:
+                if ref.get("optional"):
+                    continue
+                raise ContainerConfigError(f"envFrom {kind} {ns}/{ref.get('name')}: not found")
+            for key, value in data.items():
+                if _ENV_NAME.match(prefix + key):
+                    out[prefix + key] = value
+    for var in container.get("env") or []:
+        name = var["name"]
+        if "valueFrom" not in var or var.get("valueFrom") is None:
+            out[name] = expand(var.get("value") or "", out)
+            continue
+        value = _value_from(pod, container, var["valueFrom"], ns, name, secrets, configmaps, node_capacity or {})
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _value_from(pod: Mapping[str, Any], container: Mapping[str, Any], src: Mapping[str, Any], ns: str, name: str,
+                secrets: Lookup, configmaps: Lookup, capacity: Mapping[str, str]) -> str | None:  # fmt: skip
+    if src.get("fieldRef"):
+        return field_value(pod, src["fieldRef"].get("fieldPath", ""))
+    if src.get("resourceFieldRef"):
+        return resource_value(container, src["resourceFieldRef"], capacity)
+    for kind, lookup in (("secretKeyRef", secrets), ("configMapKeyRef", configmaps)):
+        ref = src.get(kind)
+        if not ref:
+            continue
+        data = lookup(ns, ref.get("name", ""))
+        if data is None or ref.get("key") not in data:
+            if ref.get("optional"):
+                return None
+            what = "not found" if data is None else f"has no key {ref.get('key')!r}"
+            raise ContainerConfigError(f"env {name}: {kind} {ns}/{ref.get('name')} {what}")
+        return data[ref["key"]]
+    raise ContainerConfigError(f"env {name}: valueFrom has no supported source")
+
+
+def command_line(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """``command + args`` with ``$(VAR)`` expanded. Raises ContainerConfigError without ``command``
+    (the image's entrypoint is unknown: the dev node ignores images)."""
+    command = list(container.get("command") or [])
+    if not command:
+        raise ContainerConfigError(
+            f"container {container.get('name')!r} has no command; the dev node ignores images, so the "
+            "entrypoint must be in the pod spec (command: [...])"
+        )
+    return [expand(a, env) for a in command + list(container.get("args") or [])]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One bind mount of a container: host ``source`` folder (or file) onto ``target`` (``mountPath``)."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+def mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, str]) -> list[Mount]:
+    """The container's ``volumeMounts`` as host bind mounts, in spec order (``subPath`` joined).
+
+    ``volume_dirs`` maps a pod volume name to its host folder. Raises ContainerConfigError for a mount
+    of an unknown/unsupported volume, a relative ``mountPath`` or a ``subPath`` escaping its volume.
+    """
+    out = []
+    for vm in container.get("volumeMounts") or []:
+        name, target = vm.get("name", ""), vm.get("mountPath", "")
+        if name not in volume_dirs:
+            raise ContainerConfigError(f"volumeMount {name!r}: no such volume, or its type is not supported by "
+                                       "the dev node (emptyDir, hostPath, configMap, secret are)")  # fmt: skip
+        if not target.startswith("/"):
+            raise ContainerConfigError(f"volumeMount {name!r}: mountPath {target!r} must be absolute")
+        sub = vm.get("subPath") or ""
+        if ".." in PurePosixPath(sub).parts or sub.startswith("/"):
+            raise ContainerConfigError(f"volumeMount {name!r}: subPath {sub!r} must stay inside the volume")
+        source = volume_dirs[name] + (f"/{sub}" if sub else "")
+        out.append(Mount(source, target, bool(vm.get("readOnly"))))
+    return out
+
+
+def mount_script(binds: list[Mount], working_dir: str | None) -> str:
+    """``sh -c`` script run inside a private mount namespace: bind every mount, ``cd``, then ``exec "$@"``.
+
+    A failed mount exits the container with mount's code (32) before the command runs.
+    """
+    q = shlex.quote
+    lines = ["set -e"]
+    for m in binds:
+        lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
+        if m.read_only:
+            lines.append(f"mount -o remount,bind,ro {q(m.target)}")
+    if working_dir:
+        lines.append(f"cd {q(working_dir)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+def is_native_sidecar(init_container: Mapping[str, Any]) -> bool:
+    """An init container with ``restartPolicy: Always`` (Kubernetes 1.28+ native sidecar)."""
+    return init_container.get("restartPolicy") == "Always"

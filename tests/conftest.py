@@ -4,4 +4,5 @@ pytest_plugins = [
     "_fixtures.common",
     "_fixtures.objstores",
     "_fixtures.cluster",
+    "_fixtures.faultproxy",
 ]

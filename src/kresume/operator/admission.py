@@ -134,11 +134,12 @@ async def admit(
         Never raises: errors are logged, counted and admitted unchanged.
     """
     t0 = time.monotonic()
+    deadline = t0 + state.config.resolution.timeout
     namespace = namespace or (pod.get("metadata") or {}).get("namespace") or ""
     budget = state.config.resolution.timeout
     try:
         result = await asyncio.wait_for(
-            _admit(pod, namespace, state, policies=policies, runs=runs), timeout=budget + HANDLER_SLACK
+            _admit(pod, namespace, state, policies=policies, runs=runs, deadline=deadline), timeout=budget + HANDLER_SLACK
         )
     except asyncio.TimeoutError:
         result = _skip(state, pod, namespace, None, "AdmissionTimeout",
@@ -148,7 +149,10 @@ async def admit(
         logger.exception("inject-pod failed; admitting the pod unchanged")
         result = _skip(state, pod, namespace, None, "InjectFailed",
                        f"kresume failed ({type(exc).__name__}: {exc}); pod admitted unchanged", outcome="error")
-    metrics.ADMISSION_SECONDS.observe(time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    metrics.ADMISSION_SECONDS.observe(elapsed)
+    logger.info("inject-pod %s/%s: %s (checkpoint from %s) in %.1f ms", namespace, note_key(pod, None),
+                result.outcome, result.source or "-", elapsed * 1000)
     metrics.ADMISSIONS.labels(result.outcome).inc()
     if result.source:
         metrics.RESOLUTIONS.labels(result.source).inc()
@@ -168,6 +172,7 @@ async def _admit(
     *,
     policies: Mapping[Any, Any] | None,
     runs: Mapping[Any, Any] | None,
+    deadline: float,
 ) -> Admission:
     ident = identity.run_identity(pod)
     if isinstance(ident, identity.IdentityError):
@@ -196,13 +201,17 @@ async def _admit(
         return _skip(state, pod, namespace, run, reason, f"{reason}: {text}; pod admitted without kresume")
 
     secret = None
+    t_secret = time.monotonic()
     if policy.credentials_secret:
         secret = await state.api.secret(namespace, policy.credentials_secret)
+    t_resolve = time.monotonic()
     options = credentials.storage_options(url, policy.storage_options, secret)
 
     fallback = status_fallback(_first(runs, (namespace, run)))
-    budget = min(state.config.resolution.timeout, policy.resolve_timeout_seconds)
+    # The budget counts from the start of the handler (policy and Secret reads included), at least 50 ms.
+    budget = max(0.05, min(deadline - time.monotonic(), policy.resolve_timeout_seconds))
     outcome = await state.resolver.resolve(url, options, budget=budget, fallback=fallback)
+    t_inject = time.monotonic()
 
     try:
         result = inject(
@@ -212,6 +221,9 @@ async def _admit(
     except InjectionError as exc:
         return _skip(state, pod, namespace, run, exc.reason, f"{exc}; pod admitted without kresume")
 
+    logger.debug("inject-pod %s/%s: secret %.1f ms, resolve %.1f ms (%s), inject %.1f ms", namespace, run,
+                 (t_resolve - t_secret) * 1000, (t_inject - t_resolve) * 1000, outcome.source,
+                 (time.monotonic() - t_inject) * 1000)
     notes = [Note("EnvOverride", w) for w in result.warnings]
     warnings = list(result.warnings)
     if outcome.error:

@@ -51,6 +51,25 @@ def new_state(config: OperatorConfig, api: Kube | None = None) -> admission.Stat
     )
 
 
+#: fsspec backends imported at startup, so the first admission does not pay for the import (s3fs with
+#: botocore takes 1-3 s on a busy node; the webhook's budget is 2 s).
+BACKENDS = ("s3fs", "gcsfs", "adlfs")
+
+
+def preload_backends() -> list[str]:
+    """Import the installed fsspec backends of :data:`BACKENDS`; returns those that loaded."""
+    import importlib
+
+    loaded = []
+    for name in BACKENDS:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:  # noqa: BLE001 - an extra that is not installed
+            continue
+    return loaded
+
+
 def _pod_run_url(pod: dict[str, Any]) -> str | None:
     """The run URL injected into the sidecar's env (``KRESUME_RUN_URL``)."""
     spec = pod.get("spec") or {}
@@ -189,11 +208,15 @@ def _rfc3339(value: str) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def _refresh_loop(state: admission.State, live: Any, runs: Any, policies: Any) -> None:
+async def _refresh_loop(state: admission.State, indices: dict[str, Any]) -> None:
+    """Refresh live runs every ``refresh_interval`` s. kopf gives indices to resource handlers only
+    (not to startup activities), so ``indices`` is filled by the first pod event."""
     while True:
         await asyncio.sleep(state.config.resolution.refresh_interval)
+        if not indices:
+            continue
         try:
-            await refresh_once(state, live, runs, policies)
+            await refresh_once(state, indices["live"], indices["runs"], indices["policies"])
         except Exception:  # noqa: BLE001
             logger.exception("refresh of live runs failed")
 
@@ -202,24 +225,25 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
     """Add kresume's handlers to ``registry`` (returned). ``config`` is used at startup when the
     memo carries no state yet (``kopf run`` without ``kresume operator``)."""
     seen = _Seen()
+    indices: dict[str, Any] = {}
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.on.startup(registry=registry)
-    async def startup(memo: Any, kresume_live_pods: Any, kresume_runs: Any, kresume_policies: Any,
-                      logger: Any, **_: Any) -> None:
+    @kopf.on.startup(id="startup", registry=registry)
+    async def startup(memo: Any, logger: Any, **_: Any) -> None:
         if getattr(memo, "kresume", None) is None:
             memo.kresume = new_state(config)
         state: admission.State = memo.kresume
         version = await state.api.version()  # type: ignore[attr-defined]
         state.native = decisions.native_sidecar(state.config.injection.native_sidecar, decisions.server_version(version))
         logger.info("API server %s: sidecar mode %s", version.get("gitVersion"), "native" if state.native else "regular container")
-        memo.kresume_refresher = asyncio.get_running_loop().create_task(
-            _refresh_loop(state, kresume_live_pods, kresume_runs, kresume_policies))
+        loaded = await asyncio.to_thread(preload_backends)
+        logger.info("fsspec backends loaded: %s", ", ".join(loaded) or "none")
+        memo.kresume_refresher = asyncio.get_running_loop().create_task(_refresh_loop(state, indices))
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
         task = getattr(memo, "kresume_refresher", None)
         if task is not None:
@@ -229,16 +253,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         if getattr(memo, "kresume", None) is not None:
             memo.kresume.resolver.close()
 
-    @kopf.index(contract.GROUP, contract.VERSION, contract.POLICY_PLURAL, registry=registry)
+    # Explicit ids: kopf passes an index to handlers as a kwarg named by its id, and the default id of a
+    # nested function is its qualname ("register.<locals>.kresume_policies").
+    @kopf.index(contract.GROUP, contract.VERSION, contract.POLICY_PLURAL, id="kresume_policies", registry=registry)
     def kresume_policies(namespace: str, name: str, spec: Any, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): dict(spec)}
 
-    @kopf.index(contract.GROUP, contract.VERSION, contract.RUN_PLURAL, registry=registry)
+    @kopf.index(contract.GROUP, contract.VERSION, contract.RUN_PLURAL, id="kresume_runs", registry=registry)
     def kresume_runs(namespace: str, name: str, body: Any, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): {"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {}),
                                     "metadata": {"creationTimestamp": body.metadata.get("creationTimestamp")}}}
 
-    @kopf.index("pods", labels=OPT_IN, registry=registry)
+    @kopf.index("pods", id="kresume_live_pods", labels=OPT_IN, registry=registry)
     def kresume_live_pods(namespace: str, name: str, body: Any, **_: Any) -> dict[Any, Any] | None:
         pod = dict(body)
         if contract.ANN_INJECTED not in (body.metadata.annotations or {}) or not decisions.is_live(pod):
@@ -246,22 +272,47 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         ident = identity.run_identity(pod)
         return {(namespace, ident.run): name} if isinstance(ident, identity.RunIdentity) else None
 
+    def capture(kwargs: dict[str, Any]) -> None:
+        """Remember kopf's index objects: only resource handlers get them (not activities, and not
+        admission handlers in kopf 1.45), yet the webhook and the refresher need them."""
+        if not indices and "kresume_policies" in kwargs:
+            indices.update(live=kwargs["kresume_live_pods"], runs=kwargs["kresume_runs"],
+                           policies=kwargs["kresume_policies"])
+
     @kopf.on.mutate("pods", id=INJECT_ID, operations=["CREATE"], labels=OPT_IN, registry=registry)
-    async def inject_pod(body: Any, patch: Any, warnings: list[str], memo: Any, kresume_policies: Any,
-                         kresume_runs: Any, **_: Any) -> None:
+    async def inject_pod(**kwargs: Any) -> None:
+        # Only **kwargs: a signature mismatch would raise inside kopf and DENY the pod.
         try:
-            state: admission.State = memo.kresume
-            pod = _plain(body)
-            result = await admission.admit(pod, pod.get("metadata", {}).get("namespace"), state,
-                                           policies=kresume_policies, runs=kresume_runs)
-            warnings.extend(result.warnings)
+            capture(kwargs)
+            state: admission.State = kwargs["memo"].kresume
+            pod = _plain(kwargs["body"])
+            result = await admission.admit(
+                pod, pod.get("metadata", {}).get("namespace"), state,
+                policies=kwargs.get("kresume_policies", indices.get("policies")),
+                runs=kwargs.get("kresume_runs", indices.get("runs")),
+            )
+            kwargs["warnings"].extend(result.warnings)
             if result.pod is not None:
-                patch.fns.append(injection.replace_body(result.pod))
+                kwargs["patch"].fns.append(injection.replace_body(result.pod))
         except Exception:  # noqa: BLE001 - never block pod creation (admit() already catches; belt and braces)
             logger.exception("inject-pod: unexpected failure; admitting unchanged")
 
+    @kopf.on.event(contract.GROUP, contract.VERSION, contract.POLICY_PLURAL, id="policy-events", registry=registry)
+    async def policy_events(**kwargs: Any) -> None:
+        """Warm the credentials Secret of every policy, so admissions do not wait for its first read."""
+        capture(kwargs)
+        state: admission.State = kwargs["memo"].kresume
+        secret = ((kwargs.get("spec") or {}).get("credentialsSecret"))
+        if secret and kwargs.get("namespace") and (kwargs.get("event") or {}).get("type") != "DELETED":
+            try:
+                await state.api.secret(kwargs["namespace"], secret)
+            except Exception as exc:  # noqa: BLE001 - admission reads it again
+                logger.warning("policy %s/%s: reading Secret %s failed: %s", kwargs["namespace"], kwargs.get("name"),
+                               secret, exc)
+
     @kopf.on.event("pods", id="pod-events", labels=OPT_IN, registry=registry)
-    async def pod_events(event: Any, body: Any, memo: Any, **_: Any) -> None:
+    async def pod_events(event: Any, body: Any, memo: Any, **kwargs: Any) -> None:
+        capture(kwargs)
         state: admission.State = memo.kresume
         pod = _plain(body)
         ident = identity.run_identity(pod)

@@ -1,6 +1,6 @@
 """The operator's own Kubernetes API calls (kopf handles watching, events and webhooks).
 
-Uses the ``kubernetes`` client's global configuration, which kopf's ``login_via_client`` loads
+Uses the ``kubernetes`` client with the credentials kopf's ``login_via_client`` also uses
 (in-cluster ServiceAccount, else ``KUBECONFIG``). Blocking calls run in threads. RBAC each call
 needs is named in its docstring (the chart grants exactly these; see ``kresume.operator``).
 """
@@ -34,11 +34,20 @@ class Kube:
         self._api = api
         self._secret_ttl = secret_ttl
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        self._refreshing: set[tuple[str, str]] = set()
 
     @property
     def api(self) -> k8s.ApiClient:
+        """The client; built on first use from the in-cluster ServiceAccount, else ``KUBECONFIG``."""
         if self._api is None:
-            self._api = k8s.ApiClient()
+            import kubernetes.config as kconfig
+
+            cfg = k8s.Configuration()
+            try:
+                kconfig.load_incluster_config(client_configuration=cfg)
+            except kconfig.ConfigException:
+                kconfig.load_kube_config(client_configuration=cfg)
+            self._api = k8s.ApiClient(cfg)
         return self._api
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -51,11 +60,23 @@ class Kube:
         return {"major": info.major, "minor": info.minor, "gitVersion": info.git_version}
 
     async def secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """A Secret's decoded data, cached :attr:`secret_ttl` s; None when missing. RBAC: secrets get."""
+        """A Secret's decoded data; None when missing. RBAC: secrets get.
+
+        Stale-while-revalidate: a cached value is returned at once; when older than ``secret_ttl`` s it
+        is re-read in the background. Only a Secret never read before waits for the API.
+        """
         key = (namespace, name)
         hit = self._secrets.get(key)
-        if hit is not None and time.monotonic() - hit[0] < self._secret_ttl:
+        if hit is not None:
+            if time.monotonic() - hit[0] >= self._secret_ttl and key not in self._refreshing:
+                self._refreshing.add(key)
+                task = asyncio.get_running_loop().create_task(self._read_secret(key))
+                task.add_done_callback(lambda t: (self._refreshing.discard(key), t.cancelled() or t.exception()))
             return hit[1]
+        return await self._read_secret(key)
+
+    async def _read_secret(self, key: tuple[str, str]) -> dict[str, str] | None:
+        namespace, name = key
         try:
             obj = await self._call(k8s.CoreV1Api(self.api).read_namespaced_secret, name, namespace)
             data = credentials.decode_secret(obj.data)

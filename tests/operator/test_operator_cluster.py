@@ -1,0 +1,199 @@
+"""The operator as a separate process against a real kube-apiserver v1.20 + controller-manager + moto S3.
+
+Scenario (issue 4): a Job with the opt-in label → its pod is mutated (regular-container sidecar on 1.20,
+volume, env, annotations); a checkpoint is committed to moto for that run; the pod is deleted (as a
+preemption would) → the Job controller creates a new pod → it carries ``KRESUME_RESUME_FROM`` = the
+committed checkpoint's URL, and the ``CheckpointRun`` shows the restart. Then: operator down → pods are
+still created, unmutated, within the webhook timeout.
+
+The operator runs as ServiceAccount ``kresume-operator`` (impersonated) with exactly the chart's RBAC
+rules, so a missing permission fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from kresume import contract
+from kresume.crds import __file__ as crds_init
+from kresume.dev import pki
+from kresume.dev.cluster import ControlPlane
+from kresume.operator import testing
+from kresume.store.runstore import RunStore
+
+T = TypeVar("T")
+BUCKET = "kresume-test"  # the objstores fixture's session bucket
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.3) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last error
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+
+
+def kget(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+def apply(cp: ControlPlane, *objs: dict[str, Any]) -> None:
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+
+
+@pytest.fixture(scope="module")
+def crds(control_plane: ControlPlane) -> None:
+    folder = Path(crds_init).parent
+    for f in sorted(folder.glob("*.yaml")):
+        control_plane.kubectl("apply", "-f", str(f))
+    for name in ("checkpointpolicies", "checkpointruns"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}.{contract.GROUP}", "--timeout=60s")
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, k8s_namespace: str, crds: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Operator process for ``k8s_namespace`` + the webhook configuration + RBAC; yields facts about it."""
+    tag = uuid.uuid4().hex[:6]
+    sa = "kresume-operator"
+    apply(control_plane, *testing.rbac_manifests(k8s_namespace, sa, f"kresume-operator-{tag}"))
+    kubeconfig = control_plane.make_impersonating_kubeconfig(k8s_namespace, sa, tmp_path / "operator.kubeconfig")
+    tls = pki.make_webhook_tls(tmp_path)
+    port, live = testing.free_port(), testing.free_port()
+    proc = testing.OperatorProcess(
+        args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
+              "--tls-key-file", str(tls.key_file), "--namespace", k8s_namespace, "--liveness-port", str(live),
+              "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:test", "--refresh-interval", "2"],
+        env={**control_plane.env(), "KUBECONFIG": str(kubeconfig)},
+        log=tmp_path / "operator.log", webhook_port=port,
+    )
+    control_plane.kubectl("label", "namespace", k8s_namespace, f"kresume-test={k8s_namespace}")
+    hook = f"kresume-{tag}"
+    apply(control_plane, testing.webhook_configuration(hook, port, tls.ca_bundle,
+                                                        namespace_labels={"kresume-test": k8s_namespace}))
+    proc.start()
+    try:
+        yield {"proc": proc, "port": port}
+    finally:
+        proc.stop()
+        print(proc.tail(200))
+        control_plane.kubectl("delete", "mutatingwebhookconfiguration", hook, "--ignore-not-found", check=False)
+        control_plane.kubectl("delete", "clusterrolebinding,clusterrole", f"kresume-operator-{tag}",
+                              "--ignore-not-found", check=False)
+
+
+def job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"backoffLimit": 6, "template": {
+            "metadata": {"labels": {contract.LABEL_INJECT: "true"}},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+                     "containers": [{"name": "trainer", "image": "python:3.11-slim", "command": ["python", "train.py"]}]},
+        }},
+    }
+
+
+def pods_of(cp: ControlPlane, ns: str, job_name: str) -> list[dict[str, Any]]:
+    items = kget(cp, "pods", "-n", ns, "-l", f"job-name={job_name}")["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def env_of(pod: dict[str, Any], container: str = "trainer") -> dict[str, Any]:
+    c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def test_preempted_job_pod_resumes_from_committed_checkpoint(
+    control_plane: ControlPlane, k8s_namespace: str, operator: dict[str, Any], moto_s3: Any, tmp_path: Path
+):
+    import torch
+
+    cp, ns = control_plane, k8s_namespace
+    base = f"s3://{BUCKET}/op-{uuid.uuid4().hex[:8]}"
+    opts = moto_s3.storage_options
+    creds = {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}
+    apply(cp,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns}, "stringData": creds},
+          {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+           "metadata": {"name": "default", "namespace": ns},
+           "spec": {"storage": base, "credentialsSecret": "s3-creds",
+                    "storageOptions": {"client_kwargs": opts["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}})
+    run_url = f"{base}/{ns}/train/"
+
+    # 1. First pod: mutated, fresh start.
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(job("train")))
+    first = wait_for("the Job's first pod", lambda: pods_of(cp, ns, "train"))[0]
+    names = [c["name"] for c in first["spec"]["containers"]]
+    assert names == ["trainer", contract.SIDECAR_CONTAINER_NAME], operator["proc"].tail()
+    sidecar = first["spec"]["containers"][1]
+    assert "restartPolicy" not in sidecar  # v1.20: regular-container mode
+    assert sidecar["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert {"name": contract.VOLUME_NAME, "emptyDir": {}} in first["spec"]["volumes"]
+    env = env_of(first)
+    assert env[contract.ENV_RUN_URL] == run_url
+    assert env[contract.ENV_CHECKPOINT_DIR] == contract.DEFAULT_CHECKPOINT_DIR
+    assert contract.ENV_RESUME_FROM not in env
+    ann = first["metadata"]["annotations"]
+    assert ann[contract.ANN_RESUMED_FROM] == "none" and ann[contract.ANN_INJECTED] == "legacy"
+    assert contract.ANN_RESOLVE_ERROR not in ann
+
+    run = wait_for("CheckpointRun train", lambda: kget(cp, contract.RUN_PLURAL, "-n", ns, "train"))
+    assert run["spec"]["url"] == run_url and run["spec"]["source"] == "job"
+    wait_for("FreshStart event", lambda: [e for e in kget(cp, "events", "-n", ns)["items"]
+                                          if e["reason"] == "FreshStart"
+                                          and e["involvedObject"]["name"] == first["metadata"]["name"]])
+
+    # 2. A checkpoint is committed for the run (what the sidecar does).
+    path = tmp_path / "epoch=2-step=300.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(8.0)}, "global_step": 300, "epoch": 2}, path)
+    store = RunStore.open(run_url, opts)
+    manifest = store.commit(path)
+    committed_url = store.checkpoint_url(manifest)
+
+    # 3. Preemption: the pod is deleted; the Job controller replaces it.
+    old = first["metadata"]["name"]
+    cp.kubectl("delete", "pod", "-n", ns, old, "--wait=false")
+    second = wait_for("the replacement pod",
+                      lambda: [p for p in pods_of(cp, ns, "train") if p["metadata"]["name"] != old])[0]
+    env = env_of(second)
+    assert env[contract.ENV_RESUME_FROM] == committed_url, operator["proc"].tail()
+    assert env[contract.ENV_RESUME_STEP] == "300"
+    assert second["metadata"]["annotations"][contract.ANN_RESUMED_FROM] == committed_url
+
+    run = wait_for("restart recorded", lambda: (lambda r: r if (r.get("status") or {}).get("restarts", 0) >= 1 else None)(
+        kget(cp, contract.RUN_PLURAL, "-n", ns, "train")))
+    history = run["status"]["history"]
+    assert [h["pod"] for h in history] == [old, second["metadata"]["name"]]
+    assert history[-1]["resumedFrom"] == committed_url and history[-1]["step"] == 300
+    assert run["status"]["lastPreemption"]["pod"] == old
+    wait_for("Resumed event", lambda: [e for e in kget(cp, "events", "-n", ns)["items"]
+                                       if e["reason"] == "Resumed" and committed_url in e["message"]
+                                       and e["involvedObject"]["name"] == second["metadata"]["name"]])
+    # The background refresher writes status.latest for the live run.
+    run = wait_for("status.latest", lambda: (lambda r: r if (r.get("status") or {}).get("latest") else None)(
+        kget(cp, contract.RUN_PLURAL, "-n", ns, "train")), timeout=30)
+    assert run["status"]["latest"]["url"] == committed_url and run["status"]["latest"]["step"] == 300
+    assert run["status"]["checkpoints"] == 1
+
+    # 4. Operator down: pods are still created (unmutated) within the webhook timeout.
+    operator["proc"].stop()
+    t0 = time.monotonic()
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(job("after-outage")))
+    pod = wait_for("a pod while the operator is down", lambda: pods_of(cp, ns, "after-outage"), timeout=30)[0]
+    took = time.monotonic() - t0
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["trainer"]
+    assert contract.ANN_INJECTED not in (pod["metadata"].get("annotations") or {})
+    print(f"pod created with the operator down after {took:.2f} s")

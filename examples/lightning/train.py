@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-seconds", type=float, default=0.0, help="sleep after each step (to watch it)")
     p.add_argument("--ckpt-dir", default=os.environ.get("KRESUME_CHECKPOINT_DIR", "checkpoints"),
                    help="where ModelCheckpoint writes (default: $KRESUME_CHECKPOINT_DIR)")
+    p.add_argument("--report-every", type=int, default=0,
+                   help="print a progress line every N steps (default: --every-n-steps)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                  save_top_k=args.save_top_k, monitor="step", mode="max")
     trainer = L.Trainer(max_steps=args.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[checkpoint, Report(args.step_seconds, args.every_n_steps, ckpt_path)],
+                        callbacks=[checkpoint, Report(args.step_seconds, args.report_every or args.every_n_steps, ckpt_path)],
                         default_root_dir=args.ckpt_dir)
     data = DataLoader(make_data(seed=args.seed), batch_size=32, shuffle=True,
                       generator=torch.Generator().manual_seed(args.seed))

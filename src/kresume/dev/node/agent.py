@@ -83,6 +83,8 @@ class NodeAgent:
         self.work_dir = s.work_dir or Path(tempfile.mkdtemp(prefix="kresume-node-"))
         self.log_dir = s.log_dir or self.work_dir / "logs"
         self.runners: dict[str, PodRunner] = {}
+        self.first_seen: dict[str, float] = {}
+        """Pod UID -> epoch seconds of the first pod listing that held it (an upper bound of its admission)."""
         """Pod UID -> runner, for every pod this agent ran (finished ones included)."""
         self._lock = threading.RLock()
         self._dirty = threading.Event()
@@ -262,6 +264,7 @@ class NodeAgent:
         for pod in pods:
             meta, spec = pod["metadata"], pod.get("spec") or {}
             present.add(meta["uid"])
+            self.first_seen.setdefault(meta["uid"], time.time())
             deleting = meta.get("deletionTimestamp") is not None
             if not spec.get("nodeName"):
                 if not deleting and (not self.settings.namespaces or meta["namespace"] in self.settings.namespaces):

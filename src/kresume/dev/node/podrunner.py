@@ -97,6 +97,8 @@ class PodRunner:
         self.volume_dirs: dict[str, str] = {}
         self.events: list[tuple[float, str]] = []
         self.stop_request: StopRequest | None = None
+        self.failed_at: float | None = None
+        """Epoch seconds just before phase Failed/Succeeded was reported (None while the pod is active)."""
         self.done = threading.Event()
         self._held: list[str] = []
         self._sent: dict[str, Any] | None = None
@@ -195,6 +197,7 @@ class PodRunner:
         return [(n, self.procs[n]) for n in names if n in self.procs]
 
     def _finish(self) -> None:
+        self.failed_at = time.time()
         self.state.phase = status.final_phase(self.regular)
         ready = False
         self.state.set_condition("Ready", ready, "PodCompleted", now=time.time())
@@ -391,6 +394,7 @@ class PodRunner:
         if req.finish == "none":
             return
         if self.state.phase not in ("Succeeded", "Failed"):
+            self.failed_at = time.time()
             self.state.phase = "Failed"
             self.state.reason, self.state.message = req.reason or "Terminated", req.message or None
         now = time.time()

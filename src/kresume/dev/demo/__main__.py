@@ -1,0 +1,5 @@
+"""``python -m kresume.dev.demo``: the same as ``kresume demo``."""
+
+from kresume.dev.demo.cli import main
+
+main()

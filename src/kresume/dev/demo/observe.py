@@ -1,0 +1,119 @@
+"""What the demo watches: the run's committed manifests (with the time each was first seen) and the
+trainer's JSON event lines (``start``, ``progress``, ``done`` from examples/lightning/train.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POLL_SECONDS = 0.2
+"""Period of the store listing, seconds: the bound on how late a commit is noticed."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One committed checkpoint as the demo saw it. ``first_seen``: epoch seconds of the first listing that
+    held its manifest (the commit became visible at or before it)."""
+
+    id: str
+    step: int | None
+    url: str
+    committed_at: str
+    first_seen: float
+    source_pod: str
+
+
+class StorePoller:
+    """Lists ``<run>/manifests/`` every :data:`POLL_SECONDS` on a thread; ``seen`` grows in commit order."""
+
+    def __init__(self, run_url: str, storage_options: dict[str, Any]) -> None:
+        from kresume.store.runstore import RunStore
+
+        self.store = RunStore.open(run_url, storage_options=storage_options)
+        self.seen: dict[str, Seen] = {}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-store-poller", daemon=True)
+
+    def start(self) -> StorePoller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def poll_once(self) -> None:
+        """One listing; new manifests are read and recorded with the listing's start time."""
+        t = time.time()
+        self.store.fs.invalidate_cache()
+        for cid in self.store.manifest_ids():
+            if cid in self.seen:
+                continue
+            m = self.store.read_manifest(cid)
+            if m is None:
+                continue
+            self.seen[cid] = Seen(cid, m.step, self.store.checkpoint_url(m), m.committed_at, t,
+                                  str((m.source or {}).get("pod") or ""))  # fmt: skip
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - the store may be briefly unreachable; count and go on
+                self.errors += 1
+
+    def by_url(self, url: str) -> Seen | None:
+        """The committed checkpoint whose URL is ``url``."""
+        return next((s for s in self.seen.values() if s.url == url), None)
+
+    def newest_step(self) -> int | None:
+        """Highest committed step so far."""
+        steps = [s.step for s in self.seen.values() if s.step is not None]
+        return max(steps) if steps else None
+
+
+@dataclass
+class TrainerLog:
+    """Incremental reader of one trainer container's log: JSON event lines, other lines kept as ``tail``."""
+
+    path: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)
+    _offset: int = 0
+    _partial: str = ""
+
+    def read(self) -> list[dict[str, Any]]:
+        """New events since the last call."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        text = self._partial + data.decode("utf-8", "replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        new = []
+        for line in lines:
+            if line.startswith("{"):
+                try:
+                    new.append(json.loads(line))
+                    continue
+                except ValueError:
+                    pass
+            self.tail = (self.tail + [line])[-20:]
+        self.events += new
+        return new
+
+    def first(self, kind: str) -> dict[str, Any] | None:
+        return next((e for e in self.events if e.get("event") == kind), None)
+
+    def last_step(self) -> int | None:
+        steps = [e["global_step"] for e in self.events if "global_step" in e]
+        return max(steps) if steps else None

@@ -1,0 +1,92 @@
+"""What the demo prints: timestamped event lines while it runs (plus a live status line on a terminal), then a
+summary table of every preemption and admission, the checks, and ``kubectl get ckptrun``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+class Display:
+    """Event lines (``say``) and a one-line live status (``refresh``, only on a terminal)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+        if not self.console.is_terminal:
+            self.console.width = max(self.console.width, 140)
+        self.t0 = time.time()
+        self._live: Live | None = None
+        self._last_status = ""
+
+    def __enter__(self) -> Display:
+        if self.console.is_terminal:
+            self._live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def say(self, text: str) -> None:
+        """Print one event line, prefixed with the time since the demo started (m:ss)."""
+        dt = int(time.time() - self.t0)
+        style = "bold red" if text.startswith("PREEMPTION") else ("green" if "resumed at" in text else None)
+        self.console.print(Text(f"[{dt // 60}:{dt % 60:02d}] ", style="dim") + Text(text, style=style or ""))
+
+    def refresh(self, status: str) -> None:
+        """Update the live status line (no-op when not on a terminal)."""
+        if self._live is not None and status != self._last_status:
+            self._last_status = status
+            self._live.update(Text(status, style="bold cyan"))
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary(result: dict[str, Any], console: Console) -> None:
+    """Print the summary of a :func:`~kresume.dev.demo.run.run_demo` result."""
+    t = Table(title="Preemptions and restarts", title_justify="left")
+    for col in ("#", "preempted pod", "moment", "at step", "resumed at step", "lost steps", "time to resume (s)"):
+        t.add_column(col, justify="right" if col in ("#", "at step", "resumed at step", "lost steps",
+                                                      "time to resume (s)") else "left")  # fmt: skip
+    for p in result["preemptions"]:
+        t.add_row(str(p["index"]), p["pod"], p["moment"], _fmt(p["last_step_before"]), _fmt(p["resumed_step"]),
+                  _fmt(p["lost_steps"]), _fmt(p["time_to_resume_s"]))  # fmt: skip
+    console.print(t)
+    a = Table(title="Admissions: what the webhook injected and what the trainer did", title_justify="left")
+    for col in ("pod", "injected step", "trainer started at", "checkpoint loads (global_step)", "check"):
+        a.add_column(col)
+    for adm in result["admissions"]:
+        a.add_row(adm["pod"], _fmt(adm["injected_step"]) if adm["injected_url"] else "none (fresh)",
+                  _fmt(adm["start_step"]), _fmt(adm["loaded_step"]) if adm["injected_url"] else "-",
+                  Text("ok", style="green") if not adm["problems"] else Text("; ".join(adm["problems"]), style="red"))
+    console.print(a)
+    console.print(f"final step: {result['final_step']} of {result['settings']['max_steps']} planned; "
+                  f"{len(result['committed'])} checkpoints committed; job {result['durations'].get('job_s')} s, "
+                  f"total {result['durations'].get('total_s', '-')} s")  # fmt: skip
+    if result.get("ckptrun"):
+        console.print("\n$ kubectl get ckptrun -n " + result.get("namespace", "kresume-demo"))
+        console.print(result["ckptrun"], markup=False)
+    if result.get("logs"):
+        console.print("\nlogs:")
+        for name, path in result["logs"].items():
+            console.print(f"  {name}: {path}", markup=False)
+    if result["ok"]:
+        console.print(Text("\nALL CHECKS PASSED: every restart resumed from the newest committed checkpoint",
+                           style="bold green"))  # fmt: skip
+    else:
+        console.print(Text("\nCHECKS FAILED:", style="bold red"))
+        for problem in result["problems"]:
+            console.print(f"  - {problem}", markup=False)

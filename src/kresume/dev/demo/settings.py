@@ -1,0 +1,49 @@
+"""Settings of ``kresume demo`` (one frozen dataclass; units in each field's docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[4]
+TRAIN_SCRIPT = REPO / "examples" / "lightning" / "train.py"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs. Times are seconds, steps are optimizer steps of the example trainer."""
+
+    preemptions: int = 2
+    """Preemptions to inject (chaos: modes cycle through checkpoint write, upload, SIGKILL)."""
+    seed: int = 0
+    """Seed of the preemption plan (modes, moments)."""
+    store: str | None = None
+    """Store base URL (any fsspec URL, e.g. ``file:///tmp/ckpts``); None starts SeaweedFS and uses
+    ``s3://kresume-demo/runs``."""
+    store_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec storage options for ``store`` (ignored for the default SeaweedFS, which sets its own)."""
+    max_steps: int = 0
+    """Planned steps of the run; 0: ``120 + 60 * preemptions`` (at least 240)."""
+    every_n_steps: int = 20
+    """Checkpoint period of the trainer's ModelCheckpoint, steps."""
+    step_seconds: float = 0.1
+    """Sleep after each training step (so there is something to watch)."""
+    grace_seconds: int = 15
+    """The Job pod's ``terminationGracePeriodSeconds``."""
+    namespace: str = "kresume-demo"
+    job_name: str = "demo-train"
+    work_dir: Path | None = None
+    """Where logs (control plane, store, operator, node, containers) and the JSON result go; None:
+    ``<repo>/.cache/demo/<timestamp>``."""
+    json_out: Path | None = None
+    """Also write the result JSON here."""
+    timeout: float = 900.0
+    """Give up (and fail) after this long from the Job's submission."""
+    first_preemption_after: int = 2
+    """Committed checkpoints required before the first preemption."""
+
+    @property
+    def planned_steps(self) -> int:
+        """``max_steps`` or its default."""
+        return self.max_steps or max(240, 120 + 60 * self.preemptions)

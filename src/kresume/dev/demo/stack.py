@@ -1,0 +1,240 @@
+"""Everything the demo starts, in order, and stops in reverse: control plane, object store, CRDs, namespace,
+credentials Secret, ``CheckpointPolicy default``, the operator process behind a URL webhook with our own CA,
+and the local node agent. :class:`Stack` is a context manager; a failed start stops what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kresume import contract
+from kresume.dev import pki
+from kresume.dev.cluster import ControlPlane, ControlPlaneSettings
+from kresume.dev.demo.settings import DemoSettings
+from kresume.dev.node import NodeAgent, NodeSettings
+
+DEMO_BUCKET = "kresume-demo"
+CREDENTIALS_SECRET = "kresume-store-credentials"
+OPERATOR_SA = "kresume-operator"
+NODE_NAME = "kresume-dev-node"
+
+
+class Stack:
+    """The running pieces; attributes are set by :meth:`start` (``plane``, ``store_server``, ``storage``,
+    ``storage_options``, ``store_env``, ``operator``, ``node``, ``logs``: name -> log path)."""
+
+    def __init__(self, settings: DemoSettings, work_dir: Path, say: Callable[[str], None]) -> None:
+        self.s, self.work_dir, self.say = settings, work_dir, say
+        self.plane: ControlPlane | None = None
+        self.store_server: Any = None
+        self.operator: Any = None
+        self.node: NodeAgent | None = None
+        self.api: Any = None
+        self.storage = ""
+        self.storage_options: dict[str, Any] = {}
+        """Options the policy carries (no secrets: those are in the credentials Secret)."""
+        self.client_options: dict[str, Any] = {}
+        """Options the demo itself uses to read the store (secrets included)."""
+        self.store_env: dict[str, str] = {}
+        self.logs: dict[str, Path] = {}
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop everything started, newest first (node → operator → store → control plane)."""
+        self._stack.close()
+
+    # --- start ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every piece (see module docstring); raises the first failure with its log tail."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.say("starting the control plane (etcd, kube-apiserver, kube-controller-manager)")
+        self.plane = ControlPlane(ControlPlaneSettings())
+        self._stack.callback(self.plane.stop)
+        self.plane.start()
+        saved = self.work_dir / "control-plane"
+        self.logs.update({f"control plane: {k}": saved / v.name for k, v in self.plane.logs.items()})
+        self._stack.callback(self._save_plane_logs, saved)  # runs before plane.stop (LIFO)
+        self.api = self.plane.api_client()
+        self._stack.callback(self.api.close)
+        self._start_store()
+        self.say("installing CRDs, namespace, credentials Secret and CheckpointPolicy 'default'")
+        self._install()
+        self._start_operator()
+        self.say("starting the local node agent (containers run as local processes; images are ignored)")
+        self.node = NodeAgent(self.api, NodeSettings(
+            node_name=NODE_NAME, namespaces=(self.s.namespace,), work_dir=self.work_dir / "node",
+            log_dir=self.work_dir / "pods"))  # fmt: skip
+        self._stack.callback(self.node.stop)
+        self.node.start()
+        self.logs["pods (one folder per pod, one log per container)"] = self.work_dir / "pods"
+
+    def _save_plane_logs(self, dest: Path) -> None:
+        assert self.plane is not None
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in self.plane.logs.values():
+            with contextlib.suppress(OSError):
+                shutil.copyfile(path, dest / path.name)
+
+    def warm_up(self, run: str, timeout: float = 120.0) -> float:
+        """Server-side dry-run creations of an opted-in pod of ``run`` until the webhook injects the sidecar.
+
+        A dry run goes through admission (the webhook declares ``sideEffects: None``) but stores nothing, so the
+        operator's first, cold store lookup happens here and not at the Job's first pod. Returns the seconds it
+        took; raises RuntimeError with the operator's log tail after ``timeout``.
+        """
+        assert self.plane is not None and self.operator is not None
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "generateName": "warm-up-", "namespace": self.s.namespace, "labels": {contract.LABEL_INJECT: "true"},
+            "annotations": {contract.ANN_RUN: run}}, "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "trainer", "image": "warm-up", "command": ["true"]}]}}  # fmt: skip
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            res = self.plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod),
+                                     check=False)  # fmt: skip
+            if res.returncode == 0:
+                names = [c["name"] for c in json.loads(res.stdout)["spec"]["containers"]]
+                if contract.SIDECAR_CONTAINER_NAME in names:
+                    return time.time() - t0
+            time.sleep(1)
+        raise RuntimeError(f"the webhook injected no sidecar within {timeout:.0f} s; operator log:\n"
+                           f"{self.operator.tail(40)}")
+
+    def _start_store(self) -> None:
+        if self.s.store:
+            self.storage = self.s.store.rstrip("/")
+            self.storage_options = dict(self.s.store_options)
+            self.client_options = dict(self.s.store_options)
+            self.say(f"using the store {self.storage}")
+            if self.storage.startswith("file://"):
+                Path(self.storage[len("file://"):]).mkdir(parents=True, exist_ok=True)
+            return
+        from kresume.dev import objstores
+
+        self.say("starting SeaweedFS (a local S3 server)")
+        server = objstores.SeaweedFSServer(tmp_root=self.work_dir / "seaweedfs")
+        self._stack.callback(server.stop)
+        server.start()
+        server.create_bucket(DEMO_BUCKET)
+        self.store_server = server
+        self.storage = server.url(DEMO_BUCKET, "runs")
+        opts = server.storage_options
+        self.storage_options = {k: v for k, v in opts.items() if k not in ("key", "secret")}
+        self.client_options = opts
+        self.store_env = server.env
+        assert server.tmpdir is not None
+        self.logs["seaweedfs"] = server.tmpdir / "server.log"
+
+    def kubectl_apply(self, *objs: dict[str, Any]) -> None:
+        """``kubectl apply -f -`` of ``objs`` as admin."""
+        assert self.plane is not None
+        self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+
+    def _install(self) -> None:
+        from kresume import crds
+
+        assert self.plane is not None
+        for crd in crds.all_crds():
+            self.kubectl_apply(crd)
+        for crd in crds.all_crds():
+            self.plane.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}",
+                               "--timeout=60s")  # fmt: skip
+        ns = self.s.namespace
+        objs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}]
+        policy: dict[str, Any] = {
+            "storage": self.storage, "storageOptions": self.storage_options,
+            "retention": {"keepLast": 5},
+            # Pods share the host network on the dev node: the sidecar's metrics port must not collide.
+            "sidecar": {"extraEnv": [{"name": "KRESUME_METRICS_PORT", "value": "0"}], "graceSeconds": 8},
+        }  # fmt: skip
+        if self.store_env:
+            keys = {k: self.store_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+            objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET, "namespace": ns},
+                         "stringData": keys})  # fmt: skip
+            policy["credentialsSecret"] = CREDENTIALS_SECRET
+        objs.append({"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+                     "metadata": {"name": contract.DEFAULT_POLICY_NAME, "namespace": ns}, "spec": policy})
+        self.kubectl_apply(*objs)
+
+    def _start_operator(self) -> None:
+        from kresume.operator import testing
+
+        assert self.plane is not None
+        self.say("starting the operator (a separate process) and registering its webhook")
+        ns = self.s.namespace
+        self.kubectl_apply(*testing.rbac_manifests(ns, OPERATOR_SA, "kresume-demo-operator"))
+        kubeconfig = self.plane.make_impersonating_kubeconfig(ns, OPERATOR_SA, self.work_dir / "operator.kubeconfig")
+        tls = pki.make_webhook_tls(self.work_dir / "webhook-tls")
+        port, live = testing.free_port(), testing.free_port()
+        self.logs["operator"] = self.work_dir / "operator.log"
+        self.operator = testing.OperatorProcess(
+            args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
+                  "--tls-key-file", str(tls.key_file), "--namespace", ns, "--liveness-port", str(live),
+                  "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:demo"],
+            env={**self.plane.env(), "KUBECONFIG": str(kubeconfig), **_store_env_for_operator(self.store_env)},
+            log=self.logs["operator"], webhook_port=port, ready_timeout=180,
+        )  # fmt: skip
+        self._stack.callback(self.operator.stop)
+        self.operator.start()
+        self.kubectl_apply(testing.webhook_configuration("kresume-demo", port, tls.ca_bundle))
+
+    # --- the Job ----------------------------------------------------------------------------------------
+    def job_manifest(self, train_script: Path) -> dict[str, Any]:
+        """The demo's batch/v1 Job: the example Lightning trainer, opted in with the kresume label."""
+        s = self.s
+        env: list[dict[str, Any]] = []
+        if self.store_env:  # Lightning reads the injected s3:// URL itself: it needs the endpoint and keys
+            env = [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ] + [{"name": k, "value": self.store_env[k]}
+                 for k in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED")]  # fmt: skip
+        elif self.storage_options:
+            env = [{"name": f"FSSPEC_{self.storage.split('://')[0].upper()}",
+                    "value": json.dumps(self.storage_options)}]  # fmt: skip
+        args = ["--max-steps", str(s.planned_steps), "--every-n-steps", str(s.every_n_steps),
+                "--step-seconds", str(s.step_seconds), "--report-every", "1", "--save-top-k", "2"]  # fmt: skip
+        return {
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": s.job_name, "namespace": s.namespace},
+            "spec": {"backoffLimit": 100, "template": {
+                "metadata": {"labels": {contract.LABEL_INJECT: "true"}},
+                "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": s.grace_seconds,
+                         "containers": [{"name": "trainer", "image": "kresume-demo/trainer:local",
+                                         "command": ["python", str(train_script)], "args": args, "env": env}]},
+            }},
+        }  # fmt: skip
+
+
+def _store_env_for_operator(store_env: dict[str, str]) -> dict[str, str]:
+    # The operator reads credentials from the policy's Secret; only keep botocore from probing EC2 metadata.
+    return {"AWS_EC2_METADATA_DISABLED": "true"} if store_env else {}
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

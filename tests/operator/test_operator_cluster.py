@@ -82,10 +82,17 @@ def operator(control_plane: ControlPlane, k8s_namespace: str, crds: None, tmp_pa
     )
     control_plane.kubectl("label", "namespace", k8s_namespace, f"kresume-test={k8s_namespace}")
     hook = f"kresume-{tag}"
-    apply(control_plane, testing.webhook_configuration(hook, port, tls.ca_bundle,
+    # timeoutSeconds 10 (the API maximum) instead of the chart's 5: this shared 2-core machine runs at load
+    # 10+, where a busy operator can miss 5 s; the pod would then be (correctly) admitted unmutated.
+    apply(control_plane, testing.webhook_configuration(hook, port, tls.ca_bundle, timeout_seconds=10,
                                                         namespace_labels={"kresume-test": k8s_namespace}))
     proc.start()
     try:
+        # A probe pod needs a policy; the test's own policy replaces this one.
+        apply(control_plane, {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+                              "metadata": {"name": "default", "namespace": k8s_namespace},
+                              "spec": {"storage": f"file://{tmp_path}/probe-store"}})
+        print(f"webhook serving after {proc.wait_serving(control_plane.kubectl, k8s_namespace):.1f} s")
         yield {"proc": proc, "port": port}
     finally:
         proc.stop()
@@ -93,6 +100,15 @@ def operator(control_plane: ControlPlane, k8s_namespace: str, crds: None, tmp_pa
         control_plane.kubectl("delete", "mutatingwebhookconfiguration", hook, "--ignore-not-found", check=False)
         control_plane.kubectl("delete", "clusterrolebinding,clusterrole", f"kresume-operator-{tag}",
                               "--ignore-not-found", check=False)
+
+
+def apiserver_webhook_log(cp: ControlPlane) -> str:
+    """kube-apiserver log lines about webhooks (why a call failed), for assertion messages."""
+    try:
+        lines = Path(cp.logs["kube-apiserver"]).read_text(errors="replace").splitlines()
+    except (KeyError, OSError):
+        return "(no apiserver log)"
+    return "\n".join(line for line in lines if "webhook" in line.lower())[-4000:]
 
 
 def job(name: str) -> dict[str, Any]:
@@ -132,12 +148,13 @@ def test_preempted_job_pod_resumes_from_committed_checkpoint(
            "spec": {"storage": base, "credentialsSecret": "s3-creds",
                     "storageOptions": {"client_kwargs": opts["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}})
     run_url = f"{base}/{ns}/train/"
+    operator["proc"].wait_serving(cp.kubectl, ns)  # the new policy is indexed and its S3 client warm
 
     # 1. First pod: mutated, fresh start.
     cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(job("train")))
     first = wait_for("the Job's first pod", lambda: pods_of(cp, ns, "train"))[0]
     names = [c["name"] for c in first["spec"]["containers"]]
-    assert names == ["trainer", contract.SIDECAR_CONTAINER_NAME], operator["proc"].tail()
+    assert names == ["trainer", contract.SIDECAR_CONTAINER_NAME], operator["proc"].tail() + "\n" + apiserver_webhook_log(cp)
     sidecar = first["spec"]["containers"][1]
     assert "restartPolicy" not in sidecar  # v1.20: regular-container mode
     assert sidecar["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]

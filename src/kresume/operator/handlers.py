@@ -70,6 +70,19 @@ def preload_backends() -> list[str]:
     return loaded
 
 
+def rehearse(native: bool) -> None:
+    """Run identity, policy parsing, inject and the JSON-patch diff once on a sample pod at startup, so
+    lazy imports and first-call setup are not paid by the first real admission."""
+    sample = {"metadata": {"generateName": "warmup-", "labels": {"job-name": "warmup", **OPT_IN}},
+              "spec": {"containers": [{"name": "trainer", "image": "x"}]}}
+    ident = identity.run_identity(sample)
+    assert isinstance(ident, identity.RunIdentity)
+    policy = Policy.from_spec({"storage": "memory://kresume-warmup"})
+    out = injection.inject(sample, policy, None, run=ident.run, namespace="default", native_sidecar=native,
+                           image="warmup")
+    injection.json_patch(sample, out.pod)
+
+
 def _pod_run_url(pod: dict[str, Any]) -> str | None:
     """The run URL injected into the sidecar's env (``KRESUME_RUN_URL``)."""
     spec = pod.get("spec") or {}
@@ -241,6 +254,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         logger.info("API server %s: sidecar mode %s", version.get("gitVersion"), "native" if state.native else "regular container")
         loaded = await asyncio.to_thread(preload_backends)
         logger.info("fsspec backends loaded: %s", ", ".join(loaded) or "none")
+        rehearse(state.native)
         memo.kresume_refresher = asyncio.get_running_loop().create_task(_refresh_loop(state, indices))
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
@@ -299,16 +313,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
 
     @kopf.on.event(contract.GROUP, contract.VERSION, contract.POLICY_PLURAL, id="policy-events", registry=registry)
     async def policy_events(**kwargs: Any) -> None:
-        """Warm the credentials Secret of every policy, so admissions do not wait for its first read."""
+        """Warm a policy's credentials Secret and store client, so admissions do not pay for their setup."""
         capture(kwargs)
         state: admission.State = kwargs["memo"].kresume
-        secret = ((kwargs.get("spec") or {}).get("credentialsSecret"))
-        if secret and kwargs.get("namespace") and (kwargs.get("event") or {}).get("type") != "DELETED":
-            try:
-                await state.api.secret(kwargs["namespace"], secret)
-            except Exception as exc:  # noqa: BLE001 - admission reads it again
-                logger.warning("policy %s/%s: reading Secret %s failed: %s", kwargs["namespace"], kwargs.get("name"),
-                               secret, exc)
+        ns = kwargs.get("namespace")
+        if not ns or (kwargs.get("event") or {}).get("type") == "DELETED":
+            return
+        try:
+            policy = Policy.from_spec(dict(kwargs.get("spec") or {}))
+            secret = await state.api.secret(ns, policy.credentials_secret) if policy.credentials_secret else None
+            await state.resolver.warm(policy.storage, credentials.storage_options(policy.storage,
+                                                                                  policy.storage_options, secret))
+        except Exception as exc:  # noqa: BLE001 - admission reads and connects again
+            logger.warning("policy %s/%s: warming its Secret/store failed: %s", ns, kwargs.get("name"), exc)
 
     @kopf.on.event("pods", id="pod-events", labels=OPT_IN, registry=registry)
     async def pod_events(event: Any, body: Any, memo: Any, **kwargs: Any) -> None:

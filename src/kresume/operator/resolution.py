@@ -182,6 +182,21 @@ class Resolver:
         return Outcome(None, SOURCE_NONE, error, self._clock() - start)
 
     # --- background -------------------------------------------------------------------------------
+    async def warm(self, base: str, options: Mapping[str, Any]) -> None:
+        """Create (and cache) the filesystem of a policy's storage base and make one cheap call, so the
+        first admission of a run does not pay for client setup (s3fs/aiobotocore: ~1 s on a busy node).
+
+        Raises whatever the store raises (callers log it); bounded by ``refresh_timeout``.
+        """
+        from kresume.store.storage import open_fs
+
+        def touch() -> None:
+            fs, root = open_fs(base, dict(options))
+            fs.exists(root)
+
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.run_in_executor(self._pool, touch), timeout=self.settings.refresh_timeout)
+
     async def refresh(self, url: str, options: Mapping[str, Any]) -> Entry:
         """Ask the store now (budget :attr:`ResolutionSettings.refresh_timeout`) and count checkpoints.
 

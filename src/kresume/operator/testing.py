@@ -116,6 +116,28 @@ class OperatorProcess:
         self.stop()
         raise RuntimeError(f"operator webhook not up on port {self.webhook_port} after {self.ready_timeout} s:\n{self.tail()}")
 
+    def wait_serving(self, kubectl: Any, namespace: str, timeout: float = 90.0) -> float:
+        """Create throwaway opted-in pods (``kresume.dev/run: probe``) until one comes back mutated:
+        the webhook answers end to end (kopf scanned the cluster, the handler is warm). Returns the
+        seconds it took. ``kubectl(*args, input=..., check=...)`` runs kubectl against the cluster."""
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < timeout:
+            name = f"kresume-probe-{i}"
+            i += 1
+            probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "namespace": namespace, "labels": {contract.LABEL_INJECT: "true"},
+                "annotations": {contract.ANN_RUN: "probe"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}}
+            import json
+
+            res = kubectl("create", "-o", "json", "-f", "-", input=json.dumps(probe), check=False)
+            kubectl("delete", "pod", "-n", namespace, name, "--wait=false", check=False)
+            if res.returncode == 0 and contract.ANN_INJECTED in (json.loads(res.stdout)["metadata"].get("annotations") or {}):
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        raise RuntimeError(f"webhook did not mutate a probe pod within {timeout} s:\n{self.tail()}")
+
     def tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

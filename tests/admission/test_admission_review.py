@@ -322,3 +322,26 @@ def test_credentials_secret_becomes_storage_options(tmp_path):
     patched(rev, asyncio.run(serve(make_state(api, open_store=open_store), rev,
                                    policies={("team-a", "default"): [spec]})))
     assert seen == [{"key": "AK", "secret": "SK", "endpoint_url": "http://x"}]
+
+
+def test_handler_without_index_kwargs_still_injects(policy_spec):
+    """kopf 1.45 does not pass indices to admission handlers when serving over HTTP: the handler must
+    work from the API alone (a signature needing them would raise inside kopf and DENY the pod)."""
+    state = make_state(FakeApi(policies={("team-a", "default"): policy_spec}))
+    registry = handlers.register(kopf.OperatorRegistry(), state.config)
+    insights = references.Insights()
+    insights.webhook_resources.add(PODS)
+    rev = review(job_pod())
+    response = asyncio.run(serve_admission_request(
+        fill_namespace(copy.deepcopy(rev)), webhook=handlers.INJECT_ID, settings=kopf.OperatorSettings(),
+        memories=ResourceMemories(), memobase=kopf.Memo(kresume=state), registry=registry, insights=insights,
+        indices={},  # type: ignore[arg-type]
+    ))
+    pod = patched(rev, response)
+    assert contract.ANN_INJECTED in pod["metadata"]["annotations"]
+
+
+def test_namespace_comes_from_the_request_when_the_object_has_none():
+    rev = review(job_pod(), namespace="team-b")
+    assert "namespace" not in rev["request"]["object"]["metadata"]
+    assert fill_namespace(rev)["request"]["object"]["metadata"]["namespace"] == "team-b"

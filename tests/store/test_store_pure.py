@@ -127,3 +127,9 @@ def test_transient_classification():
     assert errors.is_transient(_Coded("boom", 503))
     assert not errors.is_transient(_Coded("nope", 404))
     assert not errors.is_transient(PermissionError("no"))
+    # s3fs's own mapping: InternalError/500 → EREMOTEIO, SlowDown/503 → EBUSY, message without the code
+    import errno
+
+    assert errors.is_transient(OSError(errno.EREMOTEIO, "We encountered an internal error"))
+    assert errors.is_transient(OSError(errno.EBUSY, "Please reduce your request rate"))
+    assert not errors.is_transient(OSError(errno.EINVAL, "InvalidArgument"))

@@ -154,7 +154,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     markers = ("SlowDown", "Throttl", "TooManyRequests", "RequestTimeout", "InternalError",
                "ServiceUnavailable", "503", "500 Internal", "502", "504")
-    if isinstance(exc, OSError) and exc.errno in (errno.ETIMEDOUT, errno.ECONNRESET, errno.EAGAIN, errno.EBUSY):
+    # s3fs's ERROR_CODE_TO_EXCEPTION maps S3 "InternalError"/500 to EREMOTEIO and "SlowDown"/503 to
+    # EBUSY, dropping the code from the message; both are retryable per the S3 error-code table.
+    if isinstance(exc, OSError) and exc.errno in (errno.ETIMEDOUT, errno.ECONNRESET, errno.EAGAIN, errno.EBUSY,
+                                                  getattr(errno, "EREMOTEIO", errno.EIO)):
         return True
     return any(m in text or m in name for m in markers)
 

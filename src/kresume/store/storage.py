@@ -49,8 +49,14 @@ class TransferSettings:
     max_workers: int = 4
     """Files transferred in parallel within one checkpoint."""
 
-    attempts: int = 5
-    """Tries per request group for transient errors (throttling, 5xx, timeouts), first included."""
+    parts_in_flight: int = 4
+    """S3 multipart parts uploading at once, across all files of the process (see
+    :mod:`kresume.store.transfer`). Peak buffer memory ≈ ``(parts_in_flight + max_workers) * part_size``."""
+
+    attempts: int = 8
+    """Tries per request group for transient errors (throttling, 5xx, timeouts), first included.
+    Eight tries with the delays below ride out about a minute of throttling; s3fs retries some
+    errors itself underneath, but not InternalError/500."""
 
     backoff_base: float = 0.5
     """First retry delay; doubles each attempt (full jitter, AWS architecture blog 2015)."""

@@ -1,8 +1,4 @@
-"""Sub-commands provided by other parts of kresume (sidecar, operator, dev tools).
-
-Their modules import heavier dependencies (watchdog, kopf, kubernetes), so each is imported only
-when its command runs: the store commands stay fast to start.
-"""
+"""Sub-commands provided by other parts of kresume (sidecar, operator, dev tools)."""
 
 from __future__ import annotations
 
@@ -10,9 +6,15 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Attach the sidecar, operator and dev command groups."""
+    """Attach ``sidecar``, ``operator``, ``demo`` and the ``dev`` group (``dev node``)."""
+    from kresume.dev.demo import cli as demo_cli
+    from kresume.dev.node import cli as node_cli
     from kresume.operator import cli as operator_cli
     from kresume.sidecar import cli as sidecar_cli
 
     app.command("sidecar", help=(sidecar_cli.command.__doc__ or "Run the checkpoint sidecar."))(sidecar_cli.command)
     app.command("operator", help=(operator_cli.command.__doc__ or "Run the operator."))(operator_cli.command)
+    app.command("demo", help=(demo_cli.command.__doc__ or "Run the end-to-end demo."))(demo_cli.command)
+    dev_app = typer.Typer(help="Development tools (local node agent). Not for production.", no_args_is_help=True)
+    dev_app.command("node", help=(node_cli.command.__doc__ or "Run the local node agent."))(node_cli.command)
+    app.add_typer(dev_app, name="dev")

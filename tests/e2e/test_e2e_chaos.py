@@ -27,6 +27,9 @@ def test_demo_survives_three_preemptions_with_zero_bad_resumes(tmp_path: Path):
     )  # fmt: skip
     assert out.exists(), f"no result (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     result = json.loads(out.read_text())
+    for p in result["preemptions"]:  # the numbers for bench/RESULTS.md (shown with pytest -rA)
+        print(f"preemption {p['index']} {p['mode']}: step {p['last_step_before']} -> resumed {p['resumed_step']}, "
+              f"lost {p['lost_steps']}, time to resume {p['time_to_resume_s']:.1f} s")
     assert result["problems"] == [], proc.stdout[-6000:]
     assert proc.returncode == 0 and result["ok"]
     assert result["final_step"] == 200

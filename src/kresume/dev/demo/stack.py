@@ -131,9 +131,11 @@ class Stack:
         from kresume.dev import objstores
 
         self.say("starting SeaweedFS (a local S3 server)")
-        server = objstores.SeaweedFSServer(tmp_root=self.work_dir / "seaweedfs")
+        # Its own temp dir (not under work_dir): its unix sockets need a path under 108 bytes.
+        server = objstores.SeaweedFSServer()
         self._stack.callback(server.stop)
         server.start()
+        self._stack.callback(self._save_store_log, server)  # runs before server.stop (LIFO)
         server.create_bucket(DEMO_BUCKET)
         self.store_server = server
         self.storage = server.url(DEMO_BUCKET, "runs")
@@ -141,8 +143,12 @@ class Stack:
         self.storage_options = {k: v for k, v in opts.items() if k not in ("key", "secret")}
         self.client_options = opts
         self.store_env = server.env
-        assert server.tmpdir is not None
-        self.logs["seaweedfs"] = server.tmpdir / "server.log"
+        self.logs["seaweedfs"] = self.work_dir / "seaweedfs.log"
+
+    def _save_store_log(self, server: Any) -> None:
+        if server.tmpdir is not None:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(server.tmpdir / "server.log", self.work_dir / "seaweedfs.log")
 
     def kubectl_apply(self, *objs: dict[str, Any]) -> None:
         """``kubectl apply -f -`` of ``objs`` as admin."""

@@ -3,9 +3,24 @@ Lightning (4 ModelCheckpoint configurations), HF Trainer with save_total_limit, 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+
+KRESUME = str(Path(sys.executable).with_name("kresume"))  # the installed console script
+
+
+def _cli(run, *args: str) -> subprocess.CompletedProcess:
+    """Run the real ``kresume`` CLI against the run (storage options as ``-o KEY=JSON``)."""
+    url, options, env, _ = run
+    opts = [a for k, v in options.items() for a in ("-o", f"{k}={json.dumps(v)}")]
+    return subprocess.run([KRESUME, args[0], *opts, *args[1:], url], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
 
 
 def _check_store(store, names):
@@ -40,6 +55,16 @@ def test_lightning_every_checkpoint_committed(mode, tmp_path, moto_run, start_si
         assert len(by[name]) == 1, f"{name} committed {len(by[name])} times"
     latest = _check_store(store, steps)
     assert latest.step == max(m.step for ms in by.values() for m in ms)
+    # acceptance: the CLI names the newest checkpoint and verifies every committed one with checksums
+    newest_step = max(m.step for ms in by.values() for m in ms)
+    newest_names = {n for n, ms in by.items() if any(m.step == newest_step for m in ms)}
+    assert saved[-1] in newest_names or (mode == "link" and saved[-1] == "last.ckpt"), (saved, newest_names)
+    out = _cli(moto_run, "latest", "--json")
+    assert out.returncode == 0, out.stderr
+    cli_latest = json.loads(out.stdout)
+    assert cli_latest["step"] == newest_step and cli_latest["url"].rsplit("/", 1)[-1] in newest_names, cli_latest
+    out = _cli(moto_run, "verify", "--checksums")
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.stdout, out.stderr)
     status, body = sc.get("/metrics")
     assert status == 200 and "kresume_sidecar_commits_total" in body
     commits = float(next(line.split()[-1] for line in body.splitlines()

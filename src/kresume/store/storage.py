@@ -28,7 +28,12 @@ T = TypeVar("T")
 #: Per-protocol defaults applied unless the caller or fsspec config sets the key.
 #: adlfs resolves ``max_concurrency`` to thousands by default and then holds a whole blob in memory
 #: (measured: 1 GiB put peaks the client at 1.1-1.4 GiB); 4 keeps it near 100 MiB.
+#: s3fs's ``get_file`` with its default ``max_concurrency=10`` downloads 10 ranges of 50 MiB at once:
+#: measured on SeaweedFS (400 MB, bench/RESULTS.md) 52-83 MB/s at 711-751 MiB peak RSS, against
+#: 70-121 MB/s at 80 MiB with one stream (``max_concurrency=1``); kresume's own uploads do not use it.
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "s3": {"max_concurrency": 1},
+    "s3a": {"max_concurrency": 1},
     "az": {"max_concurrency": 4},
     "abfs": {"max_concurrency": 4},
     "abfss": {"max_concurrency": 4},
@@ -42,14 +47,16 @@ class TransferSettings:
     All sizes are bytes; all times seconds.
     """
 
-    part_size: int = 16 * 2**20
-    """Block size of remote writes and local reads (s3fs multipart part size; gcsfs chunk size,
-    a multiple of 256 KiB). Peak memory per file in flight is about two parts."""
+    part_size: int = 8 * 2**20
+    """Block size of remote writes and local reads (S3 multipart part size, raised for objects over
+    10,000 parts; gcsfs chunk size, a multiple of 256 KiB). Peak memory per file in flight is about
+    two parts. 8 MiB with 2 parts in flight measured fastest and leanest on the local S3 servers
+    (bench/RESULTS.md)."""
 
     max_workers: int = 4
     """Files transferred in parallel within one checkpoint."""
 
-    parts_in_flight: int = 4
+    parts_in_flight: int = 2
     """S3 multipart parts uploading at once, across all files of the process (see
     :mod:`kresume.store.transfer`). Peak buffer memory ≈ ``(parts_in_flight + max_workers) * part_size``."""
 

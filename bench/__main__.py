@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> str:
         if "webhook" in args.only:
             from bench import webhook_row
 
-            metrics += webhook_row.measure(args.quick, log)
+            metrics += webhook_row.measure(args.quick, work, log)
     finally:
         for target in targets.values():
             target.server.stop()

@@ -68,7 +68,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
 
 
 _TRAMPOLINE = """
-import os, sys, json
+import os, sys, json, signal
 fd = int(sys.argv[1])
 pid = os.fork()
 if pid == 0:
@@ -77,6 +77,8 @@ if pid == 0:
         os.execvp(sys.argv[2], sys.argv[2:])
     finally:
         os._exit(127)
+for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda s, _f: os.kill(pid, s))
 _, status, ru = os.wait4(pid, 0)
 code = os.waitstatus_to_exitcode(status)
 if code == 0:
@@ -99,3 +101,45 @@ def _read_all(proc: subprocess.Popen[bytes], deadline: float) -> bytes:
         chunks.append(data)
         if sum(map(len, chunks)) > 1 << 20:  # keep only the tail of chatty tools
             chunks = [b"".join(chunks)[-65536:]]
+
+
+class Running:
+    """A long-running command started by :func:`start` (through the trampoline).
+
+    ``proc.stderr`` is a pipe of the command's stderr (stdout is discarded). :meth:`stop` sends
+    SIGTERM (forwarded to the command), waits, and returns its :class:`Sample` (peak RSS, CPU).
+    """
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None) -> None:
+        self._rfd, wfd = os.pipe()
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(wfd), *map(str, argv)],
+            env={**os.environ, **(env or {})}, cwd=cwd, pass_fds=(wfd,), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(wfd)
+        self.argv = list(argv)
+
+    def stop(self, timeout_s: float = 120.0) -> Sample:
+        """SIGTERM, wait up to ``timeout_s`` (then SIGKILL), return the measured sample.
+
+        Raises CommandFailed when it exits non-zero or had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        seconds = time.perf_counter() - self.t0
+        with os.fdopen(self._rfd, "rb") as r:
+            report = r.read()
+        if self.proc.returncode != 0 or not report:
+            raise CommandFailed(f"exit {self.proc.returncode}: {' '.join(self.argv)}")
+        usage = json.loads(report)
+        return Sample(seconds, usage["cpu"], usage["maxrss_kib"] * 1024)
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None) -> Running:
+    """Start ``argv`` in the background, measured like :func:`run` once :meth:`Running.stop` ends it."""
+    return Running(argv, env, cwd)

@@ -1,0 +1,51 @@
+"""Webhook row: delegates to the operator helper's ``bench/webhook_latency.py`` when it exists.
+
+That module owns the measurement (pod creates on the real API server through the webhook,
+handler time and create round trip, warm and cold, p50/p99 over ``--pods`` creates). It is run as
+a script with ``--pods 200`` (20 with ``--quick``) and ``--out`` in the bench's work folder; its
+JSON is summarised here. Until it exists the row says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.report import Metric
+
+Log = Callable[[str], None]
+MODULE = Path(__file__).with_name("webhook_latency.py")
+
+
+def measure(quick: bool, work: Path, log: Log) -> list[Metric]:
+    """Metrics from the helper's JSON, or a 'not measured' note naming what is missing."""
+    if not MODULE.exists():
+        return [Metric("webhook added latency per pod create", "not measured", "≤ 10 ms p99", None,
+                       "bench/webhook_latency.py (operator helper) not present yet")]
+    out_json = work / "webhook_latency.json"
+    pods = 20 if quick else 200
+    argv = [sys.executable, str(MODULE), "--pods", str(pods), "--out", str(out_json)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600,
+                         cwd=Path(__file__).resolve().parents[1])
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    result = json.loads(out_json.read_text())
+    metrics = []
+    for case in ("warm", "cold"):
+        h, rt = result[case]["handler"], result[case]["create_round_trip"]
+        value = (f"handler p50 {_ms(h, 'p50_ms')} / p99 {_ms(h, 'p99_ms')}; "
+                 f"create round trip p50 {_ms(rt, 'p50_ms')} / p99 {_ms(rt, 'p99_ms')}")
+        p99 = h.get("p99_ms") if isinstance(h, dict) else None
+        metrics.append(Metric(f"webhook, {case} run ({pods} creates)", value, "≤ 10 ms p99 added",
+                              None if p99 is None else p99 <= 10.0,
+                              f"bench/webhook_latency.py on {result.get('server', '?')}; handler = operator's own timing"))
+    log(f"  webhook: {metrics[0].value}")
+    return metrics
+
+
+def _ms(summary: object, key: str) -> str:
+    value = summary.get(key) if isinstance(summary, dict) else None
+    return "?" if value is None else f"{value:.1f} ms"

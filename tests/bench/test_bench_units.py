@@ -1,0 +1,43 @@
+"""Pure parts of the bench and of the S3 upload path it tuned: medians/ratios, part sizing, exact RSS."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kresume.store import transfer
+
+# The repo-root ``bench`` package (not on pytest's pythonpath, and shadowed by the tests/bench
+# namespace folder): a regular package found anywhere on sys.path wins over a namespace one.
+sys.path.append(str(Path(__file__).resolve().parents[2]))
+if "bench" in sys.modules and getattr(sys.modules["bench"], "__file__", None) is None:
+    del sys.modules["bench"]
+from bench import procs  # noqa: E402
+from bench.report import ToolResult, TransferRow  # noqa: E402
+
+
+def test_ratio_is_peer_time_over_ours() -> None:
+    ours = ToolResult("kresume", 10**9, [procs.Sample(s, 1.0, 1) for s in (10.0, 12.0, 11.0)])
+    peer = ToolResult("s5cmd", 10**9, [procs.Sample(s, 1.0, 1) for s in (22.0, 20.0, 21.0)])
+    row = TransferRow("upload", "seaweedfs", {"kresume": ours, "s5cmd": peer})
+    assert row.ratio("s5cmd") == 21.0 / 11.0
+    assert row.ratio("rclone") is None
+    assert round(ours.mb_per_s) == round(1000 / 11)
+
+
+def test_s3_part_size_grows_past_10000_parts() -> None:
+    mib = 2**20
+    assert transfer.s3_part_size(10**9, 8 * mib) == 8 * mib
+    big = 200 * 2**30
+    size = transfer.s3_part_size(big, 8 * mib)
+    assert size % mib == 0 and -(-big // size) <= transfer.S3_MAX_PARTS
+    assert transfer.s3_part_size(big, size) == size
+
+
+def test_run_reports_the_commands_own_peak_rss_not_ours() -> None:
+    ballast = bytearray(300 * 2**20)  # this process is large; a forked child would inherit the mark
+    small = procs.run([sys.executable, "-I", "-S", "-c", "pass"])
+    big = procs.run([sys.executable, "-c", "x = bytearray(200 * 2**20); x[::4096] = b'1' * len(x[::4096])"])
+    assert small.max_rss < 100 * 2**20
+    assert big.max_rss > 200 * 2**20
+    del ballast

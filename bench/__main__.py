@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> str:
     targets: dict[str, servers.Target] = {}
     try:
         for name in args.servers:
-            targets[name] = servers.start(name, work / "servers")
+            targets[name] = servers.start(name)
             log(f"{name} at {targets[name].server.endpoint}")
         data = work / "inputs"
         if "transfer" in args.only:

@@ -47,8 +47,11 @@ class Target:
         return self.server.filesystem()
 
 
-def start(name: str, tmp_root: Path) -> Target:
+def start(name: str, tmp_root: Path | None = None) -> Target:
     """Start server ``name`` with its data under ``tmp_root`` and create the bench bucket.
+
+    ``tmp_root`` defaults to the launchers' (``$KRESUME_OBJSTORES_TMP`` or the system temp): keep it
+    short, SeaweedFS puts unix sockets there and their paths must stay under 108 bytes.
 
     Raises ``KeyError`` for an unknown name; launcher errors (not installed, not ready) propagate.
     """

@@ -37,7 +37,7 @@ def _train(ckpt_dir: Path, steps: int, every: int) -> float:
 
 def measure(target: Target, quick: bool, repeats: int, work: Path, log: Log) -> list[Metric]:
     """Steps/s with and without a sidecar (alternating, medians) → overhead in percent."""
-    steps, every = (40, 10) if quick else (1500, 100)
+    steps, every = (40, 10) if quick else (600, 50)
     alone: list[float] = []
     beside: list[float] = []
     for rnd in range(repeats):

@@ -100,11 +100,11 @@ def test_sidecar_commits_everything_through_random_5xx_and_resets(tmp_path, moto
 
 def test_sidecar_counts_retries_when_throttling_outlasts_the_client(tmp_path, moto_run, fault_proxy, start_sidecar,
                                                                     wait_committed, moto_s3):
-    """30 SlowDowns in a row on data uploads: more than s3fs (5) × kresume.store (5) tries, so the
-    sidecar's own commit retry must take over — logged and counted — and then commit."""
+    """Every data upload answers SlowDown until the sidecar's own commit retry has taken over (after
+    s3fs's and kresume.store's tries are spent) — logged and counted; then S3 recovers and it commits."""
     truth = moto_run[3]
     proxy = fault_proxy(moto_s3.endpoint, FaultPlan(every_nth=1, kinds=("slowdown",), methods=("PUT",),
-                                                    path_regex=DATA_PUTS, max_faults=30))
+                                                    path_regex=DATA_PUTS))
     run = _proxied(moto_run, proxy, **NO_BOTOCORE_RETRIES)
     watch = tmp_path / "ckpt"
     watch.mkdir()
@@ -113,13 +113,14 @@ def test_sidecar_counts_retries_when_throttling_outlasts_the_client(tmp_path, mo
     sc = start_sidecar(watch, run)
     retry = sc.wait_log(lambda r: r.get("unit") == name and "retry 2/" in r.get("msg", ""), 120)
     assert "SlowDown" in retry["msg"] or "reduce your request rate" in retry["msg"], retry
+    proxy.plan.enabled = False  # throttling ends
     wait_committed(truth, {name}, 120)
     sc.wait_log(lambda r: r.get("unit") == name and r.get("msg", "").startswith("committed"), 30)
     status, body = sc.get("/metrics")
     assert _metric(body, "kresume_sidecar_failures_total", reason="store_retry") >= 1, body
     assert _metric(body, "kresume_sidecar_commits_total") == 1
     assert sc.stop()[0] == 0
-    assert proxy.stats.faults["slowdown"] == 30
+    assert proxy.stats.faults["slowdown"] >= 2, proxy.stats.faults
     _assert_all_committed_once(truth, [name], newest=name)
 
 

@@ -217,3 +217,13 @@ def test_malformed_manifest_is_not_resolved(run, tmp_path):
     newer = run.commit(_write(tmp_path / "b" / "epoch=0-step=20.ckpt", 1000, seed=2))
     _put(run, run._path(layout.manifest_key(newer.id)), b'{"version": 1, "id": "tru')
     assert run.latest().checkpoint_id == older.id
+
+
+def test_stale_pointer_is_repaired(run, tmp_path):
+    """A committer killed between manifest and pointer: the next start moves the pointer forward."""
+    older = run.commit(_write(tmp_path / "a" / "epoch=0-step=10.ckpt", 1000, seed=1))
+    newer = run.commit(_write(tmp_path / "b" / "epoch=0-step=20.ckpt", 1000, seed=2), move_pointer=False)
+    assert run.read_pointer().checkpoint == older.id
+    assert run.repair_pointer() == newer.id
+    assert run.read_pointer().checkpoint == newer.id
+    assert run.repair_pointer() is None

@@ -102,6 +102,9 @@ class Sidecar:
             if self.store is None:
                 self.store = RunStore.open(self.s.run_url, self.s.storage_options)
             manifests = self.store.list()
+            repaired = self.store.repair_pointer()
+            if repaired:
+                self.log.info("pointer was stale (killed between manifest and pointer); moved it to %s", repaired)
         except errors.StoreError as exc:
             self.health.reason = f"store: {exc}"
             self.log.error("cannot list %s: %s", self.s.run_url, exc)

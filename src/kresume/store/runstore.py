@@ -189,6 +189,20 @@ class RunStore:
                 return  # never move the pointer backwards to an older checkpoint
         self.write_pointer(manifest)
 
+    def repair_pointer(self) -> str | None:
+        """Move the pointer to the newest valid checkpoint when it names an older or broken one.
+
+        A committer killed between writing a manifest and moving the pointer leaves the pointer
+        stale (resolution still finds the newer manifest, invariant 2); a restarted sidecar calls
+        this so the pointer, which humans and ``resume_from`` read first, catches up. Returns the
+        id the pointer was moved to, or ``None`` when nothing changed.
+        """
+        found = self.latest()
+        if found is None or found.fallback_reason is None:
+            return None
+        self.write_pointer(found.manifest)
+        return found.checkpoint_id
+
     def write_pointer(self, manifest: Manifest) -> None:
         """Point ``latest.json`` at ``manifest`` (unconditionally)."""
         ptr = Pointer(manifest.id, self.checkpoint_url(manifest), manifest.step, _now())

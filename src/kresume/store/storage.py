@@ -8,6 +8,7 @@ then :data:`BACKEND_DEFAULTS`.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -24,6 +25,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 import fsspec  # noqa: E402
 
 T = TypeVar("T")
+logger = logging.getLogger("kresume.store")
 
 #: Per-protocol defaults applied unless the caller or fsspec config sets the key.
 #: adlfs resolves ``max_concurrency`` to thousands by default and then holds a whole blob in memory
@@ -123,5 +125,8 @@ def retrying(fn: Callable[[], T], *, url: str, settings: TransferSettings,
             if not errors.is_transient(exc) or attempt == settings.attempts - 1:
                 raise errors.translate(exc, url) from exc
             delay = random.uniform(0, min(settings.backoff_max, settings.backoff_base * 2**attempt))
+            logger.warning("%s: transient %s (%s); retry %d/%d in %.1f s", url, type(exc).__name__,
+                           str(exc).splitlines()[0][:200] if str(exc) else "", attempt + 1,
+                           settings.attempts - 1, delay)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

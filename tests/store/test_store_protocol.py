@@ -227,3 +227,12 @@ def test_stale_pointer_is_repaired(run, tmp_path):
     assert run.repair_pointer() == newer.id
     assert run.read_pointer().checkpoint == newer.id
     assert run.repair_pointer() is None
+
+
+def test_restored_copy_keeps_the_original_mtime(run, tmp_path):
+    """The restore init step writes into the watched folder; the copy must look already committed."""
+    src = _write(tmp_path / "src" / "epoch=0-step=10.ckpt", 1000, seed=1)
+    os.utime(src, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    run.commit(src)
+    restored = run.restore(tmp_path / "dest")
+    assert restored.stat().st_mtime_ns == 1_700_000_000_123_456_789

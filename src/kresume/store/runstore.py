@@ -391,6 +391,13 @@ class RunStore:
 
             with ThreadPoolExecutor(max(1, min(self.settings.max_workers, len(manifest.files)))) as pool:
                 list(pool.map(fetch, manifest.files))
+            # Give the copy the original's mtime: a sidecar watching ``dest`` (the restore init step
+            # writes into the checkpoint folder) then recognises it as already committed.
+            mtime_ns = manifest.source.get("mtime_ns")
+            if isinstance(mtime_ns, int) and mtime_ns > 0:
+                for f in manifest.files:
+                    local = staging / manifest.name if not f.path else staging / manifest.name / f.path
+                    os.utime(local, ns=(mtime_ns, mtime_ns))
             for ln in manifest.links:
                 link = staging / manifest.name / ln.path
                 link.parent.mkdir(parents=True, exist_ok=True)

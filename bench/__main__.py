@@ -30,6 +30,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows out of {', '.join(ROWS)}")
     p.add_argument("--servers", default="seaweedfs,rclone", help="comma-separated: seaweedfs, rclone")
     p.add_argument("--tools", default=",".join((*peers.PEERS, "cp")), help="transfer tools to compare")
+    p.add_argument("--inputs", default="file,folder", help="transfer inputs: file (one big file), folder (shards)")
     p.add_argument("--repeats", type=int, default=None, help="rounds per measurement (default 5; 1 with --quick)")
     p.add_argument("--workdir", default=None, help="where inputs and downloads go (default: a temp folder, removed)")
     p.add_argument("--write", default=None, metavar="PATH", help="also write the report (markdown) to PATH")
@@ -39,6 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.inputs = [i.strip() for i in args.inputs.split(",") if i.strip()]
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if args.repeats is None:
         args.repeats = 1 if args.quick else 5
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> str:
             for name, target in targets.items():
                 for src, label in ((ckpt, f"file {sizes.file // 10**6} MB"),
                                    (shard_dir, f"folder {sizes.shards} x {sizes.shard // 10**6} MB")):
+                    if label.split()[0] not in args.inputs:
+                        continue
                     rows += transfer_rows.measure(target, src, label,
                                                   args.tools, args.repeats, work, log)
             ckpt.unlink()

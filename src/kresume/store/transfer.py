@@ -8,13 +8,15 @@ Two upload paths, one contract:
 
 - every backend: ``fs.open(rpath, "wb", block_size=part_size)`` (the fsspec interface); memory is
   one read buffer plus the backend's write buffer of one block;
-- S3 (an fsspec filesystem with s3fs's async ``_call_s3``) and files larger than one part: a
-  multipart upload whose parts go through that same filesystem's async API on its own event loop,
-  up to ``TransferSettings.parts_in_flight`` at once across the whole process. s3fs's buffered
-  writer uploads one part at a time and copies each part twice (fsspec buffer, then a BytesIO).
-  Measured in-process on SeaweedFS, 400 MB, 2 busy cores (bench/RESULTS.md "Optimisation log"):
-  buffered writer 16 MiB parts 19-21 MB/s at 128-142 MiB peak RSS; this path with 8 MiB x 2 in
-  flight 30-35 MB/s at 102 MiB. Memory is bounded by ``(parts_in_flight + max_workers) * part_size``.
+- S3 (an fsspec filesystem with s3fs's async ``_call_s3``): a file of at most two parts goes up
+  in one ``put_object``; a larger one in a multipart upload whose parts go through that same
+  filesystem's async API on its own event loop, up to ``TransferSettings.parts_in_flight`` at
+  once across the whole process. s3fs's buffered writer uploads one part at a time and copies
+  each part twice (fsspec buffer, then a BytesIO). Measured in-process on SeaweedFS, 400 MB,
+  2 busy cores (bench/RESULTS.md "Optimisation log"): buffered writer, 16 MiB parts: 19-21 MB/s
+  at 128-142 MiB peak RSS; this path, 8 MiB x 2 in flight: 30-35 MB/s at 102 MiB. Buffers are
+  bounded by ``max_workers * 2 * part_size`` (single PUTs) or ``(parts_in_flight + max_workers)
+  * part_size`` (multipart).
 
 Downloads use the backend's ``get_file`` (see :mod:`kresume.store.storage` for the s3fs setting
 that makes it one stream).
@@ -62,8 +64,10 @@ def upload_file(fs: Any, local: LocalFile, rpath: str, settings: TransferSetting
     """
     if is_local_fs(fs):
         fs.makedirs(fs._parent(rpath), exist_ok=True)
-    if local.size > settings.part_size and is_s3_async(fs):
-        return _upload_s3_multipart(fs, local, rpath, settings, progress)
+    if is_s3_async(fs):
+        if local.size > 2 * settings.part_size:
+            return _upload_s3_multipart(fs, local, rpath, settings, progress)
+        return _upload_s3_single(fs, local, rpath, progress)
     crc = 0
     offset = 0
     chunk = settings.part_size
@@ -110,6 +114,28 @@ def _part_slots(count: int) -> threading.BoundedSemaphore:
         if count not in _SLOTS:
             _SLOTS[count] = threading.BoundedSemaphore(max(1, count))
         return _SLOTS[count]
+
+
+def _upload_s3_single(fs: Any, local: LocalFile, rpath: str, progress: Progress) -> str:
+    """One ``put_object`` for a file of at most two parts (held in memory: <= ``2 * part_size``).
+
+    s3fs's writer would split a 16 MiB shard into create + 2 parts + complete, one part at a time;
+    one PUT is a single request (measured on sharded folders, bench/RESULTS.md). Raises like
+    :func:`upload_file`.
+    """
+    data = os.pread(local.fd, local.size, 0) if local.size else b""
+    if len(data) != local.size:
+        raise errors.SourceChanged(local.display, f"only {len(data)} of {local.size} B could be read (truncated)")
+    crc = google_crc32c.value(data) if data else 0
+    bucket, key, _ = fs.split_path(rpath)
+    try:
+        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data)
+    finally:
+        fs.invalidate_cache(rpath)
+    if progress:
+        progress(len(data))
+    local.check_unchanged()
+    return crc32c_hex(crc)
 
 
 def _upload_s3_multipart(fs: Any, local: LocalFile, rpath: str, settings: TransferSettings,

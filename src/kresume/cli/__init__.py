@@ -38,14 +38,25 @@ app = typer.Typer(
 store_cmds.register(app)
 
 
-def _mount_optional() -> None:
-    """Mount sub-commands whose modules may pull heavier dependencies lazily."""
+_STORE_COMMANDS = {"ls", "latest", "verify", "restore", "prune", "commit", "mark-bad"}
+_mounted = False
+
+
+def _mount_optional(argv: list[str] | None = None) -> None:
+    """Mount ``sidecar``, ``operator``, ``demo`` and ``dev`` unless a store command is being run.
+
+    Their modules import kopf, kubernetes and pydantic models (about 1 s of start-up, measured with
+    ``python -X importtime``); ``kresume commit``/``restore`` skip that cost. ``--help`` lists them all.
+    """
+    global _mounted
+    args = sys.argv[1:] if argv is None else argv
+    first = next((a for a in args if not a.startswith("-")), None)
+    if _mounted or first in _STORE_COMMANDS:
+        return
     from kresume.cli import extra_cmds
 
     extra_cmds.register(app)
-
-
-_mount_optional()
+    _mounted = True
 
 
 @app.callback()
@@ -58,6 +69,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, print StoreErrors as one line, exit with their code."""
+    _mount_optional(argv)
     try:
         app(args=argv, standalone_mode=True)
     except errors.StoreError as exc:

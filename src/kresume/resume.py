@@ -12,6 +12,7 @@ environment; without the operator it is resolved from the run's store directly.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,12 @@ def resume_from(
     if local is not False and path:
         return path
     if local is True:
+        if os.environ.get(contract.ENV_RESUME_FROM):
+            warnings.warn(
+                f"kresume: a committed checkpoint exists ({os.environ[contract.ENV_RESUME_FROM]}) but there is no "
+                f"local copy ({contract.ENV_RESUME_PATH} is unset): set the pod annotation "
+                f'{contract.ANN_RESTORE}: "true" so the operator restores it before the trainer starts',
+                RuntimeWarning, stacklevel=2)
         return None
     injected = os.environ.get(contract.ENV_RESUME_FROM)
     if injected:

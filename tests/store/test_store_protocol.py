@@ -236,3 +236,23 @@ def test_restored_copy_keeps_the_original_mtime(run, tmp_path):
     run.commit(src)
     restored = run.restore(tmp_path / "dest")
     assert restored.stat().st_mtime_ns == 1_700_000_000_123_456_789
+
+
+def test_truncated_torch_zip_is_refused_and_nothing_commits(run, tmp_path):
+    import torch
+
+    good = tmp_path / "src" / "epoch=0-step=5.ckpt"
+    good.parent.mkdir(parents=True)
+    torch.save({"global_step": 5, "w": torch.ones(1000)}, good)
+    cut = tmp_path / "src" / "epoch=0-step=6.ckpt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(errors.SourceIncomplete, match="end-of-central-directory"):
+        run.commit(cut)
+    assert run.manifest_ids() == []
+
+
+def test_restore_into_a_file_fails_with_one_line(run, tmp_path):
+    run.commit(_write(tmp_path / "src" / "epoch=0-step=5.ckpt", 100, seed=1))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(errors.DestinationError, match="afile"):
+        run.restore(tmp_path / "afile")

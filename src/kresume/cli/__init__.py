@@ -62,9 +62,17 @@ def _mount_optional(argv: list[str] | None = None) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs.", envvar="KRESUME_DEBUG"),
+    attempts: int = typer.Option(3, "--attempts", min=1, envvar="KRESUME_ATTEMPTS",
+                                 help="Tries per store request on throttling/5xx/unreachable (backoff with jitter)."),
 ) -> None:
     os.environ["KRESUME_DEBUG"] = "1" if debug else os.environ.get("KRESUME_DEBUG", "")
+    os.environ["KRESUME_ATTEMPTS"] = str(attempts)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        # Backends log their own retries and tracebacks (gcsfs logs ERROR with a traceback before
+        # raising); kresume reports the failure itself in one line.
+        for name in ("gcsfs", "s3fs", "adlfs", "aiobotocore", "botocore", "azure", "fsspec"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,15 +35,30 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--storage-option")
         key, value = item.split("=", 1)
+        if not key:
+            raise typer.BadParameter(f"{item!r} has an empty KEY", param_hint="--storage-option")
         try:
             opts[key] = json.loads(value)
         except ValueError:
+            if value.lstrip().startswith(("{", "[", '"')):
+                raise typer.BadParameter(f"{key}: {value!r} looks like JSON but does not parse",
+                                         param_hint="--storage-option") from None
             opts[key] = value
     return opts
 
 
+#: Tries per store request for the CLI (the sidecar keeps the store default): a person waiting at
+#: a terminal for an unreachable endpoint wants the answer in seconds, not after a minute of backoff.
+CLI_ATTEMPTS = 3
+
+
 def _open(url: str, storage_option: list[str] | None) -> RunStore:
-    return RunStore.open(url, parse_storage_options(storage_option))
+    from dataclasses import replace
+
+    from kresume.store.storage import TransferSettings
+
+    attempts = int(os.environ.get("KRESUME_ATTEMPTS") or CLI_ATTEMPTS)
+    return RunStore.open(url, parse_storage_options(storage_option), replace(TransferSettings(), attempts=attempts))
 
 
 @contextmanager
@@ -65,10 +81,12 @@ def register(app: typer.Typer) -> None:
     @app.command("ls")
     def ls_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
                as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table.")) -> None:
-        """List committed checkpoints of a run, oldest first; the pointer's target is marked with *."""
+        """List committed checkpoints of a run, oldest first (by step, then commit time); the pointer's
+        target is marked with *, checkpoints marked bad (skipped by `latest`) with BAD."""
         store = _open(url, storage_option)
         manifests = store.list()
         pointer = store.read_pointer()
+        bad = store.bad_ids()
         if not manifests and pointer is None:
             raise errors.NotARun(store.url, "no manifests and no pointer",
                                  fix="check the URL; runs live at <policy storage>/<namespace>/<run>/")
@@ -77,13 +95,13 @@ def register(app: typer.Typer) -> None:
                 print(json.dumps({"id": m.id, "name": m.name, "step": m.step, "epoch": m.epoch, "format": m.format,
                                   "bytes": m.total_bytes, "files": len(m.files), "committed_at": m.committed_at,
                                   "url": store.checkpoint_url(m),
-                                  "pointer": bool(pointer and pointer.checkpoint == m.id)}))
+                                  "pointer": bool(pointer and pointer.checkpoint == m.id), "bad": m.id in bad}))
             return
-        table = Table("", "ID", "NAME", "STEP", "FORMAT", "SIZE", "FILES", "COMMITTED")
+        table = Table("", "ID", "NAME", "STEP", "FORMAT", "SIZE", "FILES", "COMMITTED", "BAD")
         for m in manifests:
             table.add_row("*" if pointer and pointer.checkpoint == m.id else "", m.id, m.name,
                           "" if m.step is None else str(m.step), m.format, _human(m.total_bytes),
-                          str(len(m.files)), m.committed_at[:19])
+                          str(len(m.files)), m.committed_at[:19], "bad" if m.id in bad else "")
         out.print(table)
 
     @app.command("latest")

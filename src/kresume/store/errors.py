@@ -114,6 +114,20 @@ class SourceUnreadable(SourceError):
     cause = "local checkpoint is not readable"
 
 
+class SourceIncomplete(SourceError):
+    """A captured file fails its format's content check (a truncated torch zip, a safetensors header
+    longer than the file, JSON that does not parse): it is never committed (DESIGN.md "nothing partial")."""
+
+    cause = "local checkpoint is incomplete or corrupt"
+
+
+class DestinationError(StoreError):
+    """A restore destination cannot be used (not a folder, not writable)."""
+
+    exit_code = 10
+    cause = "restore destination unusable"
+
+
 class OutsideRoot(SourceError):
     """A path resolves outside the folder kresume was told to read from; it is never read."""
 
@@ -137,6 +151,7 @@ def is_transient(exc: BaseException) -> bool:
     text = str(exc)
     if name in {
         "ClientConnectorError",
+        "ClientConnectorDNSError",
         "ServerDisconnectedError",
         "ClientOSError",
         "ServerTimeoutError",
@@ -176,7 +191,8 @@ def translate(exc: BaseException, url: str) -> StoreError:
     low = text.lower()
     if name in {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
                 "CredentialRetrievalError", "ClientAuthenticationError", "CredentialUnavailableError"} \
-            or "invalidaccesskeyid" in low or "no credentials" in low or "unable to locate credentials" in low:
+            or "invalidaccesskeyid" in low or "no credentials" in low or "unable to locate credentials" in low \
+            or "must provide either a connection_string or account_name" in low:
         return NoCredentials(url, text, fix="set credentials: env (AWS_ACCESS_KEY_ID…), the policy's "
                                             "credentialsSecret, or fsspec storage options")
     if "nosuchbucket" in low or "containernotfound" in low or "bucket does not exist" in low \

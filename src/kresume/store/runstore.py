@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
+from kresume.formats import checks
 from kresume.formats.metadata import CheckpointInfo, describe
 from kresume.store import errors, layout, resolve, retention, transfer
 from kresume.store.local import LocalCheckpoint, snapshot
@@ -40,6 +41,17 @@ class Problem:
 
     checkpoint_id: str
     message: str
+
+
+def _check_content(checkpoint: LocalCheckpoint) -> None:
+    """Run each captured file's format check (torch zip footer, safetensors header, JSON) on the
+    captured descriptor: the bytes about to be uploaded, not whatever the path names now."""
+    for f in checkpoint.files:
+        name = f.relpath.rsplit("/", 1)[-1] if f.relpath else checkpoint.name
+        verdict = checks.check_file(f.fd, f.size, name)
+        if verdict is not None and not verdict.ok:
+            raise errors.SourceIncomplete(f.display, verdict.reason,
+                                          fix="commit it once the writer has finished; a truncated file never becomes valid")
 
 
 def _now() -> str:
@@ -142,6 +154,7 @@ class RunStore:
         if not isinstance(checkpoint, LocalCheckpoint):
             with snapshot(checkpoint) as captured:
                 return self.commit(captured, info=info, source=source, progress=progress, move_pointer=move_pointer)
+        _check_content(checkpoint)
         info = info or describe(checkpoint.path)
         cid = layout.new_checkpoint_id(info.step)
         name = checkpoint.name
@@ -370,10 +383,14 @@ class RunStore:
         if on_start:
             on_start(manifest)
         dest_dir = Path(dest)
-        dest_dir.mkdir(parents=True, exist_ok=True)
         staging = dest_dir / f".kresume-restore-{manifest.id}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+        except OSError as exc:
+            raise errors.DestinationError(str(dest_dir), exc.strerror or str(exc),
+                                          fix="DEST must be a writable folder (it is created if missing)") from exc
         try:
             def fetch(f: FileEntry) -> None:
                 key = layout.data_key(manifest.id, manifest.name, f.path or None)

@@ -99,8 +99,17 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
         extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
         hint = f"pip install 'kresume[{extra[protocol]}]'" if protocol in extra else "install the fsspec backend"
         raise errors.StoreError(url, f"no filesystem for protocol {protocol!r}", fix=hint) from exc
+    except TypeError as exc:
+        raise errors.StoreError(url, f"invalid storage option: {exc}",
+                                fix="check the -o / storageOptions keys against the backend's documentation") from exc
     except ValueError as exc:
-        raise errors.StoreError(url, str(exc), fix="use s3://, gs://, az://, abfs://, file:// or memory://") from exc
+        translated = errors.translate(exc, url)
+        if isinstance(translated, errors.NoCredentials):
+            raise translated from exc
+        if "://" in url and not any(url.startswith(p + "://") for p in fsspec.available_protocols()):
+            raise errors.StoreError(url, f"unknown protocol {protocol!r}",
+                                    fix="use s3://, gs://, az://, abfs://, file:// or memory://") from exc
+        raise errors.StoreError(url, str(exc)) from exc
     return fs, path.rstrip("/")
 
 

@@ -208,13 +208,18 @@ def expired(run_obj: dict[str, Any], *, ttl_seconds: float, now: datetime, live:
     """
     if ttl_seconds <= 0 or live:
         return False
-    last = last_activity(run_obj)
-    if not last:
+    when = parse_time(last_activity(run_obj) or "")
+    if when is None:
         return False
-    try:
-        when = datetime.fromisoformat(last.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return (now - when).total_seconds() > ttl_seconds
+
+
+def parse_time(value: str) -> datetime | None:
+    """An ISO-8601 / RFC 3339 time (``Z`` or offset; naive means UTC) as an aware datetime, or None."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -95,12 +95,8 @@ def _pod_run_url(pod: dict[str, Any]) -> str | None:
 
 
 def _recent(pod: dict[str, Any], window: float) -> bool:
-    created = (pod.get("metadata") or {}).get("creationTimestamp")
-    if not created:
-        return True
-    try:
-        when = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    except ValueError:
+    when = decisions.parse_time(str((pod.get("metadata") or {}).get("creationTimestamp") or ""))
+    if when is None:
         return True
     return (datetime.now(UTC) - when).total_seconds() <= window
 
@@ -212,12 +208,9 @@ async def refresh_once(state: admission.State, live: Any, runs: Any, policies: A
 
 def _rfc3339(value: str) -> str:
     """An ISO-8601 time as RFC 3339 UTC with ``Z`` (the CRD's ``format: date-time``)."""
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    when = decisions.parse_time(value)
+    if when is None:
         return value
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -302,8 +302,12 @@ class RunStore:
             ``time.monotonic()`` value after which resolution stops and raises ``StoreUnreachable``
             (the webhook's hard time budget).
         """
-        pointer = self.read_pointer()
-        candidates = resolve.candidate_order(self.manifest_ids(), self.bad_ids())
+        # Three independent reads, issued together: resolution sits on the webhook's latency path.
+        with ThreadPoolExecutor(3, thread_name_prefix="kresume-resolve") as pool:
+            f_pointer, f_ids, f_bad = pool.submit(self.read_pointer), pool.submit(self.manifest_ids), \
+                pool.submit(self.bad_ids)
+            pointer, ids, bad = f_pointer.result(), f_ids.result(), f_bad.result()
+        candidates = resolve.candidate_order(ids, bad)
         skipped: list[str] = []
         for cid in candidates:
             if deadline is not None and time.monotonic() > deadline:

@@ -8,6 +8,7 @@ to heartbeat) are never marked Unknown or tainted, so their pods are not evicted
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -19,10 +20,10 @@ from kresume.dev.cluster import AssetsMissingError, ControlPlane, ControlPlaneSe
 SESSION_SETTINGS = ControlPlaneSettings(controller_manager_flags=("--controllers=*,-nodelifecycle",))
 
 
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    """A started :class:`~kresume.dev.cluster.ControlPlane` shared by the session (admin = system:masters)."""
-    plane = ControlPlane(SESSION_SETTINGS)
+@contextlib.contextmanager
+def started_plane(settings: ControlPlaneSettings) -> Iterator[ControlPlane]:
+    """Start a control plane for a fixture; missing binaries FAIL the test with the command that fetches them."""
+    plane = ControlPlane(settings)
     try:
         plane.start()
     except AssetsMissingError as exc:
@@ -31,6 +32,13 @@ def control_plane() -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """A started :class:`~kresume.dev.cluster.ControlPlane` shared by the session (admin = system:masters)."""
+    with started_plane(SESSION_SETTINGS) as plane:
+        yield plane
 
 
 @pytest.fixture

@@ -23,22 +23,16 @@ import helm_python as helm
 import pytest
 
 from chart import chart_support as cs
-from kresume.dev.cluster import AssetsMissingError, ControlPlane, ControlPlaneSettings
+from _fixtures.cluster import started_plane
+from kresume.dev.cluster import ControlPlane, ControlPlaneSettings
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[ControlPlane]:
-    cp = ControlPlane(ControlPlaneSettings(controller_manager=False))
-    try:
-        cp.start()
-    except AssetsMissingError as exc:
-        pytest.fail(f"{exc}\nRun: scripts/k8s-assets.sh", pytrace=False)
-    try:
+    with started_plane(ControlPlaneSettings(controller_manager=False)) as cp:
         yield cp
-    finally:
-        cp.stop()
 
 
 def _get(cp: ControlPlane, *args: str) -> dict[str, Any]:

@@ -18,7 +18,9 @@ class Display:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False)
         if not self.console.is_terminal:
-            self.console.width = max(self.console.width, 140)
+            # In a log file, keep each event on one line (URLs stay greppable); tables get 160 columns.
+            self.console.width = max(self.console.width, 160)
+            self.console.soft_wrap = True
         self.t0 = time.time()
         self._live: Live | None = None
         self._last_status = ""

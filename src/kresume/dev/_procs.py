@@ -221,16 +221,7 @@ class ManagedProcess:
             _LIVE.discard(self)
         if popen is None:
             return
-        grace = self.stop_grace_s if grace_s is None else grace_s
-        _signal_group(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        # Leader gone or not: make sure nothing of the group survives (grandchildren too).
-        _signal_group(popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=5.0)
+        stop_group(popen, self.stop_grace_s if grace_s is None else grace_s)
 
     def __enter__(self) -> ManagedProcess:
         return self.start()
@@ -296,6 +287,17 @@ class ManagedProcess:
 
 def _which(name: str) -> str | None:
     return shutil.which(name)
+
+
+def stop_group(popen: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the process group led by ``popen`` (started with ``start_new_session=True``), wait up to
+    ``grace_s`` seconds for the leader, then SIGKILL the group so no grandchild survives."""
+    _signal_group(popen.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=grace_s)
+    _signal_group(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=5.0)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -41,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from kresume.dev import pki
+from kresume.dev import _procs, pki
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 ASSETS_COMMAND = "scripts/k8s-assets.sh"
@@ -143,17 +142,7 @@ class _Process:
 
     def stop(self, timeout: float) -> None:
         """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL it."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        self.popen.wait(5)
+        _procs.stop_group(self.popen, timeout)
 
 
 class _PortTaken(ControlPlaneError):

@@ -9,7 +9,6 @@ chart's least-privilege list), and a URL ``MutatingWebhookConfiguration`` pointi
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
+from kresume.dev import _procs
 from kresume.operator.handlers import INJECT_ID
 
 #: The operator's ClusterRole rules (the chart grants the same; reasons in ``kresume.operator``).
@@ -148,16 +148,7 @@ class OperatorProcess:
         """SIGTERM the process group (kopf shuts down gracefully), SIGKILL after ``timeout`` s."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(timeout)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        _procs.stop_group(self.proc, timeout)
 
     def __enter__(self) -> OperatorProcess:
         return self.start()

@@ -31,6 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", default="seaweedfs,rclone", help="comma-separated: seaweedfs, rclone")
     p.add_argument("--tools", default=",".join((*peers.PEERS, "cp")), help="transfer tools to compare")
     p.add_argument("--inputs", default="file,folder", help="transfer inputs: file (one big file), folder (shards)")
+    p.add_argument("--direction", default=",".join(transfer_rows.DIRECTIONS),
+                   help="transfer directions: upload, restore (restore-only still uploads once per tool)")
     p.add_argument("--repeats", type=int, default=None, help="rounds per measurement (default 5; 1 with --quick)")
     p.add_argument("--workdir", default=None, help="where inputs and downloads go (default: a temp folder, removed)")
     p.add_argument("--write", default=None, metavar="PATH", help="also write the report (markdown) to PATH")
@@ -42,6 +44,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.inputs = [i.strip() for i in args.inputs.split(",") if i.strip()]
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    args.direction = tuple(d.strip() for d in args.direction.split(",") if d.strip())
+    if not args.direction or set(args.direction) - set(transfer_rows.DIRECTIONS):
+        p.error(f"--direction: choose from {', '.join(transfer_rows.DIRECTIONS)}")
     if args.repeats is None:
         args.repeats = 1 if args.quick else 5
     return args
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> str:
                     if label.split()[0] not in args.inputs:
                         continue
                     rows += transfer_rows.measure(target, src, label,
-                                                  args.tools, args.repeats, work, log)
+                                                  args.tools, args.repeats, work, log, args.direction)
             ckpt.unlink()
             shutil.rmtree(shard_dir)
         first = targets[args.servers[0]] if args.servers else None

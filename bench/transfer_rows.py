@@ -50,18 +50,26 @@ def _delete(target: Target, tool: str, tag: str) -> None:
     fs.invalidate_cache()
 
 
+DIRECTIONS = ("upload", "restore")
+"""Transfer directions ``measure`` can report (``--direction``)."""
+
+
 def measure(target: Target, src: Path, label: str, tools: list[str], repeats: int, work: Path,
-            log: Log = print) -> tuple[TransferRow, TransferRow]:
+            log: Log = print, directions: tuple[str, ...] = DIRECTIONS) -> list[TransferRow]:
     """Upload ``src`` with every tool ``repeats`` times, then download it back as many times.
 
-    Returns ``(upload_row, restore_row)``; ``cp`` (when in ``tools``) is the local-disk ceiling and
-    appears in both. Raises ``procs.CommandFailed`` when a tool fails (the bench must not hide it).
+    Returns the rows of ``directions`` (upload, then restore); ``cp`` (when in ``tools``) is the
+    local-disk ceiling and appears in each. Restore-only runs still upload once per tool (round 0,
+    not reported: the restores read it). Raises ``procs.CommandFailed`` when a tool fails (the bench
+    must not hide it).
     """
     nbytes = _payload(src)
     up = {t: ToolResult(t, nbytes) for t in tools}
     down = {t: ToolResult(t, nbytes) for t in tools if t != "cp"}
     env = target.env
-    for rnd in range(repeats):
+    upload_rounds = repeats if "upload" in directions else 1
+    restore_rounds = repeats if "restore" in directions else 0
+    for rnd in range(upload_rounds):
         for tool in _order(tools, rnd):
             tag = f"{label}-{rnd}"
             if tool == "cp":
@@ -76,7 +84,7 @@ def measure(target: Target, src: Path, label: str, tools: list[str], repeats: in
                     _delete(target, tool, tag)
             log(f"  {target.name} upload {label} round {rnd} {tool}: {up[tool].samples[-1].seconds:.2f} s")
         _vacuum(target)
-    for rnd in range(repeats):
+    for rnd in range(restore_rounds):
         for tool in _order(list(down), rnd):
             dest = work / f"dl-{tool}"
             shutil.rmtree(dest, ignore_errors=True)
@@ -90,8 +98,9 @@ def measure(target: Target, src: Path, label: str, tools: list[str], repeats: in
         _delete(target, tool, f"{label}-0")
     _vacuum(target)
     ceiling = {"cp": up["cp"]} if "cp" in up else {}
-    return (TransferRow(f"upload {label}", target.name, up),
-            TransferRow(f"restore {label}", target.name, {**down, **ceiling}))
+    rows = {"upload": TransferRow(f"upload {label}", target.name, up),
+            "restore": TransferRow(f"restore {label}", target.name, {**down, **ceiling})}
+    return [rows[d] for d in DIRECTIONS if d in directions]
 
 
 def _check_download(path: Path, nbytes: int, tool: str) -> None:

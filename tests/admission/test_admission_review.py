@@ -345,3 +345,31 @@ def test_namespace_comes_from_the_request_when_the_object_has_none():
     rev = review(job_pod(), namespace="team-b")
     assert "namespace" not in rev["request"]["object"]["metadata"]
     assert fill_namespace(rev)["request"]["object"]["metadata"]["namespace"] == "team-b"
+
+
+def make_quiet_state(url: str) -> admission.State:
+    """A state whose resolver answers quiet runs from memory, with run ``url`` already quiet."""
+    from kresume.operator.activity import Activity
+
+    config = OperatorConfig()
+    act = Activity()
+    act.observed(url, "old-pod", {}, deleted=True)
+    return admission.State(config=config, resolver=Resolver(config.resolution, activity=act), api=FakeApi(),
+                           notes=Notes())
+
+
+def test_quiet_run_is_answered_from_memory_until_a_real_admission(policy_spec, ckpt_file):
+    url = f"{policy_spec['storage']}/team-a/train/"
+    committed = RunStore.open(url).commit(ckpt_file)
+    state = make_quiet_state(url)
+    policies = {("team-a", "default"): [policy_spec]}
+    sources = []
+    for dry_run in (True, True, False, False):
+        rev = review(job_pod())
+        rev["request"]["dryRun"] = dry_run
+        pod = patched(rev, asyncio.run(serve(state, rev, policies=policies)))
+        assert env_of(pod)[contract.ENV_RESUME_FROM] == RunStore.open(url).checkpoint_url(committed)
+        assert env_of(pod)[contract.ENV_RUN_URL] == url  # the key the pod watch reports the run under
+        sources.append(state.resolver.cached(url) and state.resolver.exact(url, state.resolver.cached(url), time.monotonic()))
+    # dry runs leave the run quiet; the first real admission makes it busy (its pod will run a sidecar).
+    assert sources == [True, True, False, False]

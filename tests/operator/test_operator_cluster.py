@@ -214,3 +214,72 @@ def test_preempted_job_pod_resumes_from_committed_checkpoint(
     assert [c["name"] for c in pod["spec"]["containers"]] == ["trainer"]
     assert contract.ANN_INJECTED not in (pod["metadata"].get("annotations") or {})
     print(f"pod created with the operator down after {took:.2f} s")
+
+
+def bare_pod(name: str, run: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {contract.LABEL_INJECT: "true"}, "annotations": {contract.ANN_RUN: run}},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "trainer", "image": "python:3.11-slim"}]}}
+
+
+def admission_sources(proc: Any, ns: str, run: str) -> list[str]:
+    """The ``checkpoint from X`` source of each admission of ``run``, in order (the operator's log)."""
+    import re
+
+    line = re.compile(rf"inject-pod {re.escape(ns)}/{re.escape(run)}: \w+ \(checkpoint from (?P<src>[\w-]+)\)")
+    return [m["src"] for m in map(line.search, proc.log.read_text(errors="replace").splitlines()) if m]
+
+
+def test_replacement_of_a_quiet_run_is_answered_from_memory_and_is_never_stale(
+    control_plane: ControlPlane, k8s_namespace: str, operator: dict[str, Any], moto_s3: Any, tmp_path: Path
+):
+    """A run whose pods have all ended is answered from memory (no store call) — but only with what the
+    store held after its last pod ended: a checkpoint committed during a pod's life is never missed."""
+    import torch
+
+    cp, ns, proc = control_plane, k8s_namespace, operator["proc"]
+    base = f"s3://{BUCKET}/quiet-{uuid.uuid4().hex[:8]}"
+    opts = moto_s3.storage_options
+    apply(cp,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns},
+           "stringData": {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}},
+          {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+           "metadata": {"name": "default", "namespace": ns},
+           "spec": {"storage": base, "credentialsSecret": "s3-creds",
+                    "storageOptions": {"client_kwargs": opts["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}})
+    proc.wait_serving(cp.kubectl, ns)
+    store = RunStore.open(f"{base}/{ns}/quiet/", opts)
+
+    def commit(step: int) -> str:
+        path = tmp_path / f"epoch=0-step={step}.ckpt"
+        torch.save({"w": torch.zeros(4), "global_step": step}, path)
+        return store.checkpoint_url(store.commit(path))
+
+    def create(name: str) -> dict[str, Any]:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(bare_pod(name, "quiet")))
+        return kget(cp, "pod", "-n", ns, name)
+
+    def gone(name: str) -> None:
+        cp.kubectl("delete", "pod", "-n", ns, name, "--wait=true")
+
+    create("quiet-1")
+    first = commit(10)  # committed while quiet-1 lives (its sidecar would do this)
+    wait_for("the refresher to cache step 10 while the pod lives", lambda: (
+        ((kget(cp, contract.RUN_PLURAL, "-n", ns, "quiet").get("status") or {}).get("latest") or {}).get("url") == first),
+        timeout=30)
+    gone("quiet-1")
+    time.sleep(3)  # the operator sees the pod gone and reads the store once
+    second_pod = create("quiet-2")
+    assert env_of(second_pod)[contract.ENV_RESUME_FROM] == first
+    assert admission_sources(proc, ns, "quiet")[-1] == "memory", proc.tail()
+
+    newest = commit(20)  # while quiet-2 lives: the cached step-10 answer is now stale
+    gone("quiet-2")
+    third = create("quiet-3")  # right away: before or after the operator's refresh, never stale
+    assert env_of(third)[contract.ENV_RESUME_FROM] == newest, proc.tail()
+    gone("quiet-3")
+    time.sleep(3)
+    fourth = create("quiet-4")
+    assert env_of(fourth)[contract.ENV_RESUME_FROM] == newest
+    assert admission_sources(proc, ns, "quiet")[-1] == "memory", proc.tail()

@@ -114,6 +114,7 @@ async def admit(
     *,
     policies: Mapping[Any, Any] | None = None,
     runs: Mapping[Any, Any] | None = None,
+    dry_run: bool = False,
 ) -> Admission:
     """Decide the mutation of a pod being created.
 
@@ -127,6 +128,9 @@ async def admit(
     policies, runs : kopf indices (or dicts of lists), optional
         ``(namespace, name) -> CheckpointPolicy spec`` and ``(namespace, name) -> CheckpointRun``;
         a policy missing from the index is read from the API.
+    dry_run : bool
+        The review is a dry run (``kubectl create --dry-run=server``): no pod will exist, so the run
+        is not marked busy (:mod:`kresume.operator.activity`).
 
     Returns
     -------
@@ -139,7 +143,8 @@ async def admit(
     budget = state.config.resolution.timeout
     try:
         result = await asyncio.wait_for(
-            _admit(pod, namespace, state, policies=policies, runs=runs, deadline=deadline), timeout=budget + HANDLER_SLACK
+            _admit(pod, namespace, state, policies=policies, runs=runs, deadline=deadline, dry_run=dry_run),
+            timeout=budget + HANDLER_SLACK
         )
     except asyncio.TimeoutError:
         result = _skip(state, pod, namespace, None, "AdmissionTimeout",
@@ -173,6 +178,7 @@ async def _admit(
     policies: Mapping[Any, Any] | None,
     runs: Mapping[Any, Any] | None,
     deadline: float,
+    dry_run: bool,
 ) -> Admission:
     ident = identity.run_identity(pod)
     if isinstance(ident, identity.IdentityError):
@@ -220,6 +226,8 @@ async def _admit(
         )
     except InjectionError as exc:
         return _skip(state, pod, namespace, run, exc.reason, f"{exc}; pod admitted without kresume")
+    if not dry_run and state.resolver.activity is not None:
+        state.resolver.activity.admitted(url)  # the pod will run a sidecar: the run is busy until it ends
 
     logger.debug("inject-pod %s/%s: secret %.1f ms, resolve %.1f ms (%s), inject %.1f ms", namespace, run,
                  (t_resolve - t_secret) * 1000, (t_inject - t_resolve) * 1000, outcome.source,

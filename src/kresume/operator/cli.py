@@ -62,6 +62,11 @@ def command(
     refresh_interval: float = typer.Option(
         _R.refresh_interval, "--refresh-interval", envvar="KRESUME_REFRESH_INTERVAL", show_envvar=True,
         help="Seconds between background refreshes of live runs (cache and CheckpointRun.status.latest)."),
+    quiet_max_age: float = typer.Option(
+        _R.quiet_max_age, "--quiet-max-age", envvar="KRESUME_QUIET_MAX_AGE", show_envvar=True,
+        help="Seconds an admission of a run with no running pod may be answered from memory (no store call); "
+             "bounds how long a change made by hand (kresume commit/mark-bad/prune) can go unseen. 0: always ask "
+             "the store. Off with --peering."),
     run_ttl: float = typer.Option(
         _N.ttl_seconds, "--run-ttl", envvar="KRESUME_RUN_TTL", show_envvar=True,
         help="Delete a CheckpointRun this many seconds after its last activity when it has no live pod; 0: never."),
@@ -76,13 +81,16 @@ def command(
     if not 0 < resolve_timeout <= 8:
         raise typer.BadParameter("must be > 0 and <= 8 seconds (webhooks time out at 10 s)",
                                  param_hint="--resolve-timeout")
+    if quiet_max_age < 0:
+        raise typer.BadParameter("must be >= 0 seconds (0 turns answers from memory off)", param_hint="--quiet-max-age")
     namespaces = tuple(n.strip() for item in namespace or [] for n in item.split(",") if n.strip())
     config = OperatorConfig(
         webhook=WebhookSettings(host=webhook_host, port=webhook_port, cert_file=tls_cert_file, key_file=tls_key_file),
         scope=ScopeSettings(namespaces=namespaces, peering=peering),
         probes=ProbeSettings(liveness_port=liveness_port, metrics_port=metrics_port),
         injection=InjectionSettings(sidecar_image=sidecar_image, native_sidecar=native_sidecar),
-        resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval),
+        resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval,
+                                      quiet_max_age=quiet_max_age),
         runs=RunSettings(ttl_seconds=run_ttl),
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -30,6 +30,7 @@ import kopf
 
 from kresume import contract, identity, injection
 from kresume.operator import admission, credentials, decisions, metrics
+from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
 from kresume.operator.resolution import Resolver
 from kresume.operator.settings import OperatorConfig
@@ -43,9 +44,11 @@ OPT_IN = {contract.LABEL_INJECT: "true"}
 
 def new_state(config: OperatorConfig, api: Kube | None = None) -> admission.State:
     """The process state kopf's memo carries (``memo.kresume``)."""
+    # A passive peered replica's pod watch is paused: it cannot tell that a run is quiet.
+    activity = Activity(config.resolution.admission_grace) if config.scope.peering is None else None
     return admission.State(
         config=config,
-        resolver=Resolver(config.resolution),
+        resolver=Resolver(config.resolution, activity=activity),
         api=api or Kube(secret_ttl=config.resolution.secret_ttl),
         notes=admission.Notes(ttl=max(120.0, config.runs.event_window)),
     )
@@ -167,28 +170,10 @@ async def refresh_once(state: admission.State, live: Any, runs: Any, policies: A
     sem = asyncio.Semaphore(max(1, state.config.resolution.workers // 2))
 
     async def one(key: tuple[str, str]) -> None:
-        obj = admission._first(runs, key)
-        spec = (obj or {}).get("spec") or {}
-        pspec = admission._first(policies, (key[0], spec.get("policy") or contract.DEFAULT_POLICY_NAME))
-        if not spec.get("url") or pspec is None:
-            return
-        async with sem:
-            try:
-                policy = Policy.from_spec(pspec)
-                secret = await api.secret(key[0], policy.credentials_secret) if policy.credentials_secret else None
-                options = credentials.storage_options(spec["url"], policy.storage_options, secret)
-                entry = await state.resolver.refresh(spec["url"], options)
-                latest = None
-                if entry.resume is not None:
-                    latest = {"url": entry.resume.url, "checkpoint": entry.resume.checkpoint}
-                    if entry.resume.step is not None:
-                        latest["step"] = entry.resume.step
-                    if entry.committed_at:
-                        latest["committedAt"] = _rfc3339(entry.committed_at)
-                await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(s, latest, entry.checkpoints))
-            except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
-                metrics.REFRESH_ERRORS.inc()
-                logger.warning("refreshing run %s/%s failed: %s", key[0], key[1], exc)
+        spec = (admission._first(runs, key) or {}).get("spec") or {}
+        if spec.get("url"):
+            async with sem:
+                await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies)
 
     await asyncio.gather(*(one(k) for k in live_keys))
 
@@ -204,6 +189,59 @@ async def refresh_once(state: admission.State, live: Any, runs: Any, policies: A
                     logger.info("deleted CheckpointRun %s/%s (no live pod, idle over %g s)", key[0], key[1], ttl)
                 except Exception as exc:  # noqa: BLE001
                     logger.warning("deleting expired run %s/%s failed: %s", key[0], key[1], exc)
+
+
+async def refresh_run(state: admission.State, key: tuple[str, str], url: str, policy_name: str,
+                      policies: Any) -> None:
+    """Ask the store for run ``key`` = (namespace, run) at ``url`` now, with the credentials of policy
+    ``policy_name``: fills the resolver's cache and writes ``status.latest``/``checkpoints``. Failures
+    are logged and counted, never raised."""
+    api: Kube = state.api  # type: ignore[assignment]
+    pspec = admission._first(policies, (key[0], policy_name))
+    if pspec is None:
+        return
+    try:
+        policy = Policy.from_spec(pspec)
+        secret = await api.secret(key[0], policy.credentials_secret) if policy.credentials_secret else None
+        options = credentials.storage_options(url, policy.storage_options, secret)
+        entry = await state.resolver.refresh(url, options)
+        latest = None
+        if entry.resume is not None:
+            latest = {"url": entry.resume.url, "checkpoint": entry.resume.checkpoint}
+            if entry.resume.step is not None:
+                latest["step"] = entry.resume.step
+            if entry.committed_at:
+                latest["committedAt"] = _rfc3339(entry.committed_at)
+        await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(s, latest, entry.checkpoints))
+    except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
+        metrics.REFRESH_ERRORS.inc()
+        logger.warning("refreshing run %s/%s failed: %s", key[0], key[1], exc)
+
+
+def _observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity,
+             indices: dict[str, Any]) -> None:
+    """Feed a pod watch event to the resolver's :class:`Activity`; when it makes the run quiet, refresh
+    the run at once (in the background), so the replacement pod's admission is answered from memory."""
+    activity = state.resolver.activity
+    meta = pod.get("metadata") or {}
+    url = _pod_run_url(pod)
+    if activity is None or url is None or contract.ANN_INJECTED not in (meta.get("annotations") or {}):
+        return
+    key = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+    if not activity.observed(url, key, pod, deleted=etype == "DELETED") or not indices:
+        return
+    try:
+        pname = decisions.policy_name(pod)
+    except decisions.PolicyNameError:
+        return
+    task = asyncio.get_running_loop().create_task(
+        refresh_run(state, (meta.get("namespace") or "", run.run), url, pname, indices["policies"]))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+#: Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def _rfc3339(value: str) -> str:
@@ -297,6 +335,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
                 pod, pod.get("metadata", {}).get("namespace"), state,
                 policies=kwargs.get("kresume_policies", indices.get("policies")),
                 runs=kwargs.get("kresume_runs", indices.get("runs")),
+                dry_run=bool(kwargs.get("dryrun")),
             )
             kwargs["warnings"].extend(result.warnings)
             if result.pod is not None:
@@ -330,6 +369,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         uid = (pod.get("metadata") or {}).get("uid") or ""
         etype = event.get("type")
         try:
+            if run is not None:
+                _observe(pod, etype, state, run, indices)
             if etype in (None, "ADDED") and uid and _recent(pod, state.config.runs.event_window) and seen.add(uid):
                 _post_admission_events(body, pod, state, run.run if run else None)
             if run is not None and contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {}):

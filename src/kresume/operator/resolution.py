@@ -9,6 +9,12 @@ when it finishes, so the next admission of the run has a fresh fallback.
 
 The background refresher (``handlers.py``) calls :meth:`Resolver.refresh` for live runs, keeping
 both the cache and the fsspec filesystem instances (and their connection pools) warm.
+
+Answers from memory: while a run is *quiet* (:mod:`kresume.operator.activity`: no pod of it may be
+committing), a cached answer whose lookup started after the run became quiet is still the store's
+answer, so an admission takes it without a store round trip (source ``memory``), as long as it is at
+most :attr:`ResolutionSettings.quiet_max_age` seconds old. The handlers refresh a run the moment it
+becomes quiet, so the replacement pod of a preempted run usually finds such an answer.
 """
 
 from __future__ import annotations
@@ -23,23 +29,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from kresume.injection import Resume
+from kresume.operator.activity import Activity
 from kresume.operator.settings import ResolutionSettings
 from kresume.store.runstore import RunStore
 
 #: Outcome sources.
-SOURCE_STORE, SOURCE_CACHE, SOURCE_STATUS, SOURCE_NONE = "store", "cache", "status", "none"
+SOURCE_STORE, SOURCE_MEMORY, SOURCE_CACHE, SOURCE_STATUS, SOURCE_NONE = "store", "memory", "cache", "status", "none"
 
 
 @dataclass(frozen=True)
 class Entry:
     """A cached store answer: ``resume`` (None = the run has no checkpoint), when it was fetched
-    (``time.monotonic()`` seconds), the manifest's ``committedAt`` and the checkpoint count (None
-    when not counted)."""
+    (``time.monotonic()`` seconds), the manifest's ``committedAt``, the checkpoint count (None
+    when not counted) and when the lookup started (monotonic seconds; None when unknown)."""
 
     resume: Resume | None
     fetched_at: float
     committed_at: str | None = None
     checkpoints: int | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,8 @@ class Outcome:
     """What an admission injects.
 
     resume : Resume or None — the checkpoint to resume from (None: fresh start).
-    source : str — ``store`` (answered in budget), ``cache``, ``status`` or ``none`` (fallbacks).
+    source : str — ``store`` (answered in budget), ``memory`` (exact answer of a quiet run, no store
+        call), ``cache``, ``status`` or ``none`` (fallbacks).
     error : str or None — why the store's answer was not used (None when it was).
     seconds : float — wall time spent waiting.
     """
@@ -67,7 +76,10 @@ class Resolver:
     """Resolves runs with a budget; owns the cache, the store handles and the worker threads.
 
     ``open_store(url, options)`` defaults to :meth:`RunStore.open`; tests may pass a function that
-    returns a slow or failing store. Thread-safe; one instance per operator process.
+    returns a slow or failing store. ``activity`` (fed by the handlers) enables answers from memory
+    for quiet runs; None (e.g. several peered replicas, whose pod watch may be paused) always asks
+    the store. One instance per operator process; :meth:`resolve` and :attr:`activity` belong to the
+    event loop, lookups run in worker threads.
     """
 
     def __init__(
@@ -76,10 +88,12 @@ class Resolver:
         *,
         open_store: Callable[[str, Mapping[str, Any]], Any] = RunStore.open,
         clock: Callable[[], float] = time.monotonic,
+        activity: Activity | None = None,
     ) -> None:
         self.settings = settings or ResolutionSettings()
         self._open_store = open_store
         self._clock = clock
+        self.activity = activity
         self._cache: dict[str, Entry] = {}
         self._stores: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -101,6 +115,17 @@ class Resolver:
             self._cache.pop(url, None)
             for key in [k for k in self._stores if k[0] == url]:
                 del self._stores[key]
+        if self.activity is not None:
+            self.activity.forget(url)
+
+    def exact(self, url: str, entry: Entry, now: float) -> bool:
+        """True when ``entry`` is still the store's answer: the run is quiet, the entry's lookup
+        started after it became quiet, and the entry is at most ``quiet_max_age`` seconds old."""
+        max_age = self.settings.quiet_max_age
+        if self.activity is None or max_age <= 0 or entry.started_at is None or now - entry.fetched_at > max_age:
+            return False
+        since = self.activity.quiet_since(url)
+        return since is not None and entry.started_at >= since
 
     def _store(self, url: str, options: Mapping[str, Any]) -> Any:
         key = (url, json.dumps(options, sort_keys=True, default=str))
@@ -112,8 +137,12 @@ class Resolver:
                 self._stores[key] = store
         return store
 
-    def _lookup(self, url: str, options: Mapping[str, Any], deadline: float | None, count: bool) -> Entry:
-        """Blocking: ask the store, cache and return the answer (runs in a worker thread)."""
+    def _lookup(self, url: str, options: Mapping[str, Any], deadline: float | None, count: bool,
+                started: float) -> Entry:
+        """Blocking: ask the store, cache and return the answer (runs in a worker thread).
+
+        ``started`` is the clock time the caller decided to look up (taken on the event loop, before
+        any store read); of two answers the one whose lookup started later is kept."""
         store = self._store(url, options)
         resolved = store.latest(deadline=deadline)
         checkpoints = len(store.manifest_ids()) if count else None
@@ -122,10 +151,11 @@ class Resolver:
             fetched_at=self._clock(),
             committed_at=getattr(resolved.manifest, "committed_at", None) if resolved is not None else None,
             checkpoints=checkpoints,
+            started_at=started,
         )
         with self._lock:
             old = self._cache.get(url)
-            if old is None or old.fetched_at <= entry.fetched_at:
+            if old is None or (old.started_at or 0.0) <= started:
                 self._cache[url] = entry if checkpoints is not None or old is None else _keep_count(entry, old)
         return entry
 
@@ -156,12 +186,14 @@ class Resolver:
         budget = self.settings.timeout if budget is None else budget
         start = self._clock()
         entry = self.cached(url)
+        if entry is not None and self.exact(url, entry, start):
+            return Outcome(entry.resume, SOURCE_MEMORY, None, self._clock() - start)
         if entry is not None and self.settings.fresh_seconds > 0 and start - entry.fetched_at < self.settings.fresh_seconds:
             return Outcome(entry.resume, SOURCE_CACHE, None, self._clock() - start)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + budget
         try:
-            future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False)
+            future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, self._clock())
             entry = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
             return Outcome(entry.resume, SOURCE_STORE, None, self._clock() - start)
         except asyncio.TimeoutError:
@@ -207,7 +239,8 @@ class Resolver:
         """
         loop = asyncio.get_running_loop()
         budget = self.settings.refresh_timeout
-        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), time.monotonic() + budget, True)
+        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), time.monotonic() + budget, True,
+                                      self._clock())
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=budget)
         except asyncio.TimeoutError:
@@ -217,4 +250,4 @@ class Resolver:
 
 def _keep_count(entry: Entry, old: Entry) -> Entry:
     """An admission lookup does not count checkpoints; keep the refresher's count."""
-    return Entry(entry.resume, entry.fetched_at, entry.committed_at, old.checkpoints)
+    return Entry(entry.resume, entry.fetched_at, entry.committed_at, old.checkpoints, entry.started_at)

@@ -75,6 +75,15 @@ class ResolutionSettings:
     """Answer admissions from the cache without asking the store when the cached result is younger
     than this, seconds. 0 (default) always asks the store: the old pod's sidecar commits its last
     checkpoint during the grace period, just before the replacement pod is admitted."""
+    quiet_max_age: float = 30.0
+    """Seconds a cached answer of a *quiet* run (no pod of it may be committing; see
+    ``kresume.operator.activity``) is used for admissions without asking the store, when its lookup
+    started after the run became quiet. Bounds how long a change made by hand while the run has no
+    pod (``kresume commit``, ``mark-bad``, ``prune``) can go unseen. 0 always asks the store. Unused
+    with ``peering`` (a passive replica's pod watch is paused, so it cannot know a run is quiet)."""
+    admission_grace: float = 60.0
+    """Seconds an admitted pod keeps its run busy (not quiet) while the pod watch has not shown it
+    yet; after that the pod is taken to have been refused by the API server."""
     workers: int = 8
     """Threads for store lookups (a lookup that outlives its budget keeps its thread until the store
     answers; the pool bounds how many can pile up)."""

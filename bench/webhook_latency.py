@@ -1,18 +1,24 @@
-"""Webhook latency of ``inject-pod``: p50/p99 over N pod creations, warm and cold, on a real control plane.
+"""Webhook latency of ``inject-pod``: added latency per pod create on a real control plane, p50/p99.
 
 Setup: kube-apiserver v1.20 + etcd (``kresume.dev.cluster``, no controller-manager), moto S3
 (``kresume.dev.objstores``), the operator as a separate process (``python -m kresume.operator``) with
 a URL webhook and our own CA, a ``CheckpointPolicy`` with a credentials Secret. Pods are bare pods with
-``kresume.dev/run`` (no Job controller in the way), created one at a time.
+``kresume.dev/run`` (no Job controller in the way), created one at a time. Cases:
 
-* warm: every pod belongs to the same run, which has a committed checkpoint; the operator has
-  answered for it before (store handles, connections and the result cache are warm).
-* cold: every pod is a new run (nothing cached for it; the store finds no checkpoint).
+* baseline: pods without the opt-in label (the webhook's objectSelector skips them: no webhook call);
+  created alternately with the ``replacement`` pods, so both share the machine's noise.
+* replacement: the common case after a preemption. Each pod of one run (which has a committed
+  checkpoint) is deleted before the next is created, ``--gap`` seconds later: the run is quiet and the
+  operator answers from memory.
+* busy: every pod belongs to one run whose earlier pods still exist (Pending: no kubelet), so the
+  run may be committing and every admission asks the store.
+* cold: every pod is a new run (nothing known; the store finds no checkpoint).
 
-Two numbers per case: the handler time the operator logs (``inject-pod … in X ms``: from the kopf
+Two numbers per pod: the handler time the operator logs (``inject-pod … in X ms``: from the kopf
 handler's start to its answer) and the client's ``create pod`` round trip (API server + webhook call).
+"Added" = a case's round-trip percentile minus the baseline's.
 
-    .venv/bin/python bench/webhook_latency.py [--pods 200] [--out bench/results/webhook_latency.json]
+    .venv/bin/python bench/webhook_latency.py [--pods 200] [--gap 0.5] [--out bench/results/webhook_latency.json]
 """
 
 from __future__ import annotations
@@ -51,20 +57,47 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(values), 2), "max_ms": round(max(values), 2)}
 
 
-def pod(name: str, run: str) -> dict[str, Any]:
+def pod(name: str, run: str, opt_in: bool = True) -> dict[str, Any]:
+    labels = {contract.LABEL_INJECT: "true"} if opt_in else {"kresume-bench": "baseline"}
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {contract.LABEL_INJECT: "true"}, "annotations": {contract.ANN_RUN: run}},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "python:3.11-slim"}]}}
+            "metadata": {"name": name, "labels": labels, "annotations": {contract.ANN_RUN: run}},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "trainer", "image": "python:3.11-slim"}]}}
+
+
+def create_one(core: k.CoreV1Api, ns: str, name: str, run: str, opt_in: bool = True) -> float:
+    """Create one pod; return the round trip in ms (asserting the webhook mutated an opted-in pod)."""
+    t0 = time.perf_counter()
+    created = core.create_namespaced_pod(ns, pod(name, run, opt_in))
+    took = (time.perf_counter() - t0) * 1000
+    if opt_in:
+        assert contract.ANN_INJECTED in (created.metadata.annotations or {}), f"pod {name} was not mutated"
+    return took
 
 
 def create_pods(core: k.CoreV1Api, ns: str, runs: list[str], prefix: str) -> list[float]:
-    times = []
-    for i, run in enumerate(runs):
-        t0 = time.perf_counter()
-        created = core.create_namespaced_pod(ns, pod(f"{prefix}-{i}", run))
-        times.append((time.perf_counter() - t0) * 1000)
-        assert contract.ANN_INJECTED in (created.metadata.annotations or {}), f"pod {prefix}-{i} was not mutated"
-    return times
+    return [create_one(core, ns, f"{prefix}-{i}", run) for i, run in enumerate(runs)]
+
+
+def replacements(core: k.CoreV1Api, ns: str, run: str, prefix: str, count: int, gap: float) -> tuple[list[float], list[float]]:
+    """``count`` rounds of: create a pod of ``run``, delete it, wait ``gap`` s; and a baseline pod
+    (not opted in) created and deleted in the same round, in alternating order. Returns (replacement
+    round trips, baseline round trips), ms."""
+    with_hook: list[float] = []
+    baseline: list[float] = []
+    for i in range(count):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for opt_in in order:
+            name = f"{prefix}-{'r' if opt_in else 'b'}-{i}"
+            (with_hook if opt_in else baseline).append(create_one(core, ns, name, run, opt_in))
+            core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+        time.sleep(gap)
+    return with_hook, baseline
+
+
+def added(case: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    """Percentiles of a case's round trip minus the baseline's, ms."""
+    return {"p50_ms": round(case["p50_ms"] - base["p50_ms"], 2), "p99_ms": round(case["p99_ms"] - base["p99_ms"], 2)}
 
 
 def handler_times(log: Path, ns: str, keys: set[str]) -> list[float]:
@@ -78,7 +111,9 @@ def handler_times(log: Path, ns: str, keys: set[str]) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pods", type=int, default=200)
+    ap.add_argument("--pods", type=int, default=200, help="pod creates per case")
+    ap.add_argument("--gap", type=float, default=0.5,
+                    help="seconds between deleting a run's pod and creating its replacement (replacement case)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/webhook_latency.json"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kresume-bench-webhook-"))
@@ -111,7 +146,8 @@ def main() -> None:
 
         ckpt = work / "epoch=1-step=100.ckpt"
         torch.save({"w": torch.zeros(1024)}, ckpt)
-        RunStore.open(f"s3://{bucket}/base/{ns}/warm/", opts).commit(ckpt)
+        for run in ("warm", "busy"):
+            RunStore.open(f"s3://{bucket}/base/{ns}/{run}/", opts).commit(ckpt)
 
         proc = testing.OperatorProcess(
             args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
@@ -125,24 +161,25 @@ def main() -> None:
             tag = uuid.uuid4().hex[:4]
             cold_runs = [f"cold-{tag}-{i}" for i in range(args.pods)]
             cold_client = create_pods(core, ns, cold_runs, f"cold-{tag}")
-            warm_client = create_pods(core, ns, ["warm"] * args.pods, f"warm-{tag}")
+            repl_client, base_client = replacements(core, ns, "warm", f"repl-{tag}", args.pods, args.gap)
+            busy_client = create_pods(core, ns, ["busy"] * args.pods, f"busy-{tag}")
         time.sleep(1)
         log = work / "operator.log"
-        cold_handler = handler_times(log, ns, set(cold_runs))
-        warm_handler = handler_times(log, ns, {"warm"})
-        sources = {}
-        for line in log.read_text(errors="replace").splitlines():
-            m = LINE.search(line)
-            if m:
-                sources[m["src"]] = sources.get(m["src"], 0) + 1
-        result = {
-            "pods_per_case": args.pods,
-            "server": cp.version,
-            "cold": {"handler": summary(cold_handler), "create_round_trip": summary(cold_client)},
-            "warm": {"handler": summary(warm_handler), "create_round_trip": summary(warm_client)},
-            "first_admission_ms": cold_handler[0] if cold_handler else None,
-            "checkpoint_sources": sources,
-        }
+        lines = log.read_text(errors="replace").splitlines()
+        base = summary(base_client)
+        result: dict[str, Any] = {"pods_per_case": args.pods, "gap_s": args.gap, "server": cp.version,
+                                  "baseline": {"create_round_trip": base}}
+        for case, runs, client in (("replacement", {"warm"}, repl_client), ("busy", {"busy"}, busy_client),
+                                   ("cold", set(cold_runs), cold_client)):
+            rt = summary(client)
+            sources: dict[str, int] = {}
+            for line in lines:
+                m = LINE.search(line)
+                if m and m["ns"] == ns and m["key"] in runs:
+                    sources[m["src"]] = sources.get(m["src"], 0) + 1
+            result[case] = {"handler": summary(handler_times(log, ns, runs)), "create_round_trip": rt,
+                            "added": added(rt, base), "checkpoint_sources": sources}
+        result["first_admission_ms"] = (handler_times(log, ns, set(cold_runs)) or [None])[0]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))

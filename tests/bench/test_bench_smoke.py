@@ -1,11 +1,12 @@
 """Smoke run of ``python -m bench --quick``: every row runs end to end with tiny inputs, so the
 bench cannot rot. Real servers (SeaweedFS, rclone serve s3), real tools (kresume, s5cmd, rclone),
 the real sidecar and the example trainer. No timing is asserted: only that each row produced
-numbers. (The webhook row runs a control plane; it has its own module and is left out here.)
+numbers. The webhook row (a control plane + the operator) is smoke-run on its own below.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,27 @@ def test_bench_quick_prints_every_row(tmp_path: Path) -> None:
     for tool in ("kresume", "s5cmd", "rclone", "fsspec", "cp"):
         assert f"| {tool} |" in text
     for metric in ("sidecar overhead", "sidecar peak RSS, 16 MB ckpt", "`kresume commit` peak RSS",
-                   "training overhead"):
+                   "training overhead", "sidecar CPU: idle / per committed checkpoint"):
         assert metric in text
     assert "load average at end" in text
     # Inputs and downloads are removed as the rows finish.
     left = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
     assert left == [], left
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_webhook_bench_measures_every_case_against_the_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "webhook.json"
+    proc = subprocess.run([sys.executable, "bench/webhook_latency.py", "--pods", "4", "--gap", "0.3", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=800, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["baseline"]["create_round_trip"]["n"] == 4
+    for case in ("replacement", "busy", "cold"):
+        assert result[case]["create_round_trip"]["n"] == 4, case
+        assert result[case]["handler"]["n"] == 4, f"{case}: the operator logged no admission time"
+        assert set(result[case]["added"]) == {"p50_ms", "p99_ms"}
+        assert sum(result[case]["checkpoint_sources"].values()) == 4
+    # Pods of runs that may be committing always ask the store.
+    assert result["busy"]["checkpoint_sources"] == {"store": 4}

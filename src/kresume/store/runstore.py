@@ -27,7 +27,7 @@ from typing import Any
 from kresume import contract
 from kresume.formats import checks
 from kresume.formats.metadata import CheckpointInfo, describe
-from kresume.store import errors, layout, resolve, retention, transfer
+from kresume.store import download, errors, layout, resolve, retention, transfer
 from kresume.store.local import LocalCheckpoint, snapshot
 from kresume.store.manifest import FileEntry, LinkEntry, Manifest, ManifestInvalid, Pointer
 from kresume.store.storage import TransferSettings, open_fs, retrying
@@ -378,9 +378,13 @@ class RunStore:
         """Download a committed checkpoint into folder ``dest``; return the local path of the
         checkpoint (``dest/<name>``).
 
-        Files are downloaded (in parallel) into ``dest/.kresume-restore-<id>/``, each checked
-        against its size and CRC-32C, and only then renamed to ``dest/<name>``, replacing an older
-        copy; a half restore never looks complete. Raises ``CorruptCheckpoint`` on a mismatch
+        Files are downloaded into ``dest/.kresume-restore-<id>/`` (:func:`kresume.store.download.download_file`:
+        on S3 concurrent ranges of all files share ``TransferSettings.ranges_in_flight``), each
+        checked against its size and the CRC-32C computed as its bytes arrived, and only then
+        renamed to ``dest/<name>``, replacing an older copy; a half restore never looks complete.
+        A file whose download fails transiently is restarted from scratch (``TransferSettings.attempts``).
+        ``progress`` is called with bytes downloaded (never more than each file's size in total,
+        retries included). Raises ``CorruptCheckpoint`` on a mismatch, naming the object's URL
         (the temporary folder is removed).
         """
         manifest = self.resolve_checkpoint(checkpoint)
@@ -400,17 +404,32 @@ class RunStore:
                 key = layout.data_key(manifest.id, manifest.name, f.path or None)
                 local = staging / manifest.name if not f.path else staging / manifest.name / f.path
                 local.parent.mkdir(parents=True, exist_ok=True)
-                self._retry(lambda: self.fs.get_file(self._path(key), str(local)), key)
+                reported = [0]  # bytes passed to progress for this file (a retry re-reports nothing)
+
+                def attempt() -> str:
+                    got = [0]
+
+                    def advance(n: int) -> None:
+                        got[0] += n
+                        if got[0] > reported[0] and progress:
+                            progress(got[0] - reported[0])
+                            reported[0] = got[0]
+
+                    return download.download_file(self.fs, self._path(key), str(local), f.size, self.settings,
+                                                  url=self.key_url(key), progress=advance)
+
+                crc = self._retry(attempt, key)
                 size = local.stat().st_size
                 if size != f.size:
                     raise errors.CorruptCheckpoint(self.key_url(key), f"downloaded {size} B, manifest says {f.size} B")
-                got = transfer.file_crc32c(str(local))
-                if got != f.crc32c:
-                    raise errors.CorruptCheckpoint(self.key_url(key), f"crc32c {got} ≠ manifest {f.crc32c}")
-                if progress:
-                    progress(f.size)
+                if crc != f.crc32c:
+                    raise errors.CorruptCheckpoint(self.key_url(key), f"crc32c {crc} ≠ manifest {f.crc32c}")
 
-            with ThreadPoolExecutor(max(1, min(self.settings.max_workers, len(manifest.files)))) as pool:
+            # On S3 the files' ranges share the process-wide ``ranges_in_flight`` slots; enough files
+            # are started that small shards (one range each) can fill them too.
+            width = max(self.settings.max_workers,
+                        self.settings.ranges_in_flight if transfer.is_s3_async(self.fs) else 0)
+            with ThreadPoolExecutor(max(1, min(width, len(manifest.files))), thread_name_prefix="kresume-restore") as pool:
                 list(pool.map(fetch, manifest.files))
             # Give the copy the original's mtime: a sidecar watching ``dest`` (the restore init step
             # writes into the checkpoint folder) then recognises it as already committed.

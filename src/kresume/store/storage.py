@@ -32,7 +32,8 @@ logger = logging.getLogger("kresume.store")
 #: (measured: 1 GiB put peaks the client at 1.1-1.4 GiB); 4 keeps it near 100 MiB.
 #: s3fs's ``get_file`` with its default ``max_concurrency=10`` downloads 10 ranges of 50 MiB at once:
 #: measured on SeaweedFS (400 MB, bench/RESULTS.md) 52-83 MB/s at 711-751 MiB peak RSS, against
-#: 70-121 MB/s at 80 MiB with one stream (``max_concurrency=1``); kresume's own uploads do not use it.
+#: 70-121 MB/s at 80 MiB with one stream (``max_concurrency=1``). kresume's own uploads and restores
+#: do not use it (they stream ranges themselves); it bounds anything else calling get_file/put_file.
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
     "s3": {"max_concurrency": 1},
     "s3a": {"max_concurrency": 1},
@@ -61,6 +62,15 @@ class TransferSettings:
     parts_in_flight: int = 2
     """S3 multipart parts uploading at once, across all files of the process (see
     :mod:`kresume.store.transfer`). Peak buffer memory ≈ ``(parts_in_flight + max_workers) * part_size``."""
+
+    range_size: int = 8 * 2**20
+    """Bytes per ranged GET when restoring from S3 (the last range of an object is shorter); on
+    other backends, bytes per sequential read. Does not bound memory on S3 (bodies are streamed,
+    see :mod:`kresume.store.download`); on other backends each file in flight holds one piece."""
+
+    ranges_in_flight: int = 4
+    """Ranged GETs of a restore running at once, across all files of the process (S3). Peak
+    buffer memory ≈ ``ranges_in_flight * 3.25 MiB`` (:mod:`kresume.store.download`)."""
 
     attempts: int = 8
     """Tries per request group for transient errors (throttling, 5xx, timeouts), first included.

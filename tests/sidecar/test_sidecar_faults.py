@@ -54,13 +54,22 @@ def test_truncated_and_symlinks_never_committed_or_read(tmp_path, moto_run, star
     os.symlink(str(creds), evil / "credentials.json")
     (evil / "weights.bin").write_bytes(b"\x00" * 100)
     (evil / ".kresume-complete").write_text("")
+    linked = watch / "linked"  # a relative link inside the folder is kept and restored
+    linked.mkdir()
+    (linked / "weights.bin").write_bytes(b"\x01" * 100)
+    os.symlink("weights.bin", linked / "pytorch_model.bin")
+    (linked / ".kresume-complete").write_text("")
     sc = start_sidecar(watch, moto_run)
-    by = wait_committed(store, {"epoch=0-step=10.ckpt", "..ckpt", "evil"})
+    by = wait_committed(store, {"epoch=0-step=10.ckpt", "..ckpt", "linked"})
     sc.wait_log(lambda r: r.get("unit") == "epoch=0-step=20.ckpt" and r.get("state") == "corrupt", 30)
-    assert "epoch=0-step=20.ckpt" not in by
-    (m,) = by["evil"]
+    # A folder with links leading out of it would be committed without those files: refused, loudly.
+    sc.wait_log(lambda r: r.get("unit") == "evil" and "outside the checkpoint folder" in r.get("msg", ""), 30)
+    assert "epoch=0-step=20.ckpt" not in by and "evil" not in by
+    (m,) = by["linked"]
     assert {f.path for f in m.files} == {"weights.bin", ".kresume-complete"}
-    assert {(ln.path, ln.target) for ln in m.links} == {("passwd", "/etc/passwd"), ("credentials.json", str(creds))}
+    assert {(ln.path, ln.target) for ln in m.links} == {("pytorch_model.bin", "weights.bin")}
+    restored = store.restore(tmp_path / "restored", m.id)
+    assert (restored / "pytorch_model.bin").read_bytes() == b"\x01" * 100
     passwd = open("/etc/passwd", "rb").read()[:64]
     for path, data in _all_object_bytes(store):
         assert SECRET.encode() not in data, path

@@ -124,12 +124,14 @@ def snapshot(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | Non
     -------
     LocalCheckpoint
         Holding one open descriptor per regular file. Symlinks inside a folder are recorded in
-        ``links`` (relative path, link text) and never followed; sockets/FIFOs/devices go to ``skipped``.
+        ``links`` (relative path, link text) and never followed — only relative ones without ``..``
+        (:func:`link_is_portable`); sockets/FIFOs/devices go to ``skipped``.
 
     Raises
     ------
     OutsideRoot
-        ``path`` (after resolving a top-level link) is outside ``root``.
+        ``path`` (after resolving a top-level link) is outside ``root``, or a folder holds a link that
+        is absolute or climbs with ``..`` (its file would be missing from the commit).
     SourceUnreadable
         A file is not readable by this process (e.g. mode 0600 owned by another uid).
     SourceError
@@ -161,13 +163,13 @@ def snapshot(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | Non
                 full = os.path.join(dirpath, d)
                 if os.path.islink(full):  # os.walk lists links to folders as dirnames
                     dirnames.remove(d)
-                    links.append((_rel(rel_dir, d), os.readlink(full)))
+                    links.append(_link(full, _rel(rel_dir, d), display))
             for fn in filenames:
                 full = os.path.join(dirpath, fn)
                 rel = _rel(rel_dir, fn)
                 lst = os.lstat(full)
                 if stat.S_ISLNK(lst.st_mode):
-                    links.append((rel, os.readlink(full)))
+                    links.append(_link(full, rel, display))
                 elif stat.S_ISREG(lst.st_mode):
                     files.append(_open_regular(full, rel, os.path.join(display, rel)))
                 else:
@@ -180,6 +182,29 @@ def snapshot(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | Non
         raise errors.SourceError(display, "folder has no regular files")
     files.sort(key=lambda f: f.relpath)
     return LocalCheckpoint(Path(real), name, "dir", files, sorted(links), skipped)
+
+
+def link_is_portable(target: str) -> bool:
+    """True for a link text that restore recreates: relative and without ``..`` components, so it
+    can only point inside the checkpoint folder (``RunStore.restore`` applies the same rule)."""
+    return bool(target) and not os.path.isabs(target) and ".." not in Path(target).parts
+
+
+def _link(full: str, rel: str, display: str) -> tuple[str, str]:
+    """``(rel, link text)`` of a symlink inside a folder checkpoint.
+
+    Raises ``OutsideRoot`` when the link is absolute or climbs with ``..``: its target would not be
+    uploaded (nothing outside the folder is ever read) nor recreated on restore, so the committed
+    checkpoint would silently lack that file (found by a first-use trial: an HF folder whose
+    ``pytorch_model.bin`` linked to a file elsewhere was committed without its weights).
+    """
+    target = os.readlink(full)
+    if not link_is_portable(target):
+        raise errors.OutsideRoot(os.path.join(display, rel),
+                                 f"is a link to {target}, outside the checkpoint folder; kresume never reads "
+                                 "outside it, so that file would be missing from the committed checkpoint. Copy the "
+                                 "file into the folder (or link with a relative path inside it)")
+    return rel, target
 
 
 def _rel(rel_dir: str, name: str) -> str:

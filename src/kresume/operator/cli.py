@@ -8,6 +8,7 @@ is ``python -m kresume.operator``. Every option also reads the ``KRESUME_*`` env
 from __future__ import annotations
 
 import logging
+import math
 from typing import Optional
 
 import typer
@@ -81,8 +82,9 @@ def command(
     if not 0 < resolve_timeout <= 8:
         raise typer.BadParameter("must be > 0 and <= 8 seconds (webhooks time out at 10 s)",
                                  param_hint="--resolve-timeout")
-    if quiet_max_age < 0:
-        raise typer.BadParameter("must be >= 0 seconds (0 turns answers from memory off)", param_hint="--quiet-max-age")
+    if not math.isfinite(quiet_max_age) or quiet_max_age < 0:
+        raise typer.BadParameter("must be a finite number >= 0 seconds (0 turns answers from memory off)",
+                                 param_hint="--quiet-max-age")
     namespaces = tuple(n.strip() for item in namespace or [] for n in item.split(",") if n.strip())
     config = OperatorConfig(
         webhook=WebhookSettings(host=webhook_host, port=webhook_port, cert_file=tls_cert_file, key_file=tls_key_file),

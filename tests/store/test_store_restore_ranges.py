@@ -114,3 +114,15 @@ def test_empty_file_whose_object_has_bytes_is_caught(run, tmp_path):
     transfer.write_small(run.fs, _key(run, m, "a.dat"), b"not empty")
     with pytest.raises(errors.CorruptCheckpoint, match="manifest says 0 B"):
         run.restore(tmp_path / "dest", m.id)
+
+
+def test_missing_object_is_a_corrupt_checkpoint_naming_it(run, tmp_path):
+    folder = tmp_path / "src" / "step_2"
+    for i in range(3):
+        _write(folder / f"shard{i}.dat", RANGE + i, seed=i)
+    m = run.commit(folder)
+    run.fs.rm(_key(run, m, "shard1.dat"))
+    with pytest.raises(errors.CorruptCheckpoint, match="missing") as info:
+        run.restore(tmp_path / "dest", m.id)
+    assert run.key_url(layout.data_key(m.id, m.name, "shard1.dat")) in str(info.value)
+    assert list((tmp_path / "dest").iterdir()) == []

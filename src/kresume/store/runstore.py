@@ -415,8 +415,12 @@ class RunStore:
                             progress(got[0] - reported[0])
                             reported[0] = got[0]
 
-                    return download.download_file(self.fs, self._path(key), str(local), f.size, self.settings,
-                                                  url=self.key_url(key), progress=advance)
+                    try:
+                        return download.download_file(self.fs, self._path(key), str(local), f.size, self.settings,
+                                                      url=self.key_url(key), progress=advance)
+                    except FileNotFoundError as exc:  # the manifest names an object that is gone
+                        raise errors.CorruptCheckpoint(self.key_url(key), f"object is missing (manifest says {f.size} B)",
+                                                       fix="restore another checkpoint; `kresume verify` lists the damage") from exc
 
                 crc = self._retry(attempt, key)
                 size = local.stat().st_size

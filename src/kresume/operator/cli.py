@@ -98,7 +98,11 @@ def command(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from kresume.operator import runner
 
-    runner.run(config)
+    try:
+        runner.run(config)
+    except runner.NoKubernetesCredentials as exc:
+        typer.echo(f"kresume operator: error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -37,10 +37,11 @@ def webhook_server(config: OperatorConfig, *, workdir: Path | None = None) -> We
     return WebhookServer(addr=w.host, port=w.port, certfile=cert, pkeyfile=key)
 
 
-def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None = None) -> kopf.OperatorSettings:
+def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None = None, *,
+                  workdir: Path | None = None) -> kopf.OperatorSettings:
     """kopf settings for kresume (admission server, unmanaged webhook config, quiet event posting)."""
     settings = settings or kopf.OperatorSettings()
-    settings.admission.server = webhook_server(config)
+    settings.admission.server = webhook_server(config, workdir=workdir)
     settings.admission.managed = None  # the chart owns the MutatingWebhookConfiguration (failurePolicy Ignore)
     settings.posting.level = logging.WARNING  # kopf's own INFO logs do not become Events on pods
     settings.peering.mandatory = False
@@ -48,14 +49,15 @@ def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None
     return settings
 
 
-async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any = None) -> None:
-    """Run until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
+async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any = None,
+                    workdir: Path | None = None) -> None:
+    """Run until stopped (SIGTERM/SIGINT, or ``stop_flag``). ``workdir`` holds a generated dev TLS pair."""
     registry = handlers.register(kopf.OperatorRegistry(), config)
     metrics.serve(config.probes.metrics_port)
     memo = kopf.Memo(kresume=handlers.new_state(config))
     await kopf.operator(
         registry=registry,
-        settings=kopf_settings(config),
+        settings=kopf_settings(config, workdir=workdir),
         memo=memo,
         standalone=config.scope.peering is None,
         peering_name=config.scope.peering,
@@ -67,6 +69,44 @@ async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag
     )
 
 
+class NoKubernetesCredentials(RuntimeError):
+    """Neither in-cluster credentials nor a kubeconfig could be loaded."""
+
+
+def preflight() -> None:
+    """Fail fast when there are no Kubernetes credentials, instead of kopf's endless login retries
+    ("will try again in 60 seconds"). Same search as kopf's ``login_via_client``: in-cluster service
+    account first, then ``$KUBECONFIG`` / ``~/.kube/config``.
+
+    Raises
+    ------
+    NoKubernetesCredentials
+        With the reason and the fix.
+    """
+    from kubernetes import config as kconfig
+
+    try:
+        kconfig.load_incluster_config()
+        return
+    except kconfig.ConfigException:
+        pass
+    try:
+        kconfig.load_kube_config()
+    except (kconfig.ConfigException, OSError, TypeError, ValueError) as exc:
+        raise NoKubernetesCredentials(
+            f"no Kubernetes credentials: not in a cluster, and no usable kubeconfig ({str(exc).strip() or type(exc).__name__}); "
+            "set KUBECONFIG to a kubeconfig file or run the operator in its Deployment (helm install)") from exc
+
+
 def run(config: OperatorConfig) -> None:
-    """Blocking entry point of ``kresume operator``."""
-    asyncio.run(run_async(config))
+    """Blocking entry point of ``kresume operator``. A generated dev TLS pair lives in a temporary
+    folder removed when the operator stops.
+
+    Raises
+    ------
+    NoKubernetesCredentials
+        See :func:`preflight`.
+    """
+    preflight()
+    with tempfile.TemporaryDirectory(prefix="kresume-webhook-") as tmp:
+        asyncio.run(run_async(config, workdir=Path(tmp)))

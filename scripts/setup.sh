@@ -27,8 +27,9 @@ fi
 stamp=$VENV/.kresume-installed
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing torch==2.13.0 (CPU) and kresume[s3,gcs,azure,torch,dev]"
+  log "installing torch==2.13.0 (CPU wheel, ~1-3 min)"
   "$VENV/bin/pip" install -q torch==2.13.0
+  log "installing kresume[s3,gcs,azure,torch,dev] and its test/bench tools (~3-5 min)"
   "$VENV/bin/pip" install -q -e '.[s3,gcs,azure,torch,dev]' torch==2.13.0
   echo "$want" > "$stamp"
 fi
@@ -38,6 +39,6 @@ if torch.__version__.split("+")[0] != "2.13.0":
     sys.exit(f"setup: torch {torch.__version__} found, 2.13.0 required; something replaced it")
 PY
 
-[ "${KRESUME_SKIP_AZURITE:-}" = 1 ] || scripts/install-azurite.sh >/dev/null
-[ "${KRESUME_SKIP_K8S:-}" = 1 ] || scripts/k8s-assets.sh >/dev/null
+[ "${KRESUME_SKIP_AZURITE:-}" = 1 ] || { log "Azurite (Azure Blob emulator) into .cache/azurite"; scripts/install-azurite.sh >/dev/null; }
+[ "${KRESUME_SKIP_K8S:-}" = 1 ] || { log "Kubernetes test binaries (kube-apiserver, etcd, kubectl) into .cache/k8s"; scripts/k8s-assets.sh >/dev/null; }
 log "ready (.venv, .cache/azurite, .cache/k8s/bin)"

@@ -164,14 +164,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command("prune")
     def prune_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
-                  keep_last: int = typer.Option(..., "--keep-last", min=1, help="Keep the N newest checkpoints (≥ 1)."),
-                  keep_every: Optional[int] = typer.Option(None, "--keep-every", min=1,
-                                                           help="Also keep checkpoints whose step is a multiple of K."),
+                  keep_last: int = typer.Option(..., "--keep-last", min=1,
+                                                help="Keep the N newest valid (not bad-marked) checkpoints (≥ 1)."),
+                  keep_every: Optional[int] = typer.Option(
+                      None, "--keep-every", min=1, help="Also keep valid checkpoints whose step is a multiple of K."),
                   orphans_older_than: Optional[float] = typer.Option(
                       None, "--orphans-older-than", min=0, metavar="SECONDS",
                       help="Also delete data of interrupted commits (no manifest) started longer ago than this."),
                   dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, delete nothing.")) -> None:
-        """Delete old checkpoints: manifest first, then data; never the pointer's target."""
+        """Delete old checkpoints: manifest first, then data.
+
+        Only valid checkpoints (not marked bad with `mark-bad`) count toward --keep-last and --keep-every.
+
+        Never deleted: the newest valid checkpoint (what `latest` resolves to) and the pointer's target.
+
+        Checkpoints marked bad are kept (reason "marked bad"), so a mistaken mark can be undone.
+
+        Prints one line per checkpoint: deleted/kept, id, reason.
+        """
         store = _open(url, storage_option)
         plan = store.prune(keep_last, keep_every, dry_run=dry_run, orphans_older_than=orphans_older_than)
         verb = "would delete" if dry_run else "deleted"

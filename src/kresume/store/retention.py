@@ -1,10 +1,20 @@
 """Pure retention rules: which committed checkpoints a prune keeps.
 
-Rules (DESIGN.md invariant 3 and the CheckpointPolicy's ``retention``):
-- keep the ``keep_last`` newest checkpoints (by id order);
-- with ``keep_every=K``, also keep every checkpoint whose step is a multiple of K (a sparse
+Rules (DESIGN.md invariant 3 and the CheckpointPolicy's ``retention``; the bad-mark rules come from a
+first-time user's report, where ``prune --keep-last 1`` with the newest checkpoint marked bad left
+the run nothing to resume from):
+
+- only *valid* checkpoints — committed and not marked bad (``kresume mark-bad``) — count toward
+  ``keep_last`` and ``keep_every``;
+- keep the ``keep_last`` newest valid checkpoints (by id order: step, then commit start);
+- with ``keep_every=K``, also keep every valid checkpoint whose step is a multiple of K (a sparse
   history for evaluation or rollback); checkpoints with unknown step are not kept by this rule;
-- always keep the pointer's target and every protected id (a checkpoint a live pod resumed from).
+- always keep the newest valid checkpoint that :meth:`RunStore.latest` resolves to (it also checks
+  that the objects exist, so it can be older than the newest valid id), the pointer's target and
+  every protected id (a checkpoint a live pod resumed from);
+- never delete a checkpoint marked bad: it is kept with reason ``"marked bad"``, so a mistaken mark
+  can be undone by a human (delete ``bad/<id>.json``), and removing bad checkpoints is a human decision.
+
 Deletion order is enforced by the caller: manifest first (un-commit), then data.
 """
 
@@ -14,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kresume.store import layout
+
+MARKED_BAD = "marked bad"
+"""Reason given for every bad-marked checkpoint (kept, never deleted by the keep rules)."""
 
 
 @dataclass(frozen=True)
@@ -32,39 +45,66 @@ def plan_prune(
     keep_every: int | None = None,
     pointer_id: str | None = None,
     protect: Iterable[str] = (),
+    bad: Iterable[str] = (),
+    latest_id: str | None = None,
 ) -> PrunePlan:
-    """Decide what to delete.
+    """Decide what to delete (rules in the module docstring).
 
     Parameters
     ----------
     steps : mapping
         Committed checkpoint id → step (``None`` when unknown).
     keep_last : int
-        ≥ 1. Raises ``ValueError`` otherwise (a prune that deletes everything is never what a user meant).
+        ≥ 1: valid (not bad-marked) checkpoints to keep, newest first. Raises ``ValueError``
+        otherwise (a prune that deletes everything is never what a user meant).
     keep_every : int, optional
         ≥ 1 when given.
+    pointer_id : str, optional
+        The pointer's target (kept).
+    protect : iterable of str
+        Ids to keep (checkpoints live pods resumed from).
+    bad : iterable of str
+        Ids marked bad: kept, and not counted toward ``keep_last``/``keep_every``.
+    latest_id : str, optional
+        The checkpoint resolution picks (:meth:`RunStore.latest`), kept.
+
+    Returns
+    -------
+    PrunePlan
+        ``keep`` and ``delete`` newest first; ``reasons`` has one entry per kept id (several reasons
+        joined by ``", "``).
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be ≥ 1, got {keep_last}")
     if keep_every is not None and keep_every < 1:
         raise ValueError(f"keep_every must be ≥ 1, got {keep_every}")
     protected = set(protect)
+    marked = set(bad)
     ordered = layout.sort_newest_first(list(steps))
     keep: list[str] = []
     delete: list[str] = []
     reasons: dict[str, str] = {}
-    for n, cid in enumerate(ordered):
+    valid_seen = 0
+    for cid in ordered:
         step = steps[cid]
-        if n < keep_last:
-            reasons[cid] = f"one of the {keep_last} newest"
-        elif cid == pointer_id:
-            reasons[cid] = "the pointer's target"
-        elif cid in protected:
-            reasons[cid] = "protected (a pod resumed from it)"
-        elif keep_every and step is not None and step % keep_every == 0:
-            reasons[cid] = f"step {step} is a multiple of {keep_every}"
+        why = []
+        if cid in marked:
+            why.append(MARKED_BAD)
+        else:
+            if valid_seen < keep_last:
+                why.append(f"one of the {keep_last} newest valid")
+            elif keep_every and step is not None and step % keep_every == 0:
+                why.append(f"step {step} is a multiple of {keep_every}")
+            valid_seen += 1
+        if cid == latest_id and not why:
+            why.append("the newest valid checkpoint (`latest` resolves to it)")
+        if cid == pointer_id:
+            why.append("the pointer's target")
+        if cid in protected:
+            why.append("protected (a pod resumed from it)")
+        if why:
+            keep.append(cid)
+            reasons[cid] = ", ".join(why)
         else:
             delete.append(cid)
-            continue
-        keep.append(cid)
     return PrunePlan(keep, delete, reasons)

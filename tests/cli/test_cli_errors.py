@@ -37,7 +37,7 @@ def run_url(tmp_path: Path) -> str:
     (["ls", "-o", 'client_kwargs={"a":', "URL"], 2, "does not parse"),
     (["ls", "-o", "=1", "URL"], 2, "empty KEY"),
     (["prune", "URL", "--keep-last", "0"], 2, "keep-last"),
-    (["latest", "foo://x"], 1, "unknown protocol"),
+    (["latest", "foo://x"], 2, "unknown protocol"),
 ])
 def test_errors_are_one_line_with_documented_codes(args, code, needle, run_url, tmp_path):
     (tmp_path / "truncated.ckpt").write_bytes((tmp_path / "epoch=0-step=5.ckpt").read_bytes()[:600])

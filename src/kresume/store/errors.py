@@ -12,6 +12,8 @@ retry may help.
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 
 class StoreError(Exception):
@@ -39,6 +41,31 @@ class StoreError(Exception):
         if fix:
             msg += f" ({fix})"
         super().__init__(msg)
+
+
+class UsageError(StoreError):
+    """The command line cannot be used as given (exit 2, like typer's own usage errors)."""
+
+    exit_code = 2
+    cause = "bad usage"
+
+
+class BadURL(UsageError):
+    """The run URL is empty, has no bucket or path, or names a protocol no installed backend handles."""
+
+    cause = "bad URL"
+
+
+class BadOption(UsageError):
+    """A storage option (``-o KEY=VALUE``, a policy's ``storageOptions``) the backend does not accept."""
+
+    cause = "storage option not accepted"
+
+
+class AmbiguousCheckpoint(UsageError):
+    """A checkpoint name matches several committed checkpoints where exactly one is required."""
+
+    cause = "ambiguous checkpoint name"
 
 
 class NotARun(StoreError):
@@ -177,15 +204,53 @@ def is_transient(exc: BaseException) -> bool:
     return any(m in text or m in name for m in markers)
 
 
+_UNEXPECTED_KWARG = re.compile(r"unexpected keyword argument '([^']+)'")
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+"""The kresume package folder (``…/kresume/``): frames inside it are kresume's own code."""
+
+
+def _rejected_option(exc: BaseException) -> str | None:
+    """The keyword a backend constructor refused, when ``exc`` is that ``TypeError``.
+
+    Backends keep unknown storage options and pass them on when they first connect (s3fs hands its
+    leftover keywords to ``aiobotocore.AioSession(**kwargs)``, which raises ``TypeError: ... got an
+    unexpected keyword argument 'bogus'`` at the first request). A ``TypeError`` whose innermost frame
+    is kresume's own code is a kresume bug, not a bad option, and is not mapped.
+    """
+    if not isinstance(exc, TypeError):
+        return None
+    m = _UNEXPECTED_KWARG.search(str(exc))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if m is None or (tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)):
+        return None
+    return m.group(1)
+
+
+def bad_option(exc: BaseException, url: str) -> BadOption | None:
+    """A :class:`BadOption` naming the storage option ``exc`` shows the backend refused, else ``None``."""
+    key = _rejected_option(exc)
+    if key is None:
+        return None
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    return BadOption(url, f"{key!r} is not accepted by the {protocol}:// backend: {str(exc).strip()}",
+                     fix=f"remove -o {key}=… or storageOptions.{key}; the backend's documentation lists its options")
+
+
 def translate(exc: BaseException, url: str) -> StoreError:
     """Map a backend exception raised while working on ``url`` to a :class:`StoreError`.
 
     The mapping is by exception type and by the backend's error code in the message (s3fs
     formats ``"An error occurred (NoSuchBucket) ..."``; gcsfs ``HttpError`` carries ``code``;
-    adlfs raises azure-core errors with ``error_code``). Unknown errors keep their message.
+    adlfs raises azure-core errors with ``error_code``). A storage option the backend refused
+    (see :func:`bad_option`) becomes :class:`BadOption`. Unknown errors keep their message.
     """
     if isinstance(exc, StoreError):
         return exc
+    option = bad_option(exc, url)
+    if option is not None:
+        return option
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
     low = text.lower()

@@ -8,6 +8,8 @@ then :data:`BACKEND_DEFAULTS`.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import logging
 import os
 import random
@@ -87,6 +89,55 @@ class TransferSettings:
     """Ceiling of one retry delay."""
 
 
+#: Protocols whose first path component is a bucket or container, and the kresume extra that
+#: installs each one's fsspec backend (``pyproject.toml``).
+BUCKET_PROTOCOLS: dict[str, tuple[str, str]] = {
+    "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
+}
+#: The URL schemes kresume documents (README "The command line").
+DOCUMENTED_PROTOCOLS = ("s3", "gs", "az", "abfs", "file", "memory")
+
+
+def _installed(protocol: str) -> bool:
+    """Whether the backend package of ``protocol`` is importable (looked up, not imported)."""
+    module = BUCKET_PROTOCOLS.get(protocol, ("fsspec", ""))[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def _unknown_protocol(url: str, protocol: str) -> errors.BadURL:
+    installed = [p for p in DOCUMENTED_PROTOCOLS if _installed(p)]
+    missing = [p for p in DOCUMENTED_PROTOCOLS if p not in installed]
+    close = difflib.get_close_matches(protocol.lower(), DOCUMENTED_PROTOCOLS, n=1, cutoff=0.5)
+    detail = f"unknown protocol {protocol!r}" + (f"; did you mean {close[0]}://?" if close else "")
+    fix = "installed here: " + ", ".join(f"{p}://" for p in installed)
+    fix += "".join(f"; for {p}:// pip install 'kresume[{BUCKET_PROTOCOLS[p][1]}]'" for p in missing)
+    fix += "; other fsspec protocols work once their package is installed"
+    return errors.BadURL(url, detail, fix=fix)
+
+
+def check_url(url: str) -> str:
+    """Return the protocol of ``url`` (``"file"`` for a plain path) after the checks that need no backend.
+
+    Raises
+    ------
+    BadURL
+        A bucket URL has no bucket (``s3://``), or a ``file://``/``memory://`` URL has no path.
+    """
+    if "://" not in url:
+        return "file"
+    protocol, rest = url.split("://", 1)
+    if protocol in BUCKET_PROTOCOLS and not rest.split("/", 1)[0].strip():
+        what = "container" if BUCKET_PROTOCOLS[protocol][1] == "azure" else "bucket"
+        raise errors.BadURL(url, f"the URL has no {what}", fix=f"use {protocol}://{what.upper()}/prefix/<namespace>/<run>/")
+    if protocol in ("file", "memory", "local") and not rest.strip("/"):
+        raise errors.BadURL(url, "the URL has no path", fix=f"use {protocol}:///path/to/runs/<namespace>/<run>/")
+    return protocol
+
+
 def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """Return ``(filesystem, root_path)`` for ``url`` with kresume's backend defaults.
 
@@ -100,28 +151,36 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
 
     Raises
     ------
+    BadURL
+        No bucket (:func:`check_url`), unknown protocol (names the close match and the
+        installed ones) or a backend package that is not installed (names the ``kresume[extra]``).
+    BadOption
+        The backend's constructor refused a storage option (s3fs refuses only at the first request;
+        :func:`kresume.store.errors.translate` maps that one the same way).
     StoreError
-        Unknown protocol or missing backend package (names the ``kresume[extra]`` to install).
+        Other construction failures (``NoCredentials`` for Azure without an account).
     """
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    protocol = check_url(url)
     opts = dict(BACKEND_DEFAULTS.get(protocol, {}))
     opts.update(storage_options or {})
     try:
         fs, path = fsspec.url_to_fs(url, **opts)
     except ImportError as exc:
-        extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
-        hint = f"pip install 'kresume[{extra[protocol]}]'" if protocol in extra else "install the fsspec backend"
-        raise errors.StoreError(url, f"no filesystem for protocol {protocol!r}", fix=hint) from exc
+        extra = BUCKET_PROTOCOLS.get(protocol, ("", ""))[1]
+        hint = f"pip install 'kresume[{extra}]'" if extra else "install the fsspec backend for it"
+        raise errors.BadURL(url, f"no filesystem for protocol {protocol!r} is installed", fix=hint) from exc
     except TypeError as exc:
-        raise errors.StoreError(url, f"invalid storage option: {exc}",
-                                fix="check the -o / storageOptions keys against the backend's documentation") from exc
+        option = errors.bad_option(exc, url)
+        if option is not None:
+            raise option from exc
+        raise errors.BadOption(url, f"invalid storage option: {exc}",
+                               fix="check the -o / storageOptions keys against the backend's documentation") from exc
     except ValueError as exc:
         translated = errors.translate(exc, url)
         if isinstance(translated, errors.NoCredentials):
             raise translated from exc
-        if "://" in url and not any(url.startswith(p + "://") for p in fsspec.available_protocols()):
-            raise errors.StoreError(url, f"unknown protocol {protocol!r}",
-                                    fix="use s3://, gs://, az://, abfs://, file:// or memory://") from exc
+        if "://" in url and protocol not in fsspec.available_protocols():
+            raise _unknown_protocol(url, protocol) from exc
         raise errors.StoreError(url, str(exc)) from exc
     return fs, path.rstrip("/")
 

@@ -125,8 +125,12 @@ def check_url(url: str) -> str:
     Raises
     ------
     BadURL
-        A bucket URL has no bucket (``s3://``), or a ``file://``/``memory://`` URL has no path.
+        ``url`` is empty or whitespace (it would silently mean the current folder), or a bucket URL
+        has no bucket (``s3://``), or a ``file://``/``memory://`` URL has no path.
     """
+    if not url or not url.strip():
+        raise errors.BadURL(repr(url), "the run URL is empty",
+                            fix="give one, e.g. s3://bucket/prefix/<namespace>/<run>/ or file:///data/runs/<run>/")
     if "://" not in url:
         return "file"
     protocol, rest = url.split("://", 1)
@@ -152,7 +156,7 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
     Raises
     ------
     BadURL
-        No bucket (:func:`check_url`), unknown protocol (names the close match and the
+        Empty URL, no bucket (:func:`check_url`), unknown protocol (names the close match and the
         installed ones) or a backend package that is not installed (names the ``kresume[extra]``).
     BadOption
         The backend's constructor refused a storage option (s3fs refuses only at the first request;

@@ -98,10 +98,12 @@ def download_file(fs: Any, rpath: str, lpath: str, size: int, settings: Transfer
 
 def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Any) -> int:
     """Run ``coro`` on ``loop`` (another thread's) and wait; if this thread is interrupted, cancel it
-    and wait until it has stopped, so no write lands after the caller closes the file."""
-    finished = threading.Event()
+    and wait until it has stopped, so no write lands after the caller closes the file. (A task
+    cancelled before its first step never runs; writes happen only after its first await.)"""
+    started, finished = threading.Event(), threading.Event()
 
     async def wrapped() -> int:
+        started.set()
         try:
             return await coro
         finally:
@@ -112,7 +114,8 @@ def _run_on_loop(loop: asyncio.AbstractEventLoop, coro: Any) -> int:
         return fut.result()
     except BaseException:
         fut.cancel()
-        finished.wait(60)
+        if started.is_set():
+            finished.wait(60)
         raise
 
 

@@ -88,6 +88,9 @@ def register(app: typer.Typer) -> None:
         pointer = store.read_pointer()
         bad = store.bad_ids()
         if not manifests and pointer is None:
+            missing = store.no_checkpoint("")  # BucketMissing when the bucket does not exist
+            if isinstance(missing, errors.BucketMissing):
+                raise missing
             raise errors.NotARun(store.url, "no manifests and no pointer",
                                  fix="check the URL; runs live at <policy storage>/<namespace>/<run>/")
         if as_json:
@@ -110,12 +113,13 @@ def register(app: typer.Typer) -> None:
         """Print the URL and step of the checkpoint a restarted run resumes from.
 
         Pointer first; falls back to the newest manifest whose objects all exist with their sizes.
-        Exit 4 when the run has no valid committed checkpoint.
+        Exit 4 when the run has no valid committed checkpoint, 7 when the bucket does not exist.
         """
         store = _open(url, storage_option)
         found = store.latest()
         if found is None:
-            raise errors.NoCheckpoint(store.url, "no valid committed checkpoint")
+            raise store.no_checkpoint("no valid committed checkpoint",
+                                      fix="check the URL; `kresume ls` shows checkpoints marked bad")
         if as_json:
             print(json.dumps({"url": found.url, "step": found.step, "epoch": found.epoch, "id": found.checkpoint_id,
                               "name": found.manifest.name, "format": found.manifest.format,
@@ -132,15 +136,18 @@ def register(app: typer.Typer) -> None:
                                                   help="Also download-stream every object and compare CRC-32C.")) -> None:
         """Check committed checkpoints: every object exists with its recorded size (and checksum).
 
-        Exit 0 when clean, 9 when any problem was found (each printed on one line).
+        Exit 0 when clean ("ok: N checkpoints, M files, B bytes checked"), 9 when any problem was found
+        (each printed on one line), 4 when nothing is committed at the URL, 7 when the bucket does not exist.
         """
         store = _open(url, storage_option)
-        problems = store.verify(checkpoint, checksums=checksums)
-        for p in problems:
+        report = store.check(checkpoint, checksums=checksums)
+        for p in report.problems:
             print(f"{p.checkpoint_id}: {p.message}")
-        if problems:
+        if report.problems:
             raise typer.Exit(errors.CorruptCheckpoint.exit_code)
-        print("ok")
+        what = "sizes and CRC-32C" if checksums else "sizes"
+        print(f"ok: {report.checkpoints} checkpoint{'s' * (report.checkpoints != 1)}, {report.files} "
+              f"file{'s' * (report.files != 1)}, {report.bytes} bytes checked ({what})")
 
     @app.command("restore")
     def restore_cmd(url: str = typer.Argument(..., help=_URL_HELP),
@@ -180,10 +187,12 @@ def register(app: typer.Typer) -> None:
 
         Checkpoints marked bad are kept (reason "marked bad"), so a mistaken mark can be undone.
 
-        Prints one line per checkpoint: deleted/kept, id, reason.
+        Prints one line per checkpoint (deleted/kept, id, reason); exit 4 when the run has none.
         """
         store = _open(url, storage_option)
         plan = store.prune(keep_last, keep_every, dry_run=dry_run, orphans_older_than=orphans_older_than)
+        if not plan.keep and not plan.delete:
+            raise store.no_checkpoint("nothing to prune")
         verb = "would delete" if dry_run else "deleted"
         for cid in plan.delete:
             print(f"{verb}\t{cid}\t{plan.reasons.get(cid, '')}".rstrip())
@@ -217,7 +226,7 @@ def register(app: typer.Typer) -> None:
         """Mark a committed checkpoint bad: `latest` and the operator skip it from now on."""
         store = _open(url, storage_option)
         if store.read_manifest(checkpoint) is None:
-            raise errors.NoCheckpoint(store.url, f"checkpoint {checkpoint!r} is not committed")
+            raise store.no_checkpoint(f"checkpoint {checkpoint!r} is not committed", fix="see `kresume ls` for ids")
         store.mark_bad(checkpoint, reason)
         print(f"marked bad\t{checkpoint}")
 

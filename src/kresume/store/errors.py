@@ -262,7 +262,9 @@ def translate(exc: BaseException, url: str) -> StoreError:
                                             "credentialsSecret, or fsspec storage options")
     if "nosuchbucket" in low or "containernotfound" in low or "bucket does not exist" in low \
             or "the specified container does not exist" in low:
-        return BucketMissing(url, text, fix="create it first, or fix the bucket name in the URL")
+        bucket = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+        return BucketMissing(url, f"{bucket!r}: {text}" if bucket else text,
+                             fix="create it first, or fix its name in the URL")
     if isinstance(exc, PermissionError) or "accessdenied" in low or "forbidden" in low or "403" in low \
             or "signaturedoesnotmatch" in low or "authorizationfailure" in low:
         return PermissionDenied(url, text, fix="grant list/read/write on this prefix to the credentials in use")

@@ -30,7 +30,7 @@ from kresume.formats.metadata import CheckpointInfo, describe
 from kresume.store import download, errors, layout, resolve, retention, transfer
 from kresume.store.local import LocalCheckpoint, snapshot
 from kresume.store.manifest import FileEntry, LinkEntry, Manifest, ManifestInvalid, Pointer
-from kresume.store.storage import TransferSettings, open_fs, retrying
+from kresume.store.storage import TransferSettings, missing_bucket, open_fs, retrying
 
 Progress = Callable[[int], None] | None
 
@@ -41,6 +41,17 @@ class Problem:
 
     checkpoint_id: str
     message: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`RunStore.check` looked at: checkpoints, files and bytes (recorded sizes; all
+    downloaded when checksums were asked for), and the problems found (empty when clean)."""
+
+    problems: list[Problem]
+    checkpoints: int
+    files: int
+    bytes: int
 
 
 def _check_content(checkpoint: LocalCheckpoint) -> None:
@@ -93,6 +104,19 @@ class RunStore:
 
     def _retry(self, fn: Callable[[], Any], what: str = "") -> Any:
         return retrying(fn, url=self.url + what, settings=self.settings)
+
+    def no_checkpoint(self, detail: str, *, fix: str = "check the URL; runs live at "
+                      "<policy storage>/<namespace>/<run>/") -> errors.StoreError:
+        """The error for a run found empty (or without the checkpoint asked for).
+
+        ``BucketMissing`` naming the bucket when the bucket/container does not exist (one extra
+        request, made only here: a missing bucket lists like an empty prefix), else ``NoCheckpoint``
+        with ``detail`` and ``fix``.
+        """
+        bucket = missing_bucket(self.fs, self.root)
+        if bucket is not None:
+            return errors.BucketMissing(self.url, repr(bucket), fix="create it first, or fix its name in the URL")
+        return errors.NoCheckpoint(self.url, detail, fix=fix)
 
     def _ls_names(self, key: str) -> list[str]:
         path = self._path(key)
@@ -336,11 +360,26 @@ class RunStore:
 
     # ---------------------------------------------------------------- verify
     def verify(self, checkpoint_id: str | None = None, *, checksums: bool = False) -> list[Problem]:
+        """The problems :meth:`check` finds (empty when clean); raises as :meth:`check` does."""
+        return self.check(checkpoint_id, checksums=checksums).problems
+
+    def check(self, checkpoint_id: str | None = None, *, checksums: bool = False) -> VerifyReport:
         """Check committed checkpoints (all, or one): objects exist with recorded sizes; with
-        ``checksums`` also download-stream every object and compare CRC-32C. Returns the problems
-        (empty when clean). Raises ``NoCheckpoint`` when ``checkpoint_id`` is not committed."""
+        ``checksums`` also download-stream every object and compare CRC-32C.
+
+        Raises
+        ------
+        NoCheckpoint
+            The run has no committed checkpoint, or ``checkpoint_id`` is not committed (a run that
+            holds nothing is never reported clean: the URL is probably mistyped).
+        BucketMissing
+            The URL's bucket/container does not exist.
+        """
         ids = [checkpoint_id] if checkpoint_id else self.manifest_ids()
+        if not ids:
+            raise self.no_checkpoint("nothing is committed under this URL")
         problems: list[Problem] = []
+        n_files = n_bytes = 0
         for cid in ids:
             try:
                 manifest = self.read_manifest(cid)
@@ -348,7 +387,9 @@ class RunStore:
                 problems.append(Problem(cid, str(exc)))
                 continue
             if manifest is None:
-                raise errors.NoCheckpoint(self.url, f"checkpoint {cid!r} is not committed")
+                raise self.no_checkpoint(f"checkpoint {cid!r} is not committed", fix="see `kresume ls` for ids")
+            n_files += len(manifest.files)
+            n_bytes += manifest.total_bytes
             size_problems = resolve.object_problems(manifest, self._object_sizes(cid))
             problems += [Problem(cid, p) for p in size_problems]
             if checksums and not size_problems:
@@ -359,7 +400,7 @@ class RunStore:
 
                 with ThreadPoolExecutor(self.settings.max_workers) as pool:
                     problems += [Problem(cid, p) for p in pool.map(check, manifest.files) if p]
-        return problems
+        return VerifyReport(problems, len(ids), n_files, n_bytes)
 
     # ---------------------------------------------------------------- restore
     def resolve_checkpoint(self, checkpoint: str | None) -> Manifest:
@@ -368,17 +409,19 @@ class RunStore:
         if checkpoint is None:
             found = self.latest()
             if found is None:
-                raise errors.NoCheckpoint(self.url, "nothing to restore")
+                raise self.no_checkpoint("no valid committed checkpoint to restore",
+                                         fix="check the URL; `kresume ls` shows checkpoints marked bad")
             return found.manifest
         if layout.parse_checkpoint_id(checkpoint) is not None:
             manifest = self.read_manifest(checkpoint)
             if manifest is not None:
                 return manifest
-        for manifest in reversed(self.list()):
+        manifests = self.list()
+        for manifest in reversed(manifests):
             if manifest.name == checkpoint:
                 return manifest
-        raise errors.NoCheckpoint(self.url, f"no committed checkpoint with id or name {checkpoint!r}",
-                                  fix="see `kresume ls` for ids and names")
+        detail, fix = f"no committed checkpoint with id or name {checkpoint!r}", "see `kresume ls` for ids and names"
+        raise errors.NoCheckpoint(self.url, detail, fix=fix) if manifests else self.no_checkpoint(detail, fix=fix)
 
     def restore(self, dest: str | os.PathLike[str], checkpoint: str | None = None, *,
                 progress: Progress = None, on_start: Callable[[Manifest], None] | None = None) -> Path:

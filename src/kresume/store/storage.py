@@ -189,6 +189,31 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
     return fs, path.rstrip("/")
 
 
+def missing_bucket(fs: Any, root: str) -> str | None:
+    """The bucket/container of ``root`` when the store says it does not exist, else ``None``.
+
+    For an error message only (one request): callers ask when a run turned out empty, because
+    listing a missing bucket looks exactly like listing an empty prefix (s3fs, gcsfs and adlfs all
+    raise ``FileNotFoundError``, which a listing treats as "no objects"). ``fs.info(bucket)`` is S3
+    HeadBucket, GCS buckets.get or Azure container properties; each raises ``FileNotFoundError`` for
+    a missing bucket (checked on moto, fake-gcs-server and Azurite). Local and memory filesystems
+    have no buckets. Any other failure says nothing about existence (GCS credentials may list
+    objects without reading bucket metadata) and gives ``None``.
+    """
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    bucket = root.strip("/").split("/", 1)[0]
+    if not bucket or not any(p in BUCKET_PROTOCOLS for p in protocols):
+        return None
+    try:
+        fs.invalidate_cache(bucket)
+        fs.info(bucket)
+    except FileNotFoundError:
+        return bucket
+    except Exception as exc:  # noqa: BLE001 - existence unknown; the caller reports what it saw
+        logger.debug("bucket check of %s failed: %s", bucket, exc)
+    return None
+
+
 def retrying(fn: Callable[[], T], *, url: str, settings: TransferSettings,
              sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn`` until it succeeds, retrying transient errors with capped exponential backoff.

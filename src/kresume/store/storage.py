@@ -59,7 +59,8 @@ class TransferSettings:
     (bench/RESULTS.md)."""
 
     max_workers: int = 4
-    """Files transferred in parallel within one checkpoint."""
+    """Files transferred in parallel within one checkpoint (S3 restores start
+    ``max(max_workers, 2 * ranges_in_flight)`` files; their ranges share ``ranges_in_flight``)."""
 
     parts_in_flight: int = 2
     """S3 multipart parts uploading at once, across all files of the process (see
@@ -68,14 +69,17 @@ class TransferSettings:
     range_size: int = 32 * 2**20
     """Bytes per ranged GET when restoring from S3 (an object's last range is shorter). Bodies are
     streamed, so this does not bound memory; larger ranges mean fewer requests, and botocore spends
-    a few ms of CPU per request. Measured on SeaweedFS, 1 GB, 2 cores (bench/RESULTS.md): 32 MiB
-    x 4 in flight restored fastest (16 MiB: +15 %, 64 MiB: +35 % time; 8 MiB: +40 % server CPU).
-    Other backends read sequentially in ``part_size`` pieces (:mod:`kresume.store.download`)."""
+    a few ms of CPU per request. Measured in-process on SeaweedFS, 1 GB file, 2 shared cores
+    (bench/RESULTS.md): 16-64 MiB x 2-8 in flight all restore in 1.7-2.1 s (median; within the
+    machine's noise; 32 x 4 was best in the closest-run set, 1.52 s), 8 MiB ranges in 3.2-3.4 s
+    with +0.5 s of server CPU. Other backends read sequentially in ``part_size`` pieces
+    (:mod:`kresume.store.download`)."""
 
     ranges_in_flight: int = 4
     """Ranged GETs of S3 restores running at once, across all files of the process (one semaphore
     per distinct value). Peak buffer memory ≈ ``ranges_in_flight * 3.25 MiB``
-    (:mod:`kresume.store.download`); 2 and 8 measured no faster than 4."""
+    (:mod:`kresume.store.download`); 2 and 8 measured no faster than 4 (each step of 2x adds
+    ~0.1 s of client CPU per GB and 1-2 MiB of peak RSS)."""
 
     attempts: int = 8
     """Tries per request group for transient errors (throttling, 5xx, timeouts), first included.

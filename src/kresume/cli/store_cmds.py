@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
                     dest: Path = typer.Argument(..., help="Local folder; the checkpoint lands at DEST/<name>."),
                     storage_option: Optional[list[str]] = StorageOpt,
                     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c",
-                                                             help="Checkpoint id or name (default: latest)."),
+                                                             help="Checkpoint id or name (the newest with that name; default: latest)."),
                     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                             help="Progress bar (default: when stderr is a terminal).")
                     ) -> None:
@@ -220,15 +220,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("mark-bad")
     def mark_bad_cmd(url: str = typer.Argument(..., help=_URL_HELP),
-                     checkpoint: str = typer.Argument(..., help="Checkpoint id (see `kresume ls`)."),
+                     checkpoint: str = typer.Argument(
+                         ..., help="Checkpoint id, or a name only one committed checkpoint has (see `kresume ls`)."),
                      reason: str = typer.Option("marked by hand", "--reason", help="Recorded with the mark."),
                      storage_option: Optional[list[str]] = StorageOpt) -> None:
-        """Mark a committed checkpoint bad: `latest` and the operator skip it from now on."""
+        """Mark a committed checkpoint bad: `latest` and the operator skip it from now on.
+
+        CHECKPOINT is an id or a name, as for `restore -c`; a name several checkpoints share is refused (exit 2).
+        """
         store = _open(url, storage_option)
-        if store.read_manifest(checkpoint) is None:
-            raise store.no_checkpoint(f"checkpoint {checkpoint!r} is not committed", fix="see `kresume ls` for ids")
-        store.mark_bad(checkpoint, reason)
-        print(f"marked bad\t{checkpoint}")
+        manifest = store.resolve_checkpoint(checkpoint, unique=True)
+        store.mark_bad(manifest.id, reason)
+        print(f"marked bad\t{manifest.id}\t{manifest.name}")
 
 
 def _human(n: int) -> str:

@@ -403,9 +403,14 @@ class RunStore:
         return VerifyReport(problems, len(ids), n_files, n_bytes)
 
     # ---------------------------------------------------------------- restore
-    def resolve_checkpoint(self, checkpoint: str | None) -> Manifest:
-        """The manifest for ``checkpoint`` — an id, a local name (newest with that name), or ``None``
-        for :meth:`latest`. Raises ``NoCheckpoint`` when nothing matches."""
+    def resolve_checkpoint(self, checkpoint: str | None, *, unique: bool = False) -> Manifest:
+        """The manifest for ``checkpoint``: an id, a local name, or ``None`` for :meth:`latest`.
+
+        A name matching several committed checkpoints (Lightning's ``last.ckpt`` is committed over
+        and over) selects the newest, or with ``unique`` raises ``AmbiguousCheckpoint`` (exit 2)
+        listing their ids: ``mark-bad`` must not guess. Bad-marked checkpoints match too. Raises
+        ``NoCheckpoint`` when nothing matches (``BucketMissing`` for a missing bucket).
+        """
         if checkpoint is None:
             found = self.latest()
             if found is None:
@@ -417,9 +422,13 @@ class RunStore:
             if manifest is not None:
                 return manifest
         manifests = self.list()
-        for manifest in reversed(manifests):
-            if manifest.name == checkpoint:
-                return manifest
+        named = [m for m in reversed(manifests) if m.name == checkpoint]
+        if len(named) > 1 and unique:
+            ids = ", ".join(f"{m.id} (step {'?' if m.step is None else m.step})" for m in named)
+            raise errors.AmbiguousCheckpoint(self.url, f"{checkpoint!r} names {len(named)} committed checkpoints: {ids}",
+                                             fix="give the id of the one you mean")
+        if named:
+            return named[0]
         detail, fix = f"no committed checkpoint with id or name {checkpoint!r}", "see `kresume ls` for ids and names"
         raise errors.NoCheckpoint(self.url, detail, fix=fix) if manifests else self.no_checkpoint(detail, fix=fix)
 

@@ -4,16 +4,18 @@ Exit codes (also in the README):
 
 == ======================================================================
 0  success
-1  store error not covered below / bad usage caught by kresume
-2  bad command-line usage (typer/click)
-3  the URL is not a kresume run
+1  store error not covered below
+2  bad usage: typer/click's own, and kresume's ``UsageError`` (empty URL, unknown scheme, no bucket,
+   a storage option the backend refuses, an ambiguous checkpoint name)
+3  the URL is not a kresume run (``ls`` of a URL that holds nothing)
 4  the run has no committed checkpoint (or not the one asked for)
 5  no credentials
 6  permission denied
-7  bucket or container missing
+7  bucket or container missing (checked when a run turns out empty)
 8  store unreachable (after retries) or time budget exceeded
 9  a committed checkpoint is corrupt (verify found problems, restore mismatch)
-10 the local checkpoint could not be committed (changed, unreadable, outside root)
+10 the local checkpoint could not be committed (changed, unreadable, incomplete, outside root), or
+   the restore destination is unusable (a file, read-only, full disk)
 == ======================================================================
 """
 

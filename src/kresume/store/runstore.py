@@ -494,7 +494,14 @@ class RunStore:
             width = max(self.settings.max_workers,
                         2 * self.settings.ranges_in_flight if transfer.is_s3_async(self.fs) else 0)
             with ThreadPoolExecutor(max(1, min(width, len(manifest.files))), thread_name_prefix="kresume-restore") as pool:
-                list(pool.map(fetch, manifest.files))
+                futures = [pool.submit(fetch, f) for f in manifest.files]
+                try:
+                    for fut in futures:
+                        fut.result()
+                except BaseException:
+                    for fut in futures:  # fail fast: files not started yet are not downloaded
+                        fut.cancel()
+                    raise
             # Give the copy the original's mtime: a sidecar watching ``dest`` (the restore init step
             # writes into the checkpoint folder) then recognises it as already committed.
             mtime_ns = manifest.source.get("mtime_ns")

@@ -61,12 +61,23 @@ def _mount_optional(argv: list[str] | None = None) -> None:
     _mounted = True
 
 
+#: One-shot store commands: when one has finished, the process exits without the interpreter's
+#: teardown (module and object finalisation: 0.3-0.4 s of every ``kresume restore``/``commit`` on a
+#: 2-core machine, measured with py-spy; s5cmd's whole run takes 0.2 s). Their work is complete and
+#: synchronous by then: files renamed into place, manifest and pointer written, output flushed below.
+FAST_EXIT = frozenset({"ls", "latest", "verify", "restore", "prune", "commit", "mark-bad"})
+_invoked: list[str] = []
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs.", envvar="KRESUME_DEBUG"),
     attempts: int = typer.Option(3, "--attempts", min=1, envvar="KRESUME_ATTEMPTS",
                                  help="Tries per store request on throttling/5xx/unreachable (backoff with jitter)."),
 ) -> None:
+    if ctx.invoked_subcommand:
+        _invoked.append(ctx.invoked_subcommand)
     os.environ["KRESUME_DEBUG"] = "1" if debug else os.environ.get("KRESUME_DEBUG", "")
     os.environ["KRESUME_ATTEMPTS"] = str(attempts)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -86,4 +97,22 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("KRESUME_DEBUG") in ("1", "true"):
             raise
         print(f"kresume: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            _exit(exc.code or 0)
+        raise
+
+
+def _exit(code: int) -> None:
+    """Exit with ``code``: at once (``os._exit`` after flushing logs and output) after a command of
+    :data:`FAST_EXIT`, else through ``sys.exit`` (long-running commands clean up in their own way)."""
+    if not _invoked or _invoked[-1] not in FAST_EXIT:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`kresume ls | head`): nothing more to say
+            pass
+    os._exit(code)

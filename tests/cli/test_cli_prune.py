@@ -22,13 +22,14 @@ def test_prune_keep_last_one_after_mark_bad_of_the_newest(cli, moto_run_url, tmp
         _commit(cli, tmp_path, url, env, step)
     ids = {json.loads(line)["step"]: json.loads(line)["id"]
            for line in cli("ls", "--json", url, cwd=tmp_path, env=env).stdout.splitlines()}
-    assert cli("mark-bad", url, ids[500], cwd=tmp_path, env=env).returncode == 0
+    marked = cli("mark-bad", url, ids[500], cwd=tmp_path, env=env)
+    assert marked.returncode == 0 and f"pointer\t{ids[450]}\t" in marked.stdout  # off the bad one
     proc = cli("prune", url, "--keep-last", "1", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = [line.split("\t") for line in proc.stdout.splitlines()]
     assert lines == [["deleted", ids[400]], ["deleted", ids[200]],
-                     ["kept", ids[500], "marked bad, the pointer's target"],
-                     ["kept", ids[450], "one of the 1 newest valid"]]
+                     ["kept", ids[500], "marked bad"],
+                     ["kept", ids[450], "one of the 1 newest valid, the pointer's target"]]
     latest = cli("latest", "--json", url, cwd=tmp_path, env=env)
     assert latest.returncode == 0 and json.loads(latest.stdout)["id"] == ids[450]
 

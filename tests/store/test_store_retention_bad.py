@@ -64,10 +64,10 @@ def _ckpt(tmp_path: Path, step: int) -> Path:
     return path
 
 
-def test_prune_after_mark_bad_keeps_newest_valid_and_the_bad_pointer_target(run, tmp_path):
+def test_mark_bad_moves_the_pointer_and_prune_keeps_the_newest_valid(run, tmp_path):
     ids = {s: run.commit(_ckpt(tmp_path, s)).id for s in (200, 400, 450, 500)}
-    run.mark_bad(ids[500], "fails to load")
-    assert run.read_pointer().checkpoint == ids[500]
+    assert run.mark_bad(ids[500], "fails to load") == ids[450]
+    assert run.read_pointer().checkpoint == ids[450]  # moved off the bad checkpoint
     plan = run.prune(keep_last=1)
     assert plan.keep == [ids[500], ids[450]] and plan.delete == [ids[400], ids[200]]
     assert run.manifest_ids() == [ids[500], ids[450]]

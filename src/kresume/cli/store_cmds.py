@@ -230,8 +230,10 @@ def register(app: typer.Typer) -> None:
         """
         store = _open(url, storage_option)
         manifest = store.resolve_checkpoint(checkpoint, unique=True)
-        store.mark_bad(manifest.id, reason)
+        moved = store.mark_bad(manifest.id, reason)
         print(f"marked bad\t{manifest.id}\t{manifest.name}")
+        if moved:
+            print(f"pointer\t{moved}\t(the newest valid checkpoint; it named the one marked bad)")
 
 
 def _human(n: int) -> str:

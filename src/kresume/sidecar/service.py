@@ -104,7 +104,8 @@ class Sidecar:
             manifests = self.store.list()
             repaired = self.store.repair_pointer()
             if repaired:
-                self.log.info("pointer was stale (killed between manifest and pointer); moved it to %s", repaired)
+                self.log.info("pointer named an older, incomplete or bad-marked checkpoint (e.g. a commit killed "
+                              "between manifest and pointer); moved it to %s", repaired)
         except errors.StoreError as exc:
             self.health.reason = f"store: {exc}"
             self.log.error("cannot list %s: %s", self.s.run_url, exc)

@@ -222,8 +222,9 @@ class RunStore:
             cur_key = layout.parse_checkpoint_id(current.checkpoint)
             new_key = layout.parse_checkpoint_id(manifest.id)
             if cur_key is not None and new_key is not None and cur_key > new_key \
-                    and self._load_valid(current.checkpoint) is not None:
-                return  # never move the pointer backwards to an older checkpoint
+                    and self._load_valid(current.checkpoint) is not None \
+                    and current.checkpoint not in self.bad_ids():
+                return  # never move the pointer backwards from a newer usable checkpoint
         self.write_pointer(manifest)
 
     def repair_pointer(self) -> str | None:
@@ -527,11 +528,14 @@ class RunStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     # ---------------------------------------------------------------- retention
-    def mark_bad(self, checkpoint_id: str, reason: str) -> None:
-        """Mark a committed checkpoint bad: resolution skips it from now on."""
+    def mark_bad(self, checkpoint_id: str, reason: str) -> str | None:
+        """Mark a committed checkpoint bad: resolution skips it from now on. When the pointer named
+        it, the pointer is moved to the newest valid checkpoint (returned; None when it did not
+        move), so readers of ``latest.json`` stop landing on it."""
         doc = json.dumps({"checkpoint": checkpoint_id, "reason": reason, "at": _now()}).encode()
         self._retry(lambda: transfer.write_small(self.fs, self._path(layout.bad_key(checkpoint_id)), doc),
                     layout.bad_key(checkpoint_id))
+        return self.repair_pointer()
 
     def prune(self, keep_last: int, keep_every: int | None = None, *, protect: Iterable[str] = (),
               dry_run: bool = False, orphans_older_than: float | None = None) -> retention.PrunePlan:

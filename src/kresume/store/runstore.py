@@ -69,6 +69,30 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _replace(new: Path, final: Path, aside: Path) -> None:
+    """Put the restored ``new`` (file or folder) at ``final``, replacing whatever is there.
+
+    A file over a file (or over a link) is one atomic ``rename(2)``. ``rename(2)`` cannot put a
+    folder over a file or a link, nor anything over a non-empty folder, so the old copy is first
+    moved to ``aside`` and removed afterwards (a link is removed, never followed).
+
+    Raises ``DestinationError`` naming ``final`` when the file system refuses.
+    """
+    try:
+        if os.path.lexists(final) and (new.is_dir() or (final.is_dir() and not final.is_symlink())):
+            os.replace(final, aside)
+            os.replace(new, final)
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                aside.unlink(missing_ok=True)
+        else:
+            os.replace(new, final)
+    except OSError as exc:
+        raise errors.DestinationError(str(final), exc.strerror or str(exc),
+                                      fix="make DEST/<checkpoint name> removable by this user, or restore into another DEST") from exc
+
+
 class RunStore:
     """The remote store of one run, at ``<base>/<namespace>/<run>/``.
 
@@ -516,13 +540,7 @@ class RunStore:
                 if not os.path.isabs(ln.target) and ".." not in Path(ln.target).parts:
                     os.symlink(ln.target, link)
             final = dest_dir / manifest.name
-            if final.is_dir() and not final.is_symlink():
-                old = dest_dir / f".kresume-old-{manifest.id}"
-                os.replace(final, old)
-                os.replace(staging / manifest.name, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging / manifest.name, final)
+            _replace(staging / manifest.name, final, dest_dir / f".kresume-old-{manifest.id}")
             return final
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -165,8 +165,14 @@ def register(app: typer.Typer) -> None:
         store = _open(url, storage_option)
         show = sys.stderr.isatty() if progress is None else progress
         manifest = store.resolve_checkpoint(checkpoint)
-        with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
-            path = store.restore(dest, manifest.id, progress=advance)
+        try:
+            with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
+                path = store.restore(dest, manifest.id, progress=advance)
+        except errors.CorruptCheckpoint as exc:
+            if exc.fix:
+                raise
+            raise type(exc)(exc.url, exc.detail, fix=f"kresume mark-bad {url} {manifest.id} makes latest skip it; "
+                                                     "kresume ls shows older ids for --checkpoint") from exc
         print(path)
 
     @app.command("prune")

@@ -45,7 +45,8 @@ class LocalFile:
             raise errors.SourceChanged(
                 self.display,
                 f"size {self.size}→{st.st_size} B or mtime changed while uploading (rewritten in place)",
-                fix="the trainer rewrote it; the next complete version will be committed instead",
+                fix="nothing was committed; the sidecar commits the next complete version, by hand run "
+                    "kresume commit again once the writer is done",
             )
 
 

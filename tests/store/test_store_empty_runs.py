@@ -53,3 +53,12 @@ def test_check_counts_what_it_checked(store_base, tmp_path):
     run.commit(tmp_path / "epoch=0-step=3.ckpt")
     report = run.check(checksums=True)
     assert (report.problems, report.checkpoints, report.files, report.bytes) == ([], 2, 3, 1124)
+
+
+def test_library_verify_of_an_empty_run_has_no_problems(store_base):
+    """``verify()`` lists problems; a run with nothing committed yet (a sidecar killed during its first
+    upload) has none. Only the CLI's ``check`` refuses to call an empty run clean."""
+    run = RunStore.open(store_base.join("ns", f"empty-{uuid.uuid4().hex[:8]}"), store_base.options)
+    assert run.verify(checksums=True) == []
+    with pytest.raises(errors.NoCheckpoint):
+        run.check()

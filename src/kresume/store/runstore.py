@@ -385,23 +385,27 @@ class RunStore:
 
     # ---------------------------------------------------------------- verify
     def verify(self, checkpoint_id: str | None = None, *, checksums: bool = False) -> list[Problem]:
-        """The problems :meth:`check` finds (empty when clean); raises as :meth:`check` does."""
-        return self.check(checkpoint_id, checksums=checksums).problems
+        """The problems :meth:`check` finds (empty when clean). A run with nothing committed has no
+        problems (``[]``: e.g. a sidecar killed during its first upload); ``NoCheckpoint`` is raised
+        only for a ``checkpoint_id`` that is not committed."""
+        return self.check(checkpoint_id, checksums=checksums, allow_empty=True).problems
 
-    def check(self, checkpoint_id: str | None = None, *, checksums: bool = False) -> VerifyReport:
+    def check(self, checkpoint_id: str | None = None, *, checksums: bool = False,
+              allow_empty: bool = False) -> VerifyReport:
         """Check committed checkpoints (all, or one): objects exist with recorded sizes; with
         ``checksums`` also download-stream every object and compare CRC-32C.
 
         Raises
         ------
         NoCheckpoint
-            The run has no committed checkpoint, or ``checkpoint_id`` is not committed (a run that
-            holds nothing is never reported clean: the URL is probably mistyped).
+            The run has no committed checkpoint (unless ``allow_empty``: then an empty report), or
+            ``checkpoint_id`` is not committed (``kresume verify`` never reports a run that holds
+            nothing as clean: the URL is probably mistyped).
         BucketMissing
             The URL's bucket/container does not exist.
         """
         ids = [checkpoint_id] if checkpoint_id else self.manifest_ids()
-        if not ids:
+        if not ids and not allow_empty:
             raise self.no_checkpoint("nothing is committed under this URL")
         problems: list[Problem] = []
         n_files = n_bytes = 0

@@ -9,7 +9,9 @@ a URL webhook and our own CA, a ``CheckpointPolicy`` with a credentials Secret. 
   created alternately with the ``replacement`` pods, so both share the machine's noise.
 * replacement: the common case after a preemption. Each pod of one run (which has a committed
   checkpoint) is deleted before the next is created, ``--gap`` seconds later: the run is quiet and the
-  operator answers from memory.
+  operator answers from memory once it has seen the old pod go and read the store again (a
+  replacement that comes sooner asks the store). ``replacement_from_memory`` holds the pods answered
+  from memory alone.
 * busy: every pod belongs to one run whose earlier pods still exist (Pending: no kubelet), so the
   run may be committing and every admission asks the store.
 * cold: every pod is a new run (nothing known; the store finds no checkpoint).
@@ -179,6 +181,13 @@ def main() -> None:
                     sources[m["src"]] = sources.get(m["src"], 0) + 1
             result[case] = {"handler": summary(handler_times(log, ns, runs)), "create_round_trip": rt,
                             "added": added(rt, base), "checkpoint_sources": sources}
+        # The replacement pods answered from memory alone (admissions are logged in creation order).
+        order = [m["src"] for m in map(LINE.search, lines) if m and m["ns"] == ns and m["key"] == "warm"]
+        if len(order) == len(repl_client):
+            mem = [rt for rt, src in zip(repl_client, order) if src == "memory"]
+            if mem:
+                result["replacement_from_memory"] = {"create_round_trip": summary(mem),
+                                                     "added": added(summary(mem), base)}
         result["first_admission_ms"] = (handler_times(log, ns, set(cold_runs)) or [None])[0]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -188,8 +188,6 @@ class Resolver:
         entry = self.cached(url)
         if entry is not None and self.exact(url, entry, start):
             return Outcome(entry.resume, SOURCE_MEMORY, None, self._clock() - start)
-        if entry is not None and self.settings.fresh_seconds > 0 and start - entry.fetched_at < self.settings.fresh_seconds:
-            return Outcome(entry.resume, SOURCE_CACHE, None, self._clock() - start)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + budget
         try:

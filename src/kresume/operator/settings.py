@@ -71,10 +71,6 @@ class ResolutionSettings:
     keeps the result cache, the store connections and ``CheckpointRun.status.latest`` fresh."""
     refresh_timeout: float = 15.0
     """Budget of one background refresh of one run, seconds."""
-    fresh_seconds: float = 0.0
-    """Answer admissions from the cache without asking the store when the cached result is younger
-    than this, seconds. 0 (default) always asks the store: the old pod's sidecar commits its last
-    checkpoint during the grace period, just before the replacement pod is admitted."""
     quiet_max_age: float = 30.0
     """Seconds a cached answer of a *quiet* run (no pod of it may be committing; see
     ``kresume.operator.activity``) is used for admissions without asking the store, when its lookup

@@ -80,14 +80,19 @@ def _commit_then_open_through(proxy_options: dict, moto_s3, tmp_path: Path, sett
     return data, m, RunStore.open(url, proxy_options, settings=settings)
 
 
+def _restore_through(proxy, moto_s3, tmp_path, settings) -> tuple[bytes, Path, list[int]]:
+    """Commit directly, restore through ``proxy``; returns (original bytes, restored path, progress calls)."""
+    data, m, store = _commit_then_open_through(proxy.storage_options(moto_s3.storage_options), moto_s3,
+                                               tmp_path, settings)
+    seen: list[int] = []
+    return data, store.restore(tmp_path / "dest", m.id, progress=seen.append), seen
+
+
 def test_body_broken_off_mid_range_resumes_from_the_next_byte(moto_s3, tmp_path):
     proxy = CutProxy(moto_s3.endpoint, cuts=1).start()
     try:
         settings = TransferSettings(range_size=RANGE, ranges_in_flight=2, attempts=2, backoff_base=0.01)
-        data, m, store = _commit_then_open_through(proxy.storage_options(moto_s3.storage_options), moto_s3,
-                                                   tmp_path, settings)
-        seen: list[int] = []
-        restored = store.restore(tmp_path / "dest", m.id, progress=seen.append)
+        data, restored, seen = _restore_through(proxy, moto_s3, tmp_path, settings)
         assert restored.read_bytes() == data
         assert sum(seen) == SIZE
         assert proxy.cuts == 0
@@ -104,11 +109,8 @@ def test_body_breaking_off_repeatedly_restarts_the_file_cleanly(moto_s3, tmp_pat
     proxy = CutProxy(moto_s3.endpoint, cuts=cuts).start()
     try:
         settings = TransferSettings(range_size=RANGE, ranges_in_flight=1, attempts=3, backoff_base=0.01)
-        data, m, store = _commit_then_open_through(proxy.storage_options(moto_s3.storage_options), moto_s3,
-                                                   tmp_path, settings)
-        seen: list[int] = []
         with caplog.at_level(logging.WARNING, logger="kresume.store"):
-            restored = store.restore(tmp_path / "dest", m.id, progress=seen.append)
+            data, restored, seen = _restore_through(proxy, moto_s3, tmp_path, settings)
         assert restored.read_bytes() == data
         assert sum(seen) == SIZE  # the retried file's bytes are not counted twice
         assert _starts(proxy.ranges).count(0) == 2, proxy.ranges  # restarted from byte 0
@@ -121,10 +123,7 @@ def test_server_error_on_a_ranged_get_retries_the_file(moto_s3, fault_proxy, tmp
     proxy = fault_proxy(moto_s3.endpoint, FaultPlan(every_nth=3, kinds=("internal",), methods=("GET",),
                                                     path_regex="/checkpoints/", max_faults=2))
     settings = TransferSettings(range_size=RANGE, ranges_in_flight=2, attempts=4, backoff_base=0.01)
-    data, m, store = _commit_then_open_through(proxy.storage_options(moto_s3.storage_options), moto_s3,
-                                               tmp_path, settings)
-    seen: list[int] = []
-    restored = store.restore(tmp_path / "dest", m.id, progress=seen.append)
+    data, restored, seen = _restore_through(proxy, moto_s3, tmp_path, settings)
     assert restored.read_bytes() == data
     assert sum(seen) == SIZE
     assert proxy.stats.faults["internal"] == 2

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kresume.dev.objstores import ObjectStoreServer, SeaweedFSServer
-from kresume.dev.objstores.rclone import RcloneS3Server
+from kresume.devtools.objstores import ObjectStoreServer, SeaweedFSServer
+from kresume.devtools.objstores.rclone import RcloneS3Server
 
 BUCKET = "bench"
 LAUNCHERS: dict[str, type[ObjectStoreServer]] = {"seaweedfs": SeaweedFSServer, "rclone": RcloneS3Server}

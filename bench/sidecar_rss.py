@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sidecar_rss.py [--gib 2] [--interval 0.05] [--keep]
 
-Starts SeaweedFS (``kresume.dev.objstores``) on loopback, writes a ``--gib`` GiB safetensors file
+Starts SeaweedFS (``kresume.devtools.objstores``) on loopback, writes a ``--gib`` GiB safetensors file
 (streamed: header, then random 64 MiB blocks; never held in memory) outside the watched folder,
 starts ``python -m kresume.sidecar`` as a separate process against ``s3://`` (the real s3fs path),
 waits for it to be ready, renames the file into the watched folder, and polls the sidecar's RSS
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from kresume.dev import objstores
+from kresume.devtools import objstores
 
 BUCKET = "kresume-bench"
 TARGET_MIB = 128

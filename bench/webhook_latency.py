@@ -1,7 +1,7 @@
 """Webhook latency of ``inject-pod``: added latency per pod create on a real control plane, p50/p99.
 
-Setup: kube-apiserver v1.20 + etcd (``kresume.dev.cluster``, no controller-manager), moto S3
-(``kresume.dev.objstores``), the operator as a separate process (``python -m kresume.operator``) with
+Setup: kube-apiserver v1.20 + etcd (``kresume.devtools.cluster``, no controller-manager), moto S3
+(``kresume.devtools.objstores``), the operator as a separate process (``python -m kresume.operator``) with
 a URL webhook and our own CA, a ``CheckpointPolicy`` with a credentials Secret. Pods are bare pods with
 ``kresume.dev/run`` (no Job controller in the way), created one at a time. Cases:
 
@@ -40,8 +40,8 @@ import yaml
 
 from kresume import contract
 from kresume.crds import __file__ as crds_init
-from kresume.dev import objstores, pki
-from kresume.dev.cluster import ControlPlane, ControlPlaneSettings
+from kresume.devtools import objstores, pki
+from kresume.devtools.cluster import ControlPlane, ControlPlaneSettings
 from kresume.operator import testing
 from kresume.store.runstore import RunStore
 

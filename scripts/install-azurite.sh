@@ -6,7 +6,7 @@
 #
 # Why pinned: on Node 20 an unpinned `npm install azurite` silently resolves to 3.35.0; the
 # project tests against 3.37.0, which declares node>=22 but runs on Node 20 (EBADENGINE warning
-# only). Source: ../shared/objstores/README.md (measured on this machine kind). kresume.dev.objstores looks for the binary at
+# only). Source: ../shared/objstores/README.md (measured on this machine kind). kresume.devtools.objstores looks for the binary at
 # <repo>/.cache/azurite/node_modules/.bin/azurite-blob (or $KRESUME_AZURITE, or PATH).
 set -euo pipefail
 

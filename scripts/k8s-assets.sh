@@ -2,7 +2,7 @@
 # Make the envtest-style Kubernetes binaries available for kresume's tests and demo:
 #   kube-apiserver, kube-controller-manager, kubectl (Kubernetes v1.20.2) and etcd (apt's etcd-server)
 # in DIR, then print `export KUBEBUILDER_ASSETS=DIR` (the controller-runtime envtest convention, honoured by
-# kresume.dev.cluster).
+# kresume.devtools.cluster).
 #
 # Usage: scripts/k8s-assets.sh [DIR]        (default DIR: <repo>/.cache/k8s/bin)
 #

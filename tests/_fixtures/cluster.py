@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kresume.dev.cluster import AssetsMissingError, ControlPlane, ControlPlaneSettings
+from kresume.devtools.cluster import AssetsMissingError, ControlPlane, ControlPlaneSettings
 
 SESSION_SETTINGS = ControlPlaneSettings(controller_manager_flags=("--controllers=*,-nodelifecycle",))
 
@@ -36,7 +36,7 @@ def started_plane(settings: ControlPlaneSettings) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
-    """A started :class:`~kresume.dev.cluster.ControlPlane` shared by the session (admin = system:masters)."""
+    """A started :class:`~kresume.devtools.cluster.ControlPlane` shared by the session (admin = system:masters)."""
     with started_plane(SESSION_SETTINGS) as plane:
         yield plane
 

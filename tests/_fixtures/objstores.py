@@ -9,7 +9,7 @@
           fs, path = fsspec.url_to_fs(store_base.url, **store_base.options)
 
 - ``moto_s3``, ``seaweedfs_s3``, ``fake_gcs``, ``azurite``: the session's running launchers
-  (``kresume.dev.objstores``), for tests that need one specific server (sidecar, operator).
+  (``kresume.devtools.objstores``), for tests that need one specific server (sidecar, operator).
 
 A server that cannot start makes the requesting tests ERROR with its log tail; it is never
 skipped. A start failure is remembered, so later tests fail at once instead of waiting again.
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from kresume.dev import objstores  # first: sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT before gcsfs loads
+from kresume.devtools import objstores  # first: sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT before gcsfs loads
 
 BACKENDS = ["file", "memory", "s3-seaweedfs", "s3-moto", "gcs", "azure"]
 """All store backends; the remote ones are keys of ``objstores.SERVERS``."""

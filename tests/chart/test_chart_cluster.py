@@ -24,7 +24,7 @@ import pytest
 
 from chart import chart_support as cs
 from _fixtures.cluster import started_plane
-from kresume.dev.cluster import ControlPlane, ControlPlaneSettings
+from kresume.devtools.cluster import ControlPlane, ControlPlaneSettings
 
 pytestmark = pytest.mark.slow
 

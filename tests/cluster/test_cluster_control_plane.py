@@ -13,7 +13,7 @@ import kubernetes.client as k
 import pytest
 from kubernetes.client.rest import ApiException
 
-from kresume.dev.cluster import ControlPlane
+from kresume.devtools.cluster import ControlPlane
 
 T = TypeVar("T")
 
@@ -108,7 +108,7 @@ def test_serviceaccount_token_authenticates_as_that_serviceaccount(control_plane
 
 
 def test_url_webhook_with_own_ca_bundle_is_accepted(control_plane: ControlPlane, tmp_path):
-    from kresume.dev import pki
+    from kresume.devtools import pki
 
     tls = pki.make_webhook_tls(tmp_path)
     name = f"kresume-test-{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kresume.dev.cluster import AssetsMissingError, ControlPlane, ControlPlaneError, ControlPlaneSettings
+from kresume.devtools.cluster import AssetsMissingError, ControlPlane, ControlPlaneError, ControlPlaneSettings
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 

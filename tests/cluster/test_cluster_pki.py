@@ -10,7 +10,7 @@ import threading
 
 from cryptography import x509
 
-from kresume.dev import pki
+from kresume.devtools import pki
 
 
 def test_issued_serving_cert_chains_to_ca_with_ip_and_dns_sans():

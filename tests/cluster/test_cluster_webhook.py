@@ -17,8 +17,8 @@ import kubernetes.client as k
 import pytest
 from aiohttp import web
 
-from kresume.dev import pki
-from kresume.dev.cluster import ControlPlane
+from kresume.devtools import pki
+from kresume.devtools.cluster import ControlPlane
 
 
 class WebhookServer:

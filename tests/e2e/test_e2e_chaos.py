@@ -21,7 +21,7 @@ import pytest
 def test_demo_survives_three_preemptions_with_zero_bad_resumes(tmp_path: Path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "kresume.dev.demo", "--preemptions", "3", "--seed", "7", "--max-steps", "200",
+        [sys.executable, "-m", "kresume.devtools.demo", "--preemptions", "3", "--seed", "7", "--max-steps", "200",
          "--step-seconds", "0.05", "--work-dir", str(tmp_path / "demo"), "--json-out", str(out), "--timeout", "1200"],
         capture_output=True, text=True, timeout=1400,
     )  # fmt: skip

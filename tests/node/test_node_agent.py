@@ -15,8 +15,8 @@ import kubernetes.client as k
 import kubernetes.watch
 import pytest
 
-from kresume.dev.cluster import ControlPlane
-from kresume.dev.node import NodeAgent, NodeSettings
+from kresume.devtools.cluster import ControlPlane
+from kresume.devtools.node import NodeAgent, NodeSettings
 
 PY = sys.executable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kresume.dev.node import podspec
+from kresume.devtools.node import podspec
 
 POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "a"}},
        "spec": {"nodeName": "n"}, "status": {"podIP": "10.0.0.5"}}

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from _fixtures.objstores import SESSION_BUCKET, StoreBase, selected_backends
 
-from kresume.dev import _procs, objstores
+from kresume.devtools import _procs, objstores
 
 REMOTE = ["s3-seaweedfs", "s3-moto", "gcs", "azure"]
 MiB = 2**20
@@ -229,7 +229,7 @@ def test_objstores_no_server_outlives_its_parent(how: str) -> None:
     code = textwrap.dedent(
         """
         import os, signal, sys, time
-        from kresume.dev import objstores
+        from kresume.devtools import objstores
         s = objstores.MotoServer().start()
         print(s._proc.pid, s.tmpdir, flush=True)
         if sys.argv[1] == "ctrl-c":

@@ -24,8 +24,8 @@ import yaml
 
 from kresume import contract
 from kresume.crds import __file__ as crds_init
-from kresume.dev import pki
-from kresume.dev.cluster import ControlPlane
+from kresume.devtools import pki
+from kresume.devtools.cluster import ControlPlane
 from kresume.operator import testing
 from kresume.store.runstore import RunStore
 

@@ -26,7 +26,7 @@ import torch
 from typer.testing import CliRunner
 
 from kresume.cli import app
-from kresume.store.transfer import file_crc32c
+from _fixtures.common import file_crc32c
 
 SEED = 20261129
 KILLS = 20

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kresume.store import errors, layout, resolve, retention
+from kresume.store import errors, layout, retention, selection
 from kresume.store.manifest import FileEntry, Manifest, ManifestInvalid, Pointer
 
 
@@ -74,14 +74,14 @@ def test_pointer_rejects_garbage():
 
 def test_candidates_skip_bad_and_go_newest_first():
     a, b, c = _id(1, 1), _id(2, 1), _id(3, 1)
-    assert resolve.candidate_order([a, c, b], bad_ids=[c]) == [b, a]
+    assert selection.candidate_order([a, c, b], bad_ids=[c]) == [b, a]
 
 
 def test_object_problems_reports_missing_and_wrong_size():
     m = _manifest(kind="dir", name="ck", files=(FileEntry("a", 5, "0"), FileEntry("b/c", 7, "0")))
     prefix = f"checkpoints/{m.id}/ck"
-    assert resolve.object_problems(m, {f"{prefix}/a": 5, f"{prefix}/b/c": 7}) == []
-    problems = resolve.object_problems(m, {f"{prefix}/a": 4})
+    assert selection.object_problems(m, {f"{prefix}/a": 5, f"{prefix}/b/c": 7}) == []
+    problems = selection.object_problems(m, {f"{prefix}/a": 4})
     assert any("missing" in p and "b/c" in p for p in problems)
     assert any("has 4 B" in p for p in problems)
 

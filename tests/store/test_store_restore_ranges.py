@@ -18,6 +18,8 @@ from kresume.store import download, errors, layout, transfer
 from kresume.store.runstore import RunStore
 from kresume.store.storage import TransferSettings
 
+from _fixtures.common import file_crc32c
+
 RANGE = 256 * 1024
 SETTINGS = TransferSettings(range_size=RANGE, part_size=RANGE, ranges_in_flight=3, attempts=3, backoff_base=0.01)
 """Restore settings: S3 ranges and other backends' sequential pieces of 256 KiB (commits keep the
@@ -75,7 +77,7 @@ def test_download_file_returns_the_crc_of_what_it_wrote(run, tmp_path):
     m = run.commit(tmp_path / "src" / "x.dat")
     out = tmp_path / "out.dat"
     got = download.download_file(run.fs, _key(run, m), str(out), len(data), SETTINGS, url="u")
-    assert got == m.files[0].crc32c == transfer.file_crc32c(str(out))
+    assert got == m.files[0].crc32c == file_crc32c(str(out))
     assert out.read_bytes() == data
 
 

@@ -7,8 +7,8 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach ``sidecar``, ``operator``, ``demo`` and the ``dev`` group (``dev node``)."""
-    from kresume.dev.demo import cli as demo_cli
-    from kresume.dev.node import cli as node_cli
+    from kresume.devtools.demo import cli as demo_cli
+    from kresume.devtools.node import cli as node_cli
     from kresume.operator import cli as operator_cli
     from kresume.sidecar import cli as sidecar_cli
 

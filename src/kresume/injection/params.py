@@ -43,7 +43,7 @@ class Resume:
 
     @classmethod
     def from_resolved(cls, resolved: Any) -> Resume:
-        """From the store's ``kresume.store.resolve.Resolved`` (``RunStore.latest()``)."""
+        """From the store's ``kresume.store.selection.Resolved`` (``RunStore.latest()``)."""
         return cls(
             url=resolved.url,
             checkpoint=resolved.checkpoint_id,

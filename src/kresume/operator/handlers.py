@@ -79,7 +79,8 @@ def rehearse(native: bool) -> None:
     sample = {"metadata": {"generateName": "warmup-", "labels": {"job-name": "warmup", **OPT_IN}},
               "spec": {"containers": [{"name": "trainer", "image": "x"}]}}
     ident = identity.run_identity(sample)
-    assert isinstance(ident, identity.RunIdentity)
+    if not isinstance(ident, identity.RunIdentity):  # a broken identity rule: fail start-up loudly
+        raise RuntimeError(f"start-up rehearsal: the sample pod has no run ({ident.message})")
     policy = Policy.from_spec({"storage": "memory://kresume-warmup"})
     out = injection.inject(sample, policy, None, run=ident.run, namespace="default", native_sidecar=native,
                            image="warmup")

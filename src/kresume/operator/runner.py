@@ -29,7 +29,7 @@ def webhook_server(config: OperatorConfig, *, workdir: Path | None = None) -> We
     if bool(cert) != bool(key):
         raise ValueError("--tls-cert-file and --tls-key-file go together; give both or neither")
     if not cert:
-        from kresume.dev import pki
+        from kresume.devtools import pki
 
         tls = pki.make_webhook_tls(workdir or Path(tempfile.mkdtemp(prefix="kresume-webhook-")))
         cert, key = str(tls.cert_file), str(tls.key_file)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.dev import _procs
+from kresume.devtools import _procs
 from kresume.operator.handlers import INJECT_ID
 
 #: The operator's ClusterRole rules (the chart grants the same; reasons in ``kresume.operator``).

@@ -3,7 +3,7 @@
 Threads: the main loop (scans, judges, captures with :func:`kresume.store.local.snapshot` the moment
 a unit is complete — Lightning deletes the previous checkpoint 0.1–6 ms later, writers.md §2),
 ``concurrency`` upload workers (:meth:`RunStore.commit`), the watchdog observer (hints only) and
-the metrics server. Decisions live in :mod:`kresume.formats` and :mod:`kresume.sidecar.policy`.
+the metrics server. Decisions live in :mod:`kresume.formats` and :mod:`kresume.sidecar.scheduling`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from kresume.formats.judge import ContentReader, judge
 from kresume.formats.listing import scan
 from kresume.formats.metadata import CheckpointInfo, describe
 from kresume.formats.units import Rules, Unit, find_units
-from kresume.sidecar import logs, policy
+from kresume.sidecar import logs, scheduling
 from kresume.sidecar.discovery import Hints, choose_mode, start_observer
-from kresume.sidecar.jobs import CommitKey, Job, UploadCancelled, manifest_key, snapshot_key, unit_key
+from kresume.sidecar.tasks import CommitKey, CommitTask, UploadCancelled, committed_key, snapshot_key, unit_key
 from kresume.sidecar.metrics import Health, Metrics, serve
 from kresume.sidecar.settings import SidecarSettings
 from kresume.store import errors
@@ -33,7 +33,7 @@ class Sidecar:
     """Run with :meth:`run` from the main thread (it installs the SIGTERM/SIGINT handlers)."""
 
     def __init__(self, settings: SidecarSettings, *, store: RunStore | None = None) -> None:
-        self.s = settings.validate()
+        self.settings = settings.validate()
         self.root = os.path.realpath(settings.watch)
         self.rules = Rules(settings.include, settings.exclude, settings.marker)
         self.reader = ContentReader(self.root)
@@ -42,12 +42,12 @@ class Sidecar:
         self.health = Health(stale_after=max(30.0, 3 * max(settings.rescan_seconds, settings.poll_seconds)))
         self.store = store
         self.cv = threading.Condition()
-        self.pending: dict[CommitKey, Job] = {}
-        self.inflight: dict[CommitKey, Job] = {}
+        self.pending: dict[CommitKey, CommitTask] = {}
+        self.inflight: dict[CommitKey, CommitTask] = {}
         self.committed: dict[CommitKey, int | None] = {}  # key -> step
         self.rejected: dict[CommitKey, str] = {}
         self.noted: dict[str, tuple[Any, str, str]] = {}
-        self.bw = policy.Bandwidth()
+        self.bw = scheduling.Bandwidth()
         self.deadline: float | None = None  # monotonic, set by SIGTERM
         self.newest_committed = -1  # priority (mtime ns) of the newest committed checkpoint
         self.floor = -1  # units older than this would be pruned at once (keep_last), so never uploaded
@@ -63,9 +63,9 @@ class Sidecar:
         """Watch until SIGTERM/SIGINT, flush within the grace period, print the summary; returns 0."""
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        if self.s.metrics_port >= 0:
-            self.server = serve(self.metrics, self.health, self.s.metrics_host, self.s.metrics_port)
-            self.log.info("metrics on %s:%d", self.s.metrics_host, self.server.server_address[1],
+        if self.settings.metrics_port >= 0:
+            self.server = serve(self.metrics, self.health, self.settings.metrics_host, self.settings.metrics_port)
+            self.log.info("metrics on %s:%d", self.settings.metrics_host, self.server.server_address[1],
                           extra={"fields": {"port": self.server.server_address[1]}})
         if not os.path.isdir(self.root):
             self.log.error("watch folder %s does not exist (--watch / KRESUME_WATCH)", self.root)
@@ -74,12 +74,12 @@ class Sidecar:
             if self.deadline is not None:
                 return self._finish()
             time.sleep(2.0)
-        mode, why = choose_mode(self.s.watch_mode, self.root)
-        self.log.info("watching %s in %s mode (%s), committing to %s", self.root, mode, why, self.s.run_url,
-                      extra={"fields": {"watch": self.root, "mode": mode, "run_url": self.s.run_url}})
+        mode, why = choose_mode(self.settings.watch_mode, self.root)
+        self.log.info("watching %s in %s mode (%s), committing to %s", self.root, mode, why, self.settings.run_url,
+                      extra={"fields": {"watch": self.root, "mode": mode, "run_url": self.settings.run_url}})
         observer = start_observer(self.root, self.hints) if mode == "inotify" else None
         workers = [threading.Thread(target=self._worker, name=f"kresume-commit-{i}", daemon=True)
-                   for i in range(self.s.concurrency)]
+                   for i in range(self.settings.concurrency)]
         for w in workers:
             w.start()
         try:
@@ -100,7 +100,7 @@ class Sidecar:
     def _load_committed(self) -> bool:
         try:
             if self.store is None:
-                self.store = RunStore.open(self.s.run_url, self.s.storage_options)
+                self.store = RunStore.open(self.settings.run_url, self.settings.storage_options)
             manifests = self.store.list()
             repaired = self.store.repair_pointer()
             if repaired:
@@ -108,26 +108,26 @@ class Sidecar:
                               "between manifest and pointer); moved it to %s", repaired)
         except errors.StoreError as exc:
             self.health.reason = f"store: {exc}"
-            self.log.error("cannot list %s: %s", self.s.run_url, exc)
+            self.log.error("cannot list %s: %s", self.settings.run_url, exc)
             return False
         mtimes = []
         for m in manifests:
-            key = manifest_key(m)
+            key = committed_key(m)
             if key is not None:
                 self.committed[key] = m.step
                 mtimes.append(key[1])
         self.newest_committed = max(mtimes, default=-1)
-        if self.s.keep_last is not None and len(mtimes) >= self.s.keep_last:
-            self.floor = sorted(mtimes, reverse=True)[self.s.keep_last - 1]
-        self.log.info("%d checkpoints already committed in %s", len(manifests), self.s.run_url)
+        if self.settings.keep_last is not None and len(mtimes) >= self.settings.keep_last:
+            self.floor = sorted(mtimes, reverse=True)[self.settings.keep_last - 1]
+        self.log.info("%d checkpoints already committed in %s", len(manifests), self.settings.run_url)
         return True
 
     def _on_term(self, signum: int, frame: Any) -> None:
         now = time.monotonic()
         if self.deadline is None:
-            self.deadline = now + self.s.grace_seconds
+            self.deadline = now + self.settings.grace_seconds
             self.health.ready, self.health.reason = False, "terminating"
-            self.log.info("signal %d: committing for up to %.1f s", signum, self.s.grace_seconds)
+            self.log.info("signal %d: committing for up to %.1f s", signum, self.settings.grace_seconds)
         else:
             self.deadline = now
             self.log.info("second signal: stopping now")
@@ -153,7 +153,7 @@ class Sidecar:
 
     # ------------------------------------------------------------------ main loop
     def _loop(self, mode: str) -> None:
-        idle = self.s.poll_seconds if mode == "poll" else self.s.rescan_seconds
+        idle = self.settings.poll_seconds if mode == "poll" else self.settings.rescan_seconds
         while True:
             self.health.beat()
             self.hints.wake.clear()
@@ -165,7 +165,7 @@ class Sidecar:
                     return
             with self.cv:
                 self.metrics.pending.set(len(self.pending))
-            timeout = self.s.recheck_seconds if (writing or self.deadline is not None) else idle
+            timeout = self.settings.recheck_seconds if (writing or self.deadline is not None) else idle
             if self.hints.wake.wait(timeout) and self.deadline is None:
                 time.sleep(0.02)  # coalesce a burst of events into one rescan
 
@@ -178,7 +178,7 @@ class Sidecar:
             return False
         found = find_units(listing, self.rules)
         now_ns = time.time_ns()
-        settle_ns = int(self.s.settle_seconds * 1e9)
+        settle_ns = int(self.settings.settle_seconds * 1e9)
         writing = False
         for unit in found.units:
             key = unit_key(unit)
@@ -199,7 +199,7 @@ class Sidecar:
             self._note(alias.rel, alias.target, "alias",
                        f"symlink to {alias.target}" + (" (outside the watched folder; never read)" if alias.outside
                                                        else f" = alias of {alias.resolved}; not uploaded"))
-        if self.s.delete_local_after_commit and found.units:
+        if self.settings.delete_local_after_commit and found.units:
             self._reclaim(found.units)
         return writing
 
@@ -240,12 +240,12 @@ class Sidecar:
             info = describe(path)
         except Exception:  # noqa: BLE001 - describe is best effort; the name still carries the step
             info = CheckpointInfo(unit.format)
-        job = Job(unit.rel, key, snap, info, written_at=key[1] / 1e9)
+        job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9)
         self.log.info("complete: %s (%s, step %s, %d B), queued", unit.rel, info.format, info.step, job.size,
                       extra={"fields": {"unit": unit.rel, "step": info.step, "bytes": job.size}})
         with self.cv:
             self.pending[key] = job
-            if self.s.skip_superseded:
+            if self.settings.skip_superseded:
                 self._drop_superseded(job.priority)
             self.cv.notify_all()
         return False
@@ -286,21 +286,21 @@ class Sidecar:
         with self.cv:
             left = (self.deadline or now) - now
             for job in list(self.inflight.values()):
-                if not policy.fits(job.size - job.done_bytes, self.bw.value, left) and not job.cancel.is_set():
+                if not scheduling.fits(job.size - job.done_bytes, self.bw.value, left) and not job.cancel.is_set():
                     job.cancel_reason = "cannot finish within the grace period"
                     job.cancel.set()
             return not self.inflight and self._pick_locked(now) is None
 
-    def _pick_locked(self, now: float) -> Job | None:
+    def _pick_locked(self, now: float) -> CommitTask | None:
         cands = list(self.pending.values())
         if self.deadline is not None:
             left = self.deadline - now
             cands = [j for j in cands if j.priority > self.newest_committed
-                     and policy.fits(j.size, self.bw.value, left)]
-        picked = policy.pick_next(
-            [policy.Candidate(j.key, j.priority, j.size, j.not_before) for j in cands],
+                     and scheduling.fits(j.size, self.bw.value, left)]
+        picked = scheduling.pick_next(
+            [scheduling.Candidate(j.key, j.priority, j.size, j.not_before) for j in cands],
             inflight_count=len(self.inflight), inflight_bytes=sum(j.size for j in self.inflight.values()),
-            concurrency=self.s.concurrency, max_inflight_bytes=self.s.max_inflight_bytes, now=now)
+            concurrency=self.settings.concurrency, max_inflight_bytes=self.settings.max_inflight_bytes, now=now)
         return self.pending[picked.key] if picked is not None else None  # type: ignore[index]
 
     # ------------------------------------------------------------------ upload workers
@@ -331,7 +331,7 @@ class Sidecar:
                     self.cv.notify_all()
                 self.hints.wake.set()
 
-    def _commit(self, job: Job) -> bool:
+    def _commit(self, job: CommitTask) -> bool:
         """Commit one job; returns True when it should be retried later."""
         assert self.store is not None
         job.started, job.done_bytes = time.monotonic(), 0
@@ -344,8 +344,8 @@ class Sidecar:
             if job.cancel.is_set():
                 raise UploadCancelled(job.rel, job.cancel_reason or "cancelled")
 
-        source = {"unit": job.rel, **({"pod": self.s.pod_name} if self.s.pod_name else {}),
-                  **({"namespace": self.s.pod_namespace} if self.s.pod_namespace else {})}
+        source = {"unit": job.rel, **({"pod": self.settings.pod_name} if self.settings.pod_name else {}),
+                  **({"namespace": self.settings.pod_namespace} if self.settings.pod_namespace else {})}
         log_fields = {"unit": job.rel, "bytes": job.size, "attempt": job.attempts + 1}
         try:
             manifest = self.store.commit(job.snap, info=job.info, source=source, progress=progress)
@@ -365,12 +365,12 @@ class Sidecar:
         except Exception as exc:  # noqa: BLE001 - StoreError after the store's retries, or a bug
             job.attempts += 1
             reason = "store" if isinstance(exc, errors.StoreError) else "internal"
-            if job.attempts < self.s.commit_attempts and self.deadline is None:
-                delay = policy.backoff(job.attempts - 1, self.s.retry_base_seconds, self.s.retry_max_seconds)
+            if job.attempts < self.settings.commit_attempts and self.deadline is None:
+                delay = scheduling.backoff(job.attempts - 1, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
                 job.not_before = time.monotonic() + delay
                 self.metrics.failures.labels(f"{reason}_retry").inc()
                 self.log.warning("commit of %s failed (%s); retry %d/%d in %.1f s", job.rel, exc,
-                                 job.attempts + 1, self.s.commit_attempts, delay, extra={"fields": log_fields},
+                                 job.attempts + 1, self.settings.commit_attempts, delay, extra={"fields": log_fields},
                                  exc_info=reason == "internal")
                 return True
             self._abandon(job, reason, f"commit of {job.rel} failed after {job.attempts} tries: {exc}")
@@ -391,18 +391,18 @@ class Sidecar:
         self._prune()
         return False
 
-    def _abandon(self, job: Job, reason: str, message: str) -> None:
+    def _abandon(self, job: CommitTask, reason: str, message: str) -> None:
         with self.cv:
             self.summary["abandoned"] += 1
         self.metrics.failures.labels(reason).inc()
         self.log.warning(message, extra={"fields": {"unit": job.rel, "reason": reason}})
 
     def _prune(self) -> None:
-        if self.s.keep_last is None or self.store is None:
+        if self.settings.keep_last is None or self.store is None:
             return
         with self._prune_lock:
             try:
-                plan = self.store.prune(self.s.keep_last, self.s.keep_every)
+                plan = self.store.prune(self.settings.keep_last, self.settings.keep_every)
             except errors.StoreError as exc:
                 self.log.warning("retention failed: %s", exc)
                 return

@@ -27,7 +27,7 @@ from typing import Any
 from kresume import contract
 from kresume.formats import checks
 from kresume.formats.metadata import CheckpointInfo, describe
-from kresume.store import download, errors, layout, resolve, retention, transfer
+from kresume.store import download, errors, layout, retention, selection, transfer
 from kresume.store.local import LocalCheckpoint, snapshot
 from kresume.store.manifest import FileEntry, LinkEntry, Manifest, ManifestInvalid, Pointer
 from kresume.store.storage import TransferSettings, missing_bucket, open_fs, retrying
@@ -229,7 +229,7 @@ class RunStore:
                     "pod": os.environ.get("KRESUME_POD_NAME", ""),
                     "namespace": os.environ.get("KRESUME_POD_NAMESPACE", ""), **dict(source or {})},
         )
-        problems = resolve.object_problems(manifest, sizes)
+        problems = selection.object_problems(manifest, sizes)
         if problems:
             raise errors.CorruptCheckpoint(self.key_url(layout.data_prefix(cid)),
                                            "upload did not land: " + "; ".join(problems[:3]))
@@ -339,10 +339,10 @@ class RunStore:
             return None
         if manifest is None:
             return None
-        problems = resolve.object_problems(manifest, self._object_sizes(checkpoint_id))
+        problems = selection.object_problems(manifest, self._object_sizes(checkpoint_id))
         return None if problems else (manifest, problems)
 
-    def latest(self, *, deadline: float | None = None) -> resolve.Resolved | None:
+    def latest(self, *, deadline: float | None = None) -> selection.Resolved | None:
         """The newest valid committed checkpoint, or ``None`` when the run has none.
 
         Parameters
@@ -362,8 +362,8 @@ class RunStore:
             return f_pointer.result(), f_ids.result(), f_bad.result()
 
     def _resolve(self, pointer: Pointer | None, ids: list[str], bad: set[str], *,
-                 deadline: float | None = None) -> resolve.Resolved | None:
-        candidates = resolve.candidate_order(ids, bad)
+                 deadline: float | None = None) -> selection.Resolved | None:
+        candidates = selection.candidate_order(ids, bad)
         skipped: list[str] = []
         for cid in candidates:
             if deadline is not None and time.monotonic() > deadline:
@@ -380,7 +380,7 @@ class RunStore:
                 reason = (f"pointer names {pointer.checkpoint}, "
                           + ("which is incomplete or bad" if pointer.checkpoint in skipped or
                              pointer.checkpoint not in candidates else "an older checkpoint"))
-            return resolve.Resolved(cid, self.checkpoint_url(manifest), manifest.step, manifest.epoch, manifest, reason)
+            return selection.Resolved(cid, self.checkpoint_url(manifest), manifest.step, manifest.epoch, manifest, reason)
         return None
 
     # ---------------------------------------------------------------- verify
@@ -419,7 +419,7 @@ class RunStore:
                 raise self.no_checkpoint(f"checkpoint {cid!r} is not committed", fix="see `kresume ls` for ids")
             n_files += len(manifest.files)
             n_bytes += manifest.total_bytes
-            size_problems = resolve.object_problems(manifest, self._object_sizes(cid))
+            size_problems = selection.object_problems(manifest, self._object_sizes(cid))
             problems += [Problem(cid, p) for p in size_problems]
             if checksums and not size_problems:
                 def check(f: FileEntry, m: Manifest = manifest) -> str | None:

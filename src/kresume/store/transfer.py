@@ -205,18 +205,6 @@ def _upload_s3_multipart(fs: Any, local: LocalFile, rpath: str, settings: Transf
     return crc32c_hex(crc)
 
 
-def file_crc32c(path: str, block: int = 8 * 2**20) -> str:
-    """CRC-32C (hex) of a local file, read in ``block``-byte pieces."""
-    crc = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            data = f.read(block)
-            if not data:
-                break
-            crc = google_crc32c.extend(crc, data)
-    return crc32c_hex(crc)
-
-
 def remote_crc32c(fs: Any, rpath: str, size: int, settings: TransferSettings) -> str:
     """CRC-32C (hex) of the first ``size`` bytes of a remote object, streamed in ``part_size``
     reads (never held whole). Reads stop at ``size``: fake-gcs-server answers a range past the end

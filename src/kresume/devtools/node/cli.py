@@ -1,7 +1,7 @@
 """``kresume dev node``: run the local node agent until Ctrl-C / SIGTERM.
 
-Mount in the main CLI with ``dev_app.command("node")(kresume.dev.node.cli.command)`` under a ``dev``
-typer group; standalone it is ``python -m kresume.dev.node``.
+Mount in the main CLI with ``dev_app.command("node")(kresume.devtools.node.cli.command)`` under a ``dev``
+typer group; standalone it is ``python -m kresume.devtools.node``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def command(
     """
     import kubernetes.config
 
-    from kresume.dev.node.agent import NodeAgent, NodeSettings
+    from kresume.devtools.node.agent import NodeAgent, NodeSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     api = kubernetes.config.new_client_from_config(str(kubeconfig) if kubeconfig else None)
@@ -51,5 +51,5 @@ app.command()(command)
 
 
 def main() -> None:
-    """Entry point of ``python -m kresume.dev.node``."""
+    """Entry point of ``python -m kresume.devtools.node``."""
     app()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,10 +16,10 @@ from typing import Any
 import yaml
 
 from kresume import contract
-from kresume.dev import pki
-from kresume.dev.cluster import ControlPlane, ControlPlaneSettings
-from kresume.dev.demo.settings import DemoSettings
-from kresume.dev.node import NodeAgent, NodeSettings
+from kresume.devtools import pki
+from kresume.devtools.cluster import ControlPlane, ControlPlaneSettings
+from kresume.devtools.demo.settings import DemoSettings
+from kresume.devtools.node import NodeAgent, NodeSettings
 
 DEMO_BUCKET = "kresume-demo"
 CREDENTIALS_SECRET = "kresume-store-credentials"
@@ -128,7 +127,7 @@ class Stack:
             if self.storage.startswith("file://"):
                 Path(self.storage[len("file://"):]).mkdir(parents=True, exist_ok=True)
             return
-        from kresume.dev import objstores
+        from kresume.devtools import objstores
 
         self.say("starting SeaweedFS (a local S3 server)")
         # Its own temp dir (not under work_dir): its unix sockets need a path under 108 bytes.
@@ -234,13 +233,3 @@ def _store_env_for_operator(store_env: dict[str, str]) -> dict[str, str]:
     # The operator reads credentials from the policy's Secret; only keep botocore from probing EC2 metadata.
     return {"AWS_EC2_METADATA_DISABLED": "true"} if store_env else {}
 
-
-def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -35,8 +35,8 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
-from kresume.dev.objstores.base import ObjectStoreServer, check_gcsfs_env  # noqa: E402
-from kresume.dev.objstores.servers import (  # noqa: E402
+from kresume.devtools.objstores.base import ObjectStoreServer, check_gcsfs_env  # noqa: E402
+from kresume.devtools.objstores.servers import (  # noqa: E402
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     GCS_PROJECT,

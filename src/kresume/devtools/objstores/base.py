@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kresume.dev import _procs
+from kresume.devtools import _procs
 
 # Common subset of the S3, GCS and Azure container naming rules: 3-63 characters, lowercase
 # letters, digits and single hyphens, starting and ending with a letter or digit.
@@ -31,7 +31,7 @@ def check_gcsfs_env() -> None:
         raise RuntimeError(
             "gcsfs was imported with GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT on; calls to a GCS emulator "
             "would stall. Set GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before importing gcsfs "
-            "(import kresume.dev.objstores first)."
+            "(import kresume.devtools.objstores first)."
         )
 
 
@@ -61,7 +61,7 @@ class ObjectStoreServer:
     """Base launcher: one server process on ``127.0.0.1:<port>`` with a private temp folder.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``start`` raises
-    ``kresume.dev._procs.ExecutableNotFoundError`` (message says how to install) or
+    ``kresume.devtools._procs.ExecutableNotFoundError`` (message says how to install) or
     ``ProcessStartError`` (not ready within ``start_timeout_s``; message has the log tail).
     ``stop`` kills the process group and deletes the temp folder; it is idempotent.
     """

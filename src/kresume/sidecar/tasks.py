@@ -33,7 +33,7 @@ def snapshot_key(snap: LocalCheckpoint) -> CommitKey:
     return (snap.name, snap.mtime_ns, tuple(sorted((f.relpath, f.size) for f in snap.files)))
 
 
-def manifest_key(m: Manifest) -> CommitKey | None:
+def committed_key(m: Manifest) -> CommitKey | None:
     """Key of a committed manifest (needs ``source.mtime_ns``, recorded by the store's commit)."""
     mtime = m.source.get("mtime_ns")
     if not isinstance(mtime, int):
@@ -42,7 +42,7 @@ def manifest_key(m: Manifest) -> CommitKey | None:
 
 
 @dataclass(eq=False)
-class Job:
+class CommitTask:
     """One checkpoint between capture and commit. Times: ``written_at`` epoch seconds (newest
     mtime), ``not_before``/``started`` monotonic seconds; sizes in bytes."""
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kresume.dev import _procs
-from kresume.dev.objstores.base import ObjectStoreServer, check_gcsfs_env, venv_tool
+from kresume.devtools import _procs
+from kresume.devtools.objstores.base import ObjectStoreServer, check_gcsfs_env, venv_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
-"""Checkout root when kresume is installed editable (``src/kresume/dev/objstores/servers.py``)."""
+"""Checkout root when kresume is installed editable (``src/kresume/devtools/objstores/servers.py``)."""
 INSTALL_AZURITE = "scripts/install-azurite.sh"
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

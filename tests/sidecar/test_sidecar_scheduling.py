@@ -6,45 +6,45 @@ import pytest
 
 from kresume.formats.listing import Entry
 from kresume.formats.units import find_units
-from kresume.sidecar import policy
+from kresume.sidecar import scheduling
 from kresume.sidecar.discovery import fs_type_for, is_network_fs, parse_mounts
-from kresume.sidecar.jobs import manifest_key, unit_key
+from kresume.sidecar.tasks import committed_key, unit_key
 from kresume.sidecar.settings import SettingsError, from_env
 from kresume.store.manifest import FileEntry, Manifest
 
-C = policy.Candidate
+C = scheduling.Candidate
 
 
 def test_pick_next_newest_first_within_limits():
     pend = [C("a", 1, 100), C("b", 3, 100), C("c", 2, 100)]
     kw = dict(inflight_count=0, inflight_bytes=0, concurrency=2, max_inflight_bytes=150, now=10.0)
-    assert policy.pick_next(pend, **kw).key == "b"
+    assert scheduling.pick_next(pend, **kw).key == "b"
     # a second upload must fit the byte budget; the newest waits rather than an older overtaking it
-    assert policy.pick_next(pend, **{**kw, "inflight_count": 1, "inflight_bytes": 100}) is None
-    assert policy.pick_next(pend, **{**kw, "inflight_count": 2}) is None
+    assert scheduling.pick_next(pend, **{**kw, "inflight_count": 1, "inflight_bytes": 100}) is None
+    assert scheduling.pick_next(pend, **{**kw, "inflight_count": 2}) is None
     # one checkpoint larger than the budget still runs alone
-    assert policy.pick_next([C("big", 1, 10**12)], **kw).key == "big"
+    assert scheduling.pick_next([C("big", 1, 10**12)], **kw).key == "big"
     # backoff: not before its time
-    assert policy.pick_next([C("x", 5, 1, not_before=11.0), C("y", 4, 1)], **kw).key == "y"
+    assert scheduling.pick_next([C("x", 5, 1, not_before=11.0), C("y", 4, 1)], **kw).key == "y"
 
 
 def test_superseded():
-    assert [c.key for c in policy.superseded([C("a", 1, 1), C("b", 5, 1)], 5)] == ["a"]
+    assert [c.key for c in scheduling.superseded([C("a", 1, 1), C("b", 5, 1)], 5)] == ["a"]
 
 
 def test_backoff_full_jitter_bounds():
-    assert policy.backoff(0, 1.0, 60, rand=lambda: 1.0) == 1.0
-    assert policy.backoff(3, 1.0, 60, rand=lambda: 1.0) == 8.0
-    assert policy.backoff(10, 1.0, 60, rand=lambda: 1.0) == 60
-    assert policy.backoff(3, 1.0, 60, rand=lambda: 0.0) == 0.0
+    assert scheduling.backoff(0, 1.0, 60, rand=lambda: 1.0) == 1.0
+    assert scheduling.backoff(3, 1.0, 60, rand=lambda: 1.0) == 8.0
+    assert scheduling.backoff(10, 1.0, 60, rand=lambda: 1.0) == 60
+    assert scheduling.backoff(3, 1.0, 60, rand=lambda: 0.0) == 0.0
 
 
 def test_fits_and_bandwidth():
-    assert policy.fits(100, None, 1.0)  # nothing measured: try
-    assert not policy.fits(100, None, 0.0)
-    assert policy.fits(100 * 2**20, 100 * 2**20, 2.0)
-    assert not policy.fits(100 * 2**20, 10 * 2**20, 2.0)
-    bw = policy.Bandwidth(alpha=0.5)
+    assert scheduling.fits(100, None, 1.0)  # nothing measured: try
+    assert not scheduling.fits(100, None, 0.0)
+    assert scheduling.fits(100 * 2**20, 100 * 2**20, 2.0)
+    assert not scheduling.fits(100 * 2**20, 10 * 2**20, 2.0)
+    bw = scheduling.Bandwidth(alpha=0.5)
     bw.add(100, 0.01)  # too short to measure
     assert bw.value is None
     bw.add(1000, 1.0)
@@ -99,9 +99,9 @@ def test_unit_and_manifest_keys_match():
     units = {u.rel: u for u in find_units(listing).units}
     m = Manifest(id="i", name="checkpoint-5", kind="dir", format="hf", step=5, epoch=None,
                  files=(FileEntry("sub/b.pt", 9, "0"), FileEntry("a.json", 3, "0")), source={"mtime_ns": 9})
-    assert unit_key(units["c/checkpoint-5"]) == manifest_key(m)
+    assert unit_key(units["c/checkpoint-5"]) == committed_key(m)
     f = Manifest(id="j", name="x.ckpt", kind="file", format="torch", step=None, epoch=None,
                  files=(FileEntry("", 4, "0"),), source={"mtime_ns": 11})
-    assert unit_key(units["x.ckpt"]) == manifest_key(f)
-    assert manifest_key(Manifest(id="k", name="x.ckpt", kind="file", format="torch", step=None, epoch=None,
+    assert unit_key(units["x.ckpt"]) == committed_key(f)
+    assert committed_key(Manifest(id="k", name="x.ckpt", kind="file", format="torch", step=None, epoch=None,
                                  files=(FileEntry("", 4, "0"),))) is None

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.dev.node import podspec, runtime, status
-from kresume.dev.node.status import ContainerState, PodState
+from kresume.devtools.node import podspec, runtime, status
+from kresume.devtools.node.status import ContainerState, PodState
 
-log = logging.getLogger("kresume.dev.node")
+log = logging.getLogger("kresume.devtools.node")
 TICK_SECONDS = 0.1
 """How often a pod thread polls its processes and stop requests, seconds."""
 RESTART_BACKOFF_MAX = 10.0

@@ -1,7 +1,7 @@
-"""``kresume demo``: the command over :func:`kresume.dev.demo.run.run_demo`.
+"""``kresume demo``: the command over :func:`kresume.devtools.demo.run.run_demo`.
 
-Mount in the main CLI with ``app.command("demo")(kresume.dev.demo.cli.command)``; standalone it is
-``python -m kresume.dev.demo``. Exit codes: 0 every check passed, 1 a check failed or the run did not
+Mount in the main CLI with ``app.command("demo")(kresume.devtools.demo.cli.command)``; standalone it is
+``python -m kresume.devtools.demo``. Exit codes: 0 every check passed, 1 a check failed or the run did not
 finish, 2 bad usage, 3 the demo could not start (message names the piece and its log), 130 Ctrl-C.
 """
 
@@ -39,9 +39,9 @@ def command(
     local node agent; submits a batch/v1 Job with the kresume.dev/inject label; preempts its pod at random
     moments; checks that every restart resumed from the newest committed checkpoint. Ctrl-C stops everything.
     """
-    from kresume.dev.demo.report import Display, summary
-    from kresume.dev.demo.run import run_demo
-    from kresume.dev.demo.settings import DemoSettings
+    from kresume.devtools.demo.report import Display, summary
+    from kresume.devtools.demo.run import run_demo
+    from kresume.devtools.demo.settings import DemoSettings
 
     options = {}
     for item in store_option or []:
@@ -80,5 +80,5 @@ app.command()(command)
 
 
 def main() -> None:
-    """Entry point of ``python -m kresume.dev.demo``."""
+    """Entry point of ``python -m kresume.devtools.demo``."""
     app()

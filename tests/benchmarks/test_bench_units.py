@@ -7,11 +7,8 @@ from pathlib import Path
 
 from kresume.store import transfer
 
-# The repo-root ``bench`` package (not on pytest's pythonpath, and shadowed by the tests/bench
-# namespace folder): a regular package found anywhere on sys.path wins over a namespace one.
+# The repo-root ``bench`` package is not on pytest's pythonpath (``tests``).
 sys.path.append(str(Path(__file__).resolve().parents[2]))
-if "bench" in sys.modules and getattr(sys.modules["bench"], "__file__", None) is None:
-    del sys.modules["bench"]
 from bench import procs  # noqa: E402
 from bench.report import ToolResult, TransferRow  # noqa: E402
 

@@ -58,7 +58,7 @@ def _fmt(v: Any, digits: int = 1) -> str:
 
 
 def summary(result: dict[str, Any], console: Console) -> None:
-    """Print the summary of a :func:`~kresume.dev.demo.run.run_demo` result."""
+    """Print the summary of a :func:`~kresume.devtools.demo.run.run_demo` result."""
     t = Table(title="Preemptions and restarts", title_justify="left")
     for col in ("#", "preempted pod", "moment", "at step", "resumed at step", "lost steps", "time to resume (s)"):
         t.add_column(col, justify="right" if col in ("#", "at step", "resumed at step", "lost steps",

@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kresume.dev.demo.observe import Seen
+from kresume.devtools.demo.observe import Seen
 
 
 @dataclass

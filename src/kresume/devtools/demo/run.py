@@ -1,8 +1,8 @@
 """``kresume demo``: a real Lightning Job is preempted again and again and resumes by itself.
 
-:func:`run_demo` starts the :class:`~kresume.dev.demo.stack.Stack`, submits the Job, follows every pod of it
+:func:`run_demo` starts the :class:`~kresume.devtools.demo.stack.Stack`, submits the Job, follows every pod of it
 (trainer events from its log, the run's commits from the store), preempts it according to the
-:mod:`~kresume.dev.demo.chaos` plan, checks every restart (:mod:`~kresume.dev.demo.checks`), and returns
+:mod:`~kresume.devtools.demo.chaos` plan, checks every restart (:mod:`~kresume.devtools.demo.checks`), and returns
 the result as a JSON-able dict (``ok`` false when any check failed or the run did not finish).
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.dev.demo import chaos, checks
-from kresume.dev.demo.observe import StorePoller, TrainerLog
-from kresume.dev.demo.report import Display
-from kresume.dev.demo.settings import REPO, TRAIN_SCRIPT, DemoSettings
-from kresume.dev.demo.stack import Stack
-from kresume.dev.node import PodRunner
+from kresume.devtools.demo import chaos, checks
+from kresume.devtools.demo.observe import StorePoller, TrainerLog
+from kresume.devtools.demo.report import Display
+from kresume.devtools.demo.settings import REPO, TRAIN_SCRIPT, DemoSettings
+from kresume.devtools.demo.stack import Stack
+from kresume.devtools.node import PodRunner
 
 TICK = 0.05
 

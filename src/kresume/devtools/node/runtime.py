@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kresume.dev.node import podspec
+from kresume.devtools.node import podspec
 
 _LIVE: weakref.WeakSet[ContainerProcess] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()

@@ -1,13 +1,13 @@
 """The local node agent: a Node object, pod binding, and a :class:`PodRunner` per pod bound to it.
 
 A development tool standing in for kubelet + scheduler on a machine without them (the control plane of
-:mod:`kresume.dev.cluster` has neither). It
+:mod:`kresume.devtools.cluster` has neither). It
 
 - registers a Node (``Ready``, capacity of this machine) and renews its ``Ready`` heartbeat every
   ``heartbeat_seconds`` (the 1.20 node lifecycle controller marks a Node ``Unknown`` after 40 s without one
   and evicts its pods about 5 min later, ``../shared/k8s/README.md``);
 - binds pending pods without ``spec.nodeName`` (in ``namespaces``, or all) to itself through ``pods/binding``,
-  and runs every pod whose ``spec.nodeName`` is this node (see :mod:`kresume.dev.node.podrunner`);
+  and runs every pod whose ``spec.nodeName`` is this node (see :mod:`kresume.devtools.node.podrunner`);
 - finishes graceful deletions (``kubectl delete pod``): SIGTERM, grace, SIGKILL, delete with grace 0;
 - :meth:`NodeAgent.preempt` does what a node does to a preempted pod; ``kill=True`` is a SIGKILL without grace.
 
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kresume.dev.node import runtime, status
-from kresume.dev.node.podrunner import NodeContext, PodRunner, StopRequest
+from kresume.devtools.node import runtime, status
+from kresume.devtools.node.podrunner import NodeContext, PodRunner, StopRequest
 
-log = logging.getLogger("kresume.dev.node")
+log = logging.getLogger("kresume.devtools.node")
 NODE_LABEL = "kresume.dev/dev-node"
 """Label on Nodes registered by this agent (value ``"true"``)."""
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

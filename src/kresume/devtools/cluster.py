@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from kresume.dev import _procs, pki
+from kresume.devtools import _procs, pki
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 ASSETS_COMMAND = "scripts/k8s-assets.sh"

@@ -67,10 +67,6 @@ class StorePoller:
             except Exception:  # noqa: BLE001 - the store may be briefly unreachable; count and go on
                 self.errors += 1
 
-    def by_url(self, url: str) -> Seen | None:
-        """The committed checkpoint whose URL is ``url``."""
-        return next((s for s in self.seen.values() if s.url == url), None)
-
     def newest_step(self) -> int | None:
         """Highest committed step so far."""
         steps = [s.step for s in self.seen.values() if s.step is not None]

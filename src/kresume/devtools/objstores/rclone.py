@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kresume.dev.objstores.base import ObjectStoreServer, venv_tool
-from kresume.dev.objstores.servers import S3_REGION
+from kresume.devtools.objstores.base import ObjectStoreServer, venv_tool
+from kresume.devtools.objstores.servers import S3_REGION
 
 RCLONE_KEY = "AKIAKRESUMEBENCH0001"
 RCLONE_SECRET = "kresumebenchsecretkey0000000000000000001"

@@ -1,0 +1,5 @@
+"""``python -m kresume.devtools.node``: the same as ``kresume dev node``."""
+
+from kresume.devtools.node.cli import main
+
+main()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kresume.operator.devtls import BACKDATE, VALIDITY
+from kresume.operator.devtls import san as _san
 
 #: Names kube-apiserver answers to from inside and outside a cluster (envtest.sh's apiserver SANs).
 APISERVER_HOSTS: tuple[str, ...] = (
@@ -35,8 +37,6 @@ APISERVER_HOSTS: tuple[str, ...] = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-VALIDITY = datetime.timedelta(days=30)
-BACKDATE = datetime.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,6 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
 
 
 class CertificateAuthority:

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from kresume.operator import handlers, metrics
+from kresume.operator import devtls, handlers, metrics
 from kresume.operator.settings import OperatorConfig
 from kresume.operator.webhook import WebhookServer
 
@@ -22,18 +22,18 @@ logger = logging.getLogger(__name__)
 
 
 def webhook_server(config: OperatorConfig, *, workdir: Path | None = None) -> WebhookServer:
-    """The admission server; without cert files, a throwaway CA + serving pair for 127.0.0.1/localhost
-    is written to ``workdir`` (default a temp dir) and its CA path logged (development only)."""
+    """The admission server; without cert files, a throwaway self-signed pair for 127.0.0.1/localhost
+    (:mod:`kresume.operator.devtls`) is written to ``workdir`` (default a temp dir) and its path logged
+    (development only: that certificate is also the ``caBundle`` to register)."""
     w = config.webhook
     cert, key = w.cert_file, w.key_file
     if bool(cert) != bool(key):
         raise ValueError("--tls-cert-file and --tls-key-file go together; give both or neither")
     if not cert:
-        from kresume.devtools import pki
-
-        tls = pki.make_webhook_tls(workdir or Path(tempfile.mkdtemp(prefix="kresume-webhook-")))
-        cert, key = str(tls.cert_file), str(tls.key_file)
-        logger.warning("no --tls-cert-file: serving a self-signed certificate; its CA is %s", tls.ca_file)
+        pair = devtls.self_signed_pair(workdir or Path(tempfile.mkdtemp(prefix="kresume-webhook-")))
+        cert, key = str(pair.cert_file), str(pair.key_file)
+        logger.warning("no --tls-cert-file: serving a self-signed certificate for %s (development only); "
+                       "trust it as the webhook's caBundle: %s", ", ".join(devtls.DEV_HOSTS), pair.cert_file)
     return WebhookServer(addr=w.host, port=w.port, certfile=cert, pkeyfile=key)
 
 

@@ -40,9 +40,10 @@ import yaml
 
 from kresume import contract
 from kresume.crds import __file__ as crds_init
-from kresume.devtools import objstores, pki
+from kresume.devtools import chart, objstores, pki
 from kresume.devtools.cluster import ControlPlane, ControlPlaneSettings
-from kresume.operator import testing
+from kresume.devtools._procs import free_ports
+from kresume.devtools.operator_process import OperatorProcess
 from kresume.store.runstore import RunStore
 
 LINE = re.compile(r"inject-pod (?P<ns>[^/]+)/(?P<key>\S+): (?P<outcome>\w+) \(checkpoint from (?P<src>[\w-]+)\) in (?P<ms>[\d.]+) ms")
@@ -134,7 +135,7 @@ def main() -> None:
         for name in ("checkpointpolicies", "checkpointruns"):
             cp.kubectl("wait", "--for=condition=Established", f"crd/{name}.{contract.GROUP}", "--timeout=60s")
         tls = pki.make_webhook_tls(work)
-        port = testing.free_port()
+        port = free_ports(1)[0]
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns},
              "stringData": {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}},
@@ -142,7 +143,7 @@ def main() -> None:
              "metadata": {"name": "default", "namespace": ns},
              "spec": {"storage": f"s3://{bucket}/base", "credentialsSecret": "s3-creds",
                       "storageOptions": {"client_kwargs": opts["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}},
-            testing.webhook_configuration("kresume-bench", port, tls.ca_bundle, namespace_labels={"kresume-bench": "yes"}),
+            chart.webhook_configuration("kresume-bench", port, tls.ca_bundle, namespace_labels={"kresume-bench": "yes"}),
         ]))
         import torch
 
@@ -151,7 +152,7 @@ def main() -> None:
         for run in ("warm", "busy"):
             RunStore.open(f"s3://{bucket}/base/{ns}/{run}/", opts).commit(ckpt)
 
-        proc = testing.OperatorProcess(
+        proc = OperatorProcess(
             args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
                   "--tls-key-file", str(tls.key_file), "--namespace", ns, "--liveness-port", "0",
                   "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:bench"],

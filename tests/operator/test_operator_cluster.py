@@ -26,7 +26,8 @@ from kresume import contract
 from kresume.crds import __file__ as crds_init
 from kresume.devtools import pki
 from kresume.devtools.cluster import ControlPlane
-from kresume.operator import testing
+from kresume.devtools import _procs, chart
+from kresume.devtools.operator_process import OperatorProcess
 from kresume.store.runstore import RunStore
 
 T = TypeVar("T")
@@ -69,11 +70,11 @@ def operator(control_plane: ControlPlane, k8s_namespace: str, crds: None, tmp_pa
     """Operator process for ``k8s_namespace`` + the webhook configuration + RBAC; yields facts about it."""
     tag = uuid.uuid4().hex[:6]
     sa = "kresume-operator"
-    apply(control_plane, *testing.rbac_manifests(k8s_namespace, sa, f"kresume-operator-{tag}"))
+    apply(control_plane, *chart.rbac_manifests(k8s_namespace, sa, f"kresume-operator-{tag}"))
     kubeconfig = control_plane.make_impersonating_kubeconfig(k8s_namespace, sa, tmp_path / "operator.kubeconfig")
     tls = pki.make_webhook_tls(tmp_path)
-    port, live = testing.free_port(), testing.free_port()
-    proc = testing.OperatorProcess(
+    port, live = _procs.free_ports(2)
+    proc = OperatorProcess(
         args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
               "--tls-key-file", str(tls.key_file), "--namespace", k8s_namespace, "--liveness-port", str(live),
               "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:test", "--refresh-interval", "2"],
@@ -84,7 +85,7 @@ def operator(control_plane: ControlPlane, k8s_namespace: str, crds: None, tmp_pa
     hook = f"kresume-{tag}"
     # timeoutSeconds 10 (the API maximum) instead of the chart's 5: this shared 2-core machine runs at load
     # 10+, where a busy operator can miss 5 s; the pod would then be (correctly) admitted unmutated.
-    apply(control_plane, testing.webhook_configuration(hook, port, tls.ca_bundle, timeout_seconds=10,
+    apply(control_plane, chart.webhook_configuration(hook, port, tls.ca_bundle, timeout_seconds=10,
                                                         namespace_labels={"kresume-test": k8s_namespace}))
     proc.start()
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from _fixtures.objstores import make_store_base
+from kresume.devtools import _procs
 from kresume.store.runstore import RunStore
 
 HERE = Path(__file__).parent
@@ -57,7 +58,7 @@ class SidecarProc:
         raise AssertionError(f"no matching log line; sidecar rc={self.proc.poll()}; tail:\n{self.tail()}")
 
     def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text().splitlines()[-n:])
+        return _procs.log_tail(self.log_path, n)
 
     @property
     def port(self) -> int:

@@ -236,6 +236,11 @@ class ManagedProcess:
         return self._popen.pid if self._popen else None
 
     @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has ended; None while it runs (or when not started / stopped)."""
+        return self._popen.poll() if self._popen else None
+
+    @property
     def running(self) -> bool:
         """True while the child process is alive."""
         return self._popen is not None and self._popen.poll() is None

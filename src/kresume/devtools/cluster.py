@@ -13,8 +13,8 @@ Binaries come from ``$KUBEBUILDER_ASSETS`` (controller-runtime's envtest convent
         v1 = kubernetes.client.CoreV1Api(cp.api_client())
 
 Cleanup: ``stop()`` (also run by ``__exit__`` and ``atexit``) terminates each process group, SIGKILLs after
-``stop_timeout`` and removes the work directory. Children get ``PR_SET_PDEATHSIG=SIGKILL`` through util-linux
-``setpriv``, so they die with the Python thread that started them even on SIGKILL; start the plane from a
+``stop_timeout`` and removes the work directory. Children are :class:`~kresume.devtools._procs.ManagedProcess`es
+with ``PR_SET_PDEATHSIG=SIGKILL``, so they die with the Python thread that started them even on SIGKILL; start the plane from a
 thread that outlives it (the main thread in pytest). Work directories of dead owners are swept on the next start.
 """
 
@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -107,42 +106,33 @@ def find_assets(assets_dir: Path | None = None, *, controller_manager: bool = Tr
     return directory
 
 
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (another process may take it before we bind: callers retry)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class _Process:
-    """One child in its own session/process group, output to ``log``, killed with its parent thread."""
+class _Process(_procs.ManagedProcess):
+    """One control-plane child: :class:`~kresume.devtools._procs.ManagedProcess` without a readiness wait of its
+    own (the plane probes the API server), output to ``log``, killed with its parent thread."""
 
     def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name, self.log = name, log
-        wrap = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
-        with open(log, "ab") as out:
-            self.popen = subprocess.Popen(
-                wrap + argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, **_NO_PROXY},
-            )
+        super().__init__(name, argv, log, env=_NO_PROXY)
+        try:
+            self.start()
+        except _procs.ProcessStartError as exc:
+            if "address already in use" in _procs.log_tail(log):
+                raise _PortTaken(f"{name}: port taken; retrying with new ports") from exc
+            raise ControlPlaneError(str(exc)) from exc
+
+    @property
+    def log(self) -> Path:
+        return self.log_path
+
+    def exited(self) -> bool:
+        """True when the process has ended."""
+        return not self.running
 
     def check_alive(self) -> None:
         """Raise :class:`ControlPlaneError` with the log tail if the process has exited."""
-        if self.popen.poll() is not None:
+        if self.exited():
             raise ControlPlaneError(
-                f"{self.name} exited with code {self.popen.returncode}; last lines of {self.log}:\n{_tail(self.log)}"
+                f"{self.name} exited with code {self.returncode}; last lines of {self.log}:\n{_procs.log_tail(self.log)}"
             )
-
-    def stop(self, timeout: float) -> None:
-        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL it."""
-        _procs.stop_group(self.popen, timeout)
 
 
 class _PortTaken(ControlPlaneError):
@@ -235,7 +225,7 @@ class ControlPlane:
 
     def _stop_procs(self) -> None:
         while self._procs:
-            self._procs.pop().stop(self.settings.stop_timeout)
+            self._procs.pop().stop(grace_s=self.settings.stop_timeout)
 
     def _spawn(self, name: str, argv: list[str]) -> _Process:
         assert self.workdir is not None
@@ -262,7 +252,7 @@ class ControlPlane:
 
     def _start_etcd_and_apiserver(self) -> None:
         assert self.assets is not None and self.workdir is not None
-        p, client, peer, api = self.workdir / "pki", free_port(), free_port(), free_port()
+        p, (client, peer, api) = self.workdir / "pki", _procs.free_ports(3)
         data = self.workdir / f"etcd-{client}"
         etcd = self._spawn("etcd", [
             str(self.assets / "etcd"), "--name=test", f"--data-dir={data}", "--log-level=warn",
@@ -314,7 +304,7 @@ class ControlPlane:
         deadline = time.monotonic() + self.settings.ready_timeout
         while True:
             for proc in procs:
-                if proc.popen.poll() is not None and "address already in use" in _tail(proc.log):
+                if proc.exited() and "address already in use" in _procs.log_tail(proc.log):
                     raise _PortTaken(f"{proc.name}: port taken; retrying with new ports")
                 proc.check_alive()
             try:
@@ -324,7 +314,7 @@ class ControlPlane:
                 pass
             if time.monotonic() > deadline:
                 raise ControlPlaneError(f"{what}: not ready after {self.settings.ready_timeout} s; last lines of "
-                                        f"{procs[-1].log}:\n{_tail(procs[-1].log)}")  # fmt: skip
+                                        f"{procs[-1].log}:\n{_procs.log_tail(procs[-1].log)}")  # fmt: skip
             time.sleep(0.2)
 
     def _get(self, path: str, timeout: float = 10) -> str:

@@ -8,5 +8,6 @@ Modules: ``handlers`` (thin kopf wiring, ``register(registry, config)``), ``admi
 pod), ``resolution`` (budgeted store lookup + cache), ``decisions`` and ``credentials`` (pure rules),
 ``kube`` (the few API calls of our own), ``notes`` (admission findings waiting for their pod),
 ``settings`` (dataclasses), ``runner``/``cli`` (``kresume operator``), ``webhook`` (kopf's server plus
-the request-namespace fix-up), ``metrics``, ``testing`` (run it as a process against a cluster).
+the request-namespace fix-up), ``devtls`` (the self-signed pair when no TLS files are given), ``metrics``.
+Running it as a process against a local cluster (tests, demo, benchmarks) is ``kresume.devtools.operator_process``.
 """

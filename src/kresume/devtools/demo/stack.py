@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from kresume import contract
-from kresume.devtools import pki
+from kresume.devtools import _procs, pki
 from kresume.devtools.cluster import ControlPlane, ControlPlaneSettings
 from kresume.devtools.demo.settings import DemoSettings
 from kresume.devtools.node import NodeAgent, NodeSettings
@@ -181,17 +181,18 @@ class Stack:
         self.kubectl_apply(*objs)
 
     def _start_operator(self) -> None:
-        from kresume.operator import testing
+        from kresume.devtools import chart
+        from kresume.devtools.operator_process import OperatorProcess
 
         assert self.plane is not None
         self.say("starting the operator (a separate process) and registering its webhook")
         ns = self.s.namespace
-        self.kubectl_apply(*testing.rbac_manifests(ns, OPERATOR_SA, "kresume-demo-operator"))
+        self.kubectl_apply(*chart.rbac_manifests(ns, OPERATOR_SA, "kresume-demo-operator"))
         kubeconfig = self.plane.make_impersonating_kubeconfig(ns, OPERATOR_SA, self.work_dir / "operator.kubeconfig")
         tls = pki.make_webhook_tls(self.work_dir / "webhook-tls")
-        port, live = testing.free_port(), testing.free_port()
+        port, live = _procs.free_ports(2)
         self.logs["operator"] = self.work_dir / "operator.log"
-        self.operator = testing.OperatorProcess(
+        self.operator = OperatorProcess(
             args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
                   "--tls-key-file", str(tls.key_file), "--namespace", ns, "--liveness-port", str(live),
                   "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:demo"],
@@ -200,7 +201,7 @@ class Stack:
         )  # fmt: skip
         self._stack.callback(self.operator.stop)
         self.operator.start()
-        self.kubectl_apply(testing.webhook_configuration("kresume-demo", port, tls.ca_bundle))
+        self.kubectl_apply(chart.webhook_configuration("kresume-demo", port, tls.ca_bundle))
 
     # --- the Job ----------------------------------------------------------------------------------------
     def job_manifest(self, train_script: Path) -> dict[str, Any]:

@@ -178,3 +178,88 @@ def test_preemption_marks_disruption_target_and_the_job_creates_a_replacement(
     assert time.monotonic() - t1 < 2
     assert "GOTTERM" not in runner2.log_path("main").read_text()
     batch.delete_namespaced_job("preempt-me", ns, propagation_policy="Background")
+
+
+def _checkout(root: Path) -> Path:
+    """A checkout as a new user has one: a venv (its python a link to this interpreter), an editable install
+    (a .pth file naming <checkout>/src), a console script written the way pip writes one (``/bin/sh`` launcher
+    when the path has spaces), a data file."""
+    import subprocess
+
+    subprocess.run([PY, "-m", "venv", "--without-pip", str(root / ".venv")], check=True)
+    site = next((root / ".venv" / "lib").glob("python3*/site-packages"))
+    (site / "_editable_hello.pth").write_text(f"{root / 'src'}\n")
+    (root / "src" / "hello_pkg").mkdir(parents=True)
+    (root / "src" / "hello_pkg" / "__init__.py").write_text(
+        "import os, sys\n"
+        "def main():\n"
+        "    data = sys.argv[1].split('=', 1)[1]\n"
+        "    open('/tmp/written-by-container', 'w').write('x')\n"
+        "    print('HELLO', sys.prefix, open(data).read().strip(), os.path.exists(os.environ['HOST_MARKER']),\n"
+        "          os.getcwd(), flush=True)\n")  # fmt: skip
+    (root / "data.txt").write_text("payload\n")
+    python = root / ".venv" / "bin" / "python"
+    launcher = (f"#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''\n" if " " in str(python)
+                else f"#!{python}\n")  # what pip writes for a path with/without spaces
+    hello = root / ".venv" / "bin" / "hello"
+    hello.write_text(launcher + "import hello_pkg\nhello_pkg.main()\n")
+    hello.chmod(0o755)
+    return root
+
+
+@pytest.mark.parametrize("layout", ["plain", "with spaces", "read-only parent"])
+def test_a_checkout_under_tmp_stays_visible_behind_the_private_tmp(
+    control_plane: ControlPlane, k8s_namespace: str, tmp_path: Path, layout: str
+):
+    """The demo's case (issue 12): the agent's venv and the command live in a checkout under /tmp, which every
+    container's private /tmp would hide (`exec: python: not found`). They stay visible; /tmp stays private."""
+    import subprocess
+
+    parent = tmp_path / {"plain": "p", "with spaces": "my folder", "read-only parent": "ro parent"}[layout]
+    checkout = _checkout(parent / ("my checkout" if layout == "with spaces" else "x"))
+    host_marker = Path(f"/tmp/kresume-host-only-{uuid.uuid4().hex[:8]}")
+    host_marker.write_text("host")
+    mounted = False
+    try:
+        if layout == "read-only parent":
+            subprocess.run(["mount", "--bind", str(parent), str(parent)], check=True)
+            mounted = True
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(parent)], check=True)
+            with pytest.raises(OSError):
+                (parent / "probe").write_text("x")
+        api = control_plane.api_client()
+        settings = NodeSettings(node_name=f"dev-{uuid.uuid4().hex[:8]}", namespaces=(k8s_namespace,),
+                                work_dir=tmp_path / "work", log_dir=tmp_path / "logs", resync_seconds=2,
+                                bin_dir=checkout / ".venv" / "bin")  # fmt: skip
+        core, ns = _core(control_plane), k8s_namespace
+        with NodeAgent(api, settings) as agent:
+            core.create_namespaced_pod(ns, k.V1Pod(metadata=k.V1ObjectMeta(name="co"), spec=k.V1PodSpec(
+                restart_policy="Never", containers=[k.V1Container(
+                    name="main", image="ignored", command=["hello"], args=[f"--data={checkout / 'data.txt'}"],
+                    working_dir=str(checkout), env=[k.V1EnvVar(name="HOST_MARKER", value=str(host_marker))])])))
+            _wait("pod finished", lambda: _phase(core, ns, "co") in ("Succeeded", "Failed"))
+            log = agent.find(ns, "co").log_path("main").read_text()
+            assert _phase(core, ns, "co") == "Succeeded", log
+        api.close()
+        hello = next(line for line in log.splitlines() if line.startswith("HELLO"))
+        assert hello == f"HELLO {checkout / '.venv'} payload False {checkout}", log
+        assert not Path("/tmp/written-by-container").exists(), "the container's /tmp is private"
+        assert f"private /tmp keeps /tmp/{tmp_path.relative_to('/tmp').parts[0]}" in log
+    finally:
+        host_marker.unlink()
+        if mounted:
+            subprocess.run(["umount", "-l", str(parent)], check=False)
+
+
+def test_a_command_that_is_not_found_is_a_start_error_at_once(
+    control_plane: ControlPlane, k8s_namespace: str, node: NodeAgent
+):
+    core, ns = _core(control_plane), k8s_namespace
+    core.create_namespaced_pod(ns, k.V1Pod(metadata=k.V1ObjectMeta(name="nocmd"), spec=k.V1PodSpec(
+        restart_policy="Never", containers=[k.V1Container(name="main", image="ignored", command=["no-such-tool"])])))
+    _wait("pod Failed", lambda: _phase(core, ns, "nocmd") == "Failed", timeout=30)
+    term = core.read_namespaced_pod("nocmd", ns).status.container_statuses[0].state.terminated
+    assert (term.reason, term.exit_code) == ("StartError", 128)
+    assert 'exec: "no-such-tool": executable file not found in $PATH' in term.message
+    runner = node.find(ns, "nocmd")
+    assert "not started: StartError" in runner.log_path("main").read_text()

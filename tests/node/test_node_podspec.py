@@ -48,3 +48,43 @@ def test_mounts_map_volumes_and_refuse_escapes():
                 {"name": "v", "mountPath": "/x", "subPath": "../up"}):
         with pytest.raises(podspec.ContainerConfigError):
             podspec.mounts({"volumeMounts": [bad]}, dirs)
+
+
+def test_host_path_follows_the_deepest_bind_target():
+    binds = [podspec.Mount("/host/v", "/data"), podspec.Mount("/host/w", "/data/inner")]
+    assert podspec.host_path("/data/a/b", binds) == "/host/v/a/b"
+    assert podspec.host_path("/data/inner/x", binds) == "/host/w/x"
+    assert podspec.host_path("/data", binds) == "/host/v"
+    assert podspec.host_path("/database/x", binds) == "/database/x"  # a prefix of the name is not a parent
+    assert podspec.host_path("/usr/bin/../bin/sh", []) == "/usr/bin/sh"
+
+
+@pytest.mark.parametrize(("paths", "keep"), [
+    (["/tmp/x/.venv/bin/python", "/tmp/x/src", "/tmp/x/examples/train.py"], ("/tmp/x",)),
+    (["/tmp/my dir/.venv/bin", "/tmp/train.py", "/usr/bin/python3"], ("/tmp/my dir", "/tmp/train.py")),
+    (["/tmp", "/tmp/", "relative/tmp/x", "/tmpfoo/x", "/var/tmp/x"], ()),
+    (["/tmp/a/../b/c", "/tmp/./d"], ("/tmp/b", "/tmp/d")),
+])
+def test_tmp_entries_to_keep_are_the_top_level_entries_of_needed_paths(paths, keep):
+    assert podspec.tmp_entries_to_keep(paths) == keep
+
+
+def test_tmp_entries_under_a_bind_target_are_not_kept():
+    # /tmp/vol is a volume: its files are visible through the bind, not through the host's /tmp.
+    assert podspec.tmp_entries_to_keep(["/tmp/vol/x"], [podspec.Mount("/host/v", "/tmp/vol")]) == ()
+
+
+def test_mount_script_binds_kept_entries_into_the_private_tmp_before_it_replaces_tmp():
+    script = podspec.mount_script([podspec.Mount("/tmp/w/vol", "/ckpt", read_only=True)], "/tmp/my dir",
+                                  podspec.PrivateTmp("/tmp/w/tmp/c", ("/tmp/my dir", "/tmp/w")))
+    assert script.splitlines() == [
+        "set -e",
+        "mount --bind /tmp/w/vol /ckpt",  # volumes first: their folders may be under the host's /tmp
+        "mount -o remount,bind,ro /ckpt",
+        "mount --bind '/tmp/my dir' '/tmp/w/tmp/c/my dir'",
+        "mount --bind /tmp/w /tmp/w/tmp/c/w",  # an ancestor of the private folder itself is fine (no rbind)
+        "mount --rbind /tmp/w/tmp/c /tmp",
+        "cd '/tmp/my dir'",
+        'exec "$@"',
+    ]
+    assert podspec.mount_script([], None).splitlines() == ["set -e", 'exec "$@"']

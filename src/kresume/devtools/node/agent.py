@@ -14,6 +14,14 @@ A development tool standing in for kubelet + scheduler on a machine without them
 Images are ignored: containers run as local processes from ``command``/``args`` with the pod's env, and
 ``PATH`` starts with this Python's ``bin`` folder so ``python`` and ``kresume`` are this venv's. Pods share the
 host network (podIP = 127.0.0.1). Use it for local runs only.
+
+As root, each container runs in a private mount namespace with its ``volumeMounts`` and a private ``/tmp`` (a
+folder of its pod's sandbox). The host file system is the container's image here, so the private ``/tmp`` keeps
+the host entries ``/tmp/<name>`` the container needs visible at the same path: those holding its command and the
+command's ``#!`` interpreters, PATH/PYTHONPATH/HOME entries, workingDir, absolute arguments, and this agent's own
+Python (``sys.prefix``, ``sys.path``: a checkout under ``/tmp`` with its venv and editable sources). Resolving
+only the command before hiding would not do: the interpreter then imports from the venv and the checkout. A
+command that is not found is a ``StartError`` (exit code 128) at once, as kubelet reports it.
 """
 
 from __future__ import annotations
@@ -113,6 +121,7 @@ class NodeAgent:
             base_env={"PATH": f"{s.bin_dir}:{DEFAULT_PATH}", "LANG": "C.UTF-8",
                       "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
             on_change=lambda _r: None,
+            host_paths=(str(s.bin_dir), sys.prefix, sys.exec_prefix, *sys.path),
         )  # fmt: skip
         self._register_node()
         log.warning("kresume dev node %s: images are ignored; containers run as local processes from their "

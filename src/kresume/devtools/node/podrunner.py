@@ -21,7 +21,9 @@ Status goes to ``pods/status`` as a strategic merge patch after every change.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import shutil
 import threading
 import time
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.devtools.node import podspec, runtime, status
+from kresume.devtools.node import hostpaths, podspec, runtime, status
 from kresume.devtools.node.status import ContainerState, PodState
 
 log = logging.getLogger("kresume.devtools.node")
@@ -72,6 +74,9 @@ class NodeContext:
     mount_namespace: bool
     capacity: dict[str, str]
     on_change: Callable[[PodRunner], None] = lambda _runner: None
+    host_paths: tuple[str, ...] = ()
+    """Host paths every container needs besides its own (the agent's Python: ``sys.prefix``, ``sys.path``):
+    never hidden by a container's private ``/tmp``."""
 
 
 class PodRunner:
@@ -101,6 +106,8 @@ class PodRunner:
         """Epoch seconds just before phase Failed/Succeeded was reported (None while the pod is active)."""
         self.done = threading.Event()
         self._held: list[str] = []
+        self._signalled: set[str] = set()
+        """Containers the agent itself signalled outside a stop request (sidecars after the main containers)."""
         self._sent: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name=f"pod-{self.key}", daemon=True)
@@ -122,6 +129,16 @@ class PodRunner:
                 if self.stop_request is not None and self.stop_request.finish != "none":
                     request.finish = self.stop_request.finish if request.finish != "none" else "none"
                 self.stop_request = request
+
+    def failed_containers(self) -> list[ContainerState]:
+        """Copies of the containers (init and regular) that ended unsuccessfully on their own: terminated with a
+        non-zero exit code (``StartError`` and ``CreateContainerConfigError`` included) while nobody asked the pod
+        to stop and the agent had not signalled them (the sidecars it stops once the main containers are done).
+        A container restarted by its restart policy is judged by its current run."""
+        if self.stop_request is not None:
+            return []
+        return [dataclasses.replace(c) for c in [*self.init, *self.regular]
+                if c.state == "terminated" and c.exit_code not in (0, None) and c.name not in self._signalled]
 
     def log_path(self, container: str) -> Path:
         """The host file holding ``container``'s stdout+stderr (all its restarts)."""
@@ -173,6 +190,7 @@ class PodRunner:
                 sidecars_signalled = True
                 self.note("regular containers finished: SIGTERM to sidecars")
                 for name, proc in self._sidecar_procs():
+                    self._signalled.add(name)
                     proc.terminate()
                 self._sidecar_deadline = time.time() + self.grace
             if sidecars_signalled and time.time() > self._sidecar_deadline:
@@ -287,7 +305,8 @@ class PodRunner:
             time.sleep(TICK_SECONDS)
 
     def _launch(self, spec: dict[str, Any], cs: ContainerState) -> None:
-        """Start one container; a config error leaves it terminated with ``CreateContainerConfigError``."""
+        """Start one container; a config error leaves it terminated with ``CreateContainerConfigError``, a
+        command that is not found with ``StartError`` (exit code 128, as kubelet reports both)."""
         if cs.state == "terminated":
             cs.last_terminated = cs.terminated()
         try:
@@ -302,40 +321,67 @@ class PodRunner:
             binds = podspec.mounts(spec, self.volume_dirs)
             if binds and not self.ctx.mount_namespace:
                 raise podspec.ContainerConfigError("volumeMounts need root (private mount namespaces)")
-            tmp = self.sandbox / "tmp" / spec["name"]
-            tmp.mkdir(parents=True, exist_ok=True)
+            workdir = spec.get("workingDir")
+            if hostpaths.resolve_command(argv[0], full_env, workdir or str(self.sandbox), binds) is None:
+                raise podspec.ContainerStartError(
+                    f'exec: "{argv[0]}": executable file not found in $PATH (PATH={full_env.get("PATH", "")})')
             (self.sandbox / "home").mkdir(parents=True, exist_ok=True)
             for b in binds:
                 if b.target not in self._held:
                     self.ctx.mount_points.acquire(b.target, is_file=Path(b.source).is_file())
                     self._held.append(b.target)
-            if self.ctx.mount_namespace and not any(b.target.rstrip("/") == "/tmp" or b.target.startswith("/tmp/")
-                                                    for b in binds):  # fmt: skip
-                # A private /tmp, as in a container; last, because volume folders may live under the host's /tmp.
-                binds = [*binds, podspec.Mount(str(tmp), "/tmp")]
-            wrapped = runtime.container_argv(argv, binds, spec.get("workingDir"), self.ctx.mount_namespace)
+            private_tmp = self._private_tmp(spec["name"], argv, full_env, workdir, binds)
+            wrapped = runtime.container_argv(argv, binds, workdir, self.ctx.mount_namespace, private_tmp)
             log_path = self.log_path(spec["name"])
             log_path.parent.mkdir(parents=True, exist_ok=True)
+            kept = f"; private /tmp keeps {', '.join(private_tmp.keep)}" if private_tmp and private_tmp.keep else ""
             with open(log_path, "a") as f:
-                f.write(f"--- kresume dev node: start {spec['name']} (restart {cs.restart_count}): {argv}\n")
+                f.write(f"--- kresume dev node: start {spec['name']} (restart {cs.restart_count}): {argv}{kept}\n")
             proc = runtime.ContainerProcess(self.ctx.spawner, wrapped, full_env, log_path, self.sandbox)
         except (podspec.ContainerConfigError, OSError) as exc:
-            cs.state, cs.reason, cs.message = "terminated", "CreateContainerConfigError", str(exc)
-            cs.exit_code, cs.started_at, cs.finished_at = 128, time.time(), time.time()
-            self.note(f"container {spec['name']}: {exc}")
+            # Every field before ``state``: readers on other threads (the demo) see a terminated state complete.
+            cs.reason = getattr(exc, "reason", podspec.ContainerConfigError.reason)
+            cs.message, cs.exit_code, cs.started_at, cs.finished_at = str(exc), 128, time.time(), time.time()
+            cs.state = "terminated"
+            self.note(f"container {spec['name']}: {cs.reason}: {exc}")
+            with contextlib.suppress(OSError):
+                self.log_path(spec["name"]).parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path(spec["name"]), "a") as f:
+                    f.write(f"--- kresume dev node: {spec['name']} not started: {cs.reason}: {exc}\n")
             return
         self.procs[spec["name"]] = proc
         cs.state, cs.reason, cs.message, cs.exit_code = "running", "", "", None
         cs.started_at, cs.finished_at, cs.pid = proc.started, None, proc.pid
         self.note(f"container {spec['name']} started (pid {proc.pid})")
 
+    def _private_tmp(self, name: str, argv: list[str], env: dict[str, str], workdir: str | None,
+                     binds: list[podspec.Mount]) -> podspec.PrivateTmp | None:  # fmt: skip
+        """The container's private ``/tmp`` (None without mount namespaces, or when a volume is mounted under
+        ``/tmp``), keeping visible the host ``/tmp`` entries it needs (a checkout under ``/tmp`` with its venv)."""
+        tmp_root = podspec.PRIVATE_TMP
+        if not self.ctx.mount_namespace or any(
+                b.target.rstrip("/") == tmp_root or b.target.startswith(f"{tmp_root}/") for b in binds):  # fmt: skip
+            return None
+        tmp = self.sandbox / "tmp" / name
+        tmp.mkdir(parents=True, exist_ok=True)
+        needed = hostpaths.needed_paths(argv, env, workdir, binds, self.ctx.host_paths)
+        keep = tuple(k for k in podspec.tmp_entries_to_keep(needed, binds) if os.path.lexists(k))
+        for entry in keep:
+            point = tmp / Path(entry).name
+            if os.path.isdir(entry):
+                point.mkdir(exist_ok=True)
+            elif not point.exists():
+                point.touch()
+        return podspec.PrivateTmp(str(tmp), keep)
+
     def _record_exit(self, name: str, cs: ContainerState) -> None:
         proc = self.procs.pop(name, None)
         if proc is None:
             return
         code = proc.poll()
-        cs.state, cs.exit_code, cs.finished_at = "terminated", code, time.time()
-        cs.reason = "Completed" if code == 0 else "Error"
+        cs.exit_code, cs.finished_at, cs.reason = code, time.time(), "Completed" if code == 0 else "Error"
+        cs.message = ""
+        cs.state = "terminated"  # last: see _launch
         self.note(f"container {name} exited with {code}")
 
     def _poll(self, specs: list[dict[str, Any]], states: list[ContainerState], backoff: dict[str, float],

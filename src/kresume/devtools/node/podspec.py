@@ -16,9 +16,10 @@ Information to Containers Through Environment Variables" and the core/v1 ``EnvVa
 from __future__ import annotations
 
 import base64
+import posixpath
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -34,6 +35,16 @@ _FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 class ContainerConfigError(ValueError):
     """The container cannot be configured (kubelet's ``CreateContainerConfigError``): a missing
     Secret/ConfigMap/key that is not optional, an unsupported fieldPath, no ``command``."""
+
+    reason = "CreateContainerConfigError"
+    """The ``state.terminated.reason`` reported for the container."""
+
+
+class ContainerStartError(ContainerConfigError):
+    """The container's command cannot be run: its executable is not found (kubelet reports ``StartError``
+    with exit code 128 and the runtime's ``exec: "NAME": executable file not found in $PATH``)."""
+
+    reason = "StartError"
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -205,10 +216,65 @@ def mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, str]) -> list
     return out
 
 
-def mount_script(binds: list[Mount], working_dir: str | None) -> str:
-    """``sh -c`` script run inside a private mount namespace: bind every mount, ``cd``, then ``exec "$@"``.
+PRIVATE_TMP = "/tmp"
+"""Where a container gets its private temporary folder (as in a container image, not shared with the host)."""
 
-    A failed mount exits the container with mount's code (32) before the command runs.
+
+@dataclass(frozen=True)
+class PrivateTmp:
+    """A container's private ``/tmp``: host folder ``source`` mounted over ``/tmp``, except ``keep``.
+
+    ``keep`` are host entries ``/tmp/<name>`` bound back at the same path inside the private ``/tmp``, because
+    the container needs them (see :func:`tmp_entries_to_keep`); their mount points (``source/<name>``) must exist.
+    """
+
+    source: str
+    keep: tuple[str, ...] = ()
+
+
+def host_path(path: str, binds: Sequence[Mount]) -> str:
+    """Where the container path ``path`` is on the host: below the deepest bind ``target`` that holds it (joined
+    to its ``source``), else ``path`` itself. ``path`` is absolute."""
+    norm = posixpath.normpath(path)
+    best: Mount | None = None
+    for m in binds:
+        t = posixpath.normpath(m.target)
+        if (norm == t or norm.startswith(t.rstrip("/") + "/")) and (best is None or len(t) > len(best.target)):
+            best = m
+    if best is None:
+        return norm
+    rest = norm[len(posixpath.normpath(best.target)):].lstrip("/")
+    return posixpath.join(best.source, rest) if rest else best.source
+
+
+def tmp_entries_to_keep(paths: Iterable[str], binds: Sequence[Mount] = (), tmp: str = PRIVATE_TMP) -> tuple[str, ...]:
+    """The host entries ``<tmp>/<name>`` a private ``tmp`` would hide although the container needs them.
+
+    ``paths`` are container paths the container needs (its command, the command's interpreter, PATH entries,
+    workingDir, absolute arguments: see :func:`kresume.devtools.node.hostpaths.needed_paths`). A path below
+    ``tmp`` and not below a bind target keeps its top-level entry (``/tmp/x/.venv/bin/python`` keeps ``/tmp/x``:
+    the whole checkout, whose venv, sources and scripts the process reads). ``tmp`` itself and relative paths
+    keep nothing. Sorted, without duplicates.
+    """
+    root = posixpath.normpath(tmp)
+    keep = set()
+    for p in paths:
+        if not p.startswith("/"):
+            continue
+        norm = posixpath.normpath(p)
+        if not norm.startswith(root + "/") or host_path(norm, binds) != norm:
+            continue
+        keep.add(posixpath.join(root, norm[len(root) + 1:].split("/", 1)[0]))
+    return tuple(sorted(keep))
+
+
+def mount_script(binds: list[Mount], working_dir: str | None, private_tmp: PrivateTmp | None = None) -> str:
+    """``sh -c`` script run inside a private mount namespace: bind every mount, then the private ``/tmp`` (its
+    ``keep`` entries bound into it first, so they stay visible), ``cd``, then ``exec "$@"``.
+
+    The private ``/tmp`` comes last because volume folders may live under the host's ``/tmp``; it is a recursive
+    bind so the kept entries come along. A failed mount exits the container with mount's code (32) before the
+    command runs.
     """
     q = shlex.quote
     lines = ["set -e"]
@@ -216,6 +282,11 @@ def mount_script(binds: list[Mount], working_dir: str | None) -> str:
         lines.append(f"mount --bind {q(m.source)} {q(m.target)}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {q(m.target)}")
+    if private_tmp is not None:
+        for entry in private_tmp.keep:
+            inside = posixpath.join(private_tmp.source, posixpath.relpath(entry, PRIVATE_TMP))
+            lines.append(f"mount --bind {q(entry)} {q(inside)}")
+        lines.append(f"mount --rbind {q(private_tmp.source)} {PRIVATE_TMP}")
     if working_dir:
         lines.append(f"cd {q(working_dir)}")
     lines.append('exec "$@"')

@@ -161,16 +161,17 @@ class ContainerProcess:
 
 
 def container_argv(command: list[str], binds: list[podspec.Mount], working_dir: str | None,
-                   mount_namespace: bool) -> list[str]:  # fmt: skip
-    """The argv that runs ``command`` with ``binds`` applied inside a private mount namespace.
+                   mount_namespace: bool, private_tmp: podspec.PrivateTmp | None = None) -> list[str]:  # fmt: skip
+    """The argv that runs ``command`` with ``binds`` (and ``private_tmp``) applied inside a private mount namespace.
 
-    Without ``mount_namespace`` only ``working_dir`` is applied (via ``sh -c``) and ``binds`` must be empty.
+    Without ``mount_namespace`` only ``working_dir`` is applied (via ``sh -c``); ``binds`` must be empty and
+    ``private_tmp`` None.
     """
-    script = podspec.mount_script(binds, working_dir)
+    script = podspec.mount_script(binds, working_dir, private_tmp)
     if mount_namespace:
         return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script,
                 "kresume-container", *command]  # fmt: skip
-    assert not binds, "volume mounts need a mount namespace"
+    assert not binds and private_tmp is None, "volume mounts and a private /tmp need a mount namespace"
     return ["/bin/sh", "-c", script, "kresume-container", *command]
 
 

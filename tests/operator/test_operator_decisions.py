@@ -61,13 +61,13 @@ def entry(name: str) -> dict:
     return {"pod": name, "resumedFrom": "none", "time": "2024-01-01T00:00:00Z"}
 
 
-def test_record_admission_counts_restarts_and_bounds_history():
+def test_record_admission_bounds_history_and_counts_no_restart():
     status = decisions.record_admission(None, entry("p0"), limit=3)
     assert status == {"history": [entry("p0")], "restarts": 0}
     for i in range(1, 6):
         status = decisions.record_admission(status, entry(f"p{i}"), limit=3)
     assert [h["pod"] for h in status["history"]] == ["p3", "p4", "p5"]
-    assert status["restarts"] == 5
+    assert status["restarts"] == 0, "replacements of pods that failed by themselves (start failures) are no restarts"
     assert decisions.record_admission(status, entry("p5"), limit=3) is None  # replayed pod: no change
 
 
@@ -78,8 +78,31 @@ def test_admission_entry_reads_annotations():
 
 def test_record_disruption_once_per_pod():
     s = decisions.record_disruption({"restarts": 1}, "p1", "Evicted", "T1")
-    assert s == {"restarts": 1, "lastPreemption": {"pod": "p1", "reason": "Evicted", "time": "T1"}}
+    assert s == {"restarts": 2, "lastPreemption": {"pod": "p1", "reason": "Evicted", "time": "T1"}}
     assert decisions.record_disruption(s, "p1", "Deleted", "T2") is None
+
+
+def test_restarts_count_each_disrupted_pod_once_in_any_event_order_of_two_ranks():
+    # Two pods of one run preempted together: their watch events interleave (condition, Failed, deletion...).
+    s = None
+    for name in ("a", "b"):
+        s = decisions.record_admission(s, entry(name), limit=20)
+    for name in ("a", "b", "a", "b", "a"):
+        s = decisions.record_disruption(s, name, "PreemptionByScheduler", "T") or s
+    assert s["restarts"] == 2
+    assert {h["pod"]: h.get("disruption") for h in s["history"]} == {"a": "PreemptionByScheduler",
+                                                                    "b": "PreemptionByScheduler"}
+    # The replacements are admitted (no count), and a replay after an operator restart changes nothing.
+    for name in ("a2", "b2"):
+        s = decisions.record_admission(s, entry(name), limit=20)
+    assert decisions.record_disruption(s, "a", "PreemptionByScheduler", "T9") is None
+    assert s["restarts"] == 2 and s["lastPreemption"]["pod"] in ("a", "b")
+
+
+def test_a_pod_older_than_the_history_window_is_not_counted_again():
+    s = {"restarts": 3, "history": [{"pod": "new", "time": "2024-01-02T00:00:00Z"}]}
+    assert decisions.record_disruption(s, "old", "Evicted", "T", created="2024-01-01T00:00:00Z") is None
+    assert decisions.record_disruption(s, "other", "Evicted", "T", created="2024-01-03T00:00:00Z")["restarts"] == 4
 
 
 def test_record_latest_only_when_changed():

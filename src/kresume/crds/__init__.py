@@ -116,7 +116,7 @@ def run_crd() -> dict[str, Any]:
             _col("Run", ".spec.run", "string", "Run name."),
             _col("Latest Step", ".status.latest.step", "integer", "Step of the newest committed checkpoint."),
             _col("Latest Age", ".status.latest.committedAt", "date", "Age of the newest committed checkpoint."),
-            _col("Restarts", ".status.restarts", "integer", "Pods admitted after the first."),
+            _col("Restarts", ".status.restarts", "integer", "Pods ended by disruption (preemption, eviction) and replaced."),
             _col("URL", ".spec.url", "string", "The run's store URL.", priority=1),
             _col("Age", ".metadata.creationTimestamp", "date", "Age of the run object."),
         ],

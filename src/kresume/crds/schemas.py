@@ -195,7 +195,9 @@ def run_status() -> Schema:
                 },
             ),
             "checkpoints": _int("Committed checkpoints in the store.", minimum=0),
-            "restarts": _int("Pods of this run admitted after the first.", minimum=0),
+            "restarts": _int("Pods of this run that ended by disruption (preemption, eviction, node loss, deletion "
+                             "of a live pod) and were replaced; a pod that failed by itself (start failure, crash) "
+                             "is not counted.", minimum=0),
             "lastPreemption": _obj(
                 "The last pod of the run that ended by disruption.",
                 {
@@ -215,6 +217,8 @@ def run_status() -> Schema:
                         "resumedFrom": _str("URL injected, or none."),
                         "step": _int("Step of that checkpoint."),
                         "time": _time("Admission time."),
+                        "disruption": _str("Why this pod ended by disruption (counted in restarts); absent while "
+                                           "it runs or when it ended by itself."),
                     },
                 ),
             },

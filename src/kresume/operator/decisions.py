@@ -4,7 +4,7 @@
 * :func:`native_sidecar` — sidecar mode from ``--native-sidecar`` and the API server version.
 * :func:`disruption` — whether a pod ended by disruption, and why (``lastPreemption``).
 * :func:`record_admission`, :func:`record_disruption`, :func:`record_latest` — the next
-  ``CheckpointRun.status`` from the current one (bounded history, restarts).
+  ``CheckpointRun.status`` from the current one (bounded history; restarts = pods ended by disruption).
 * :func:`run_spec` — the ``CheckpointRun.spec`` for a run.
 * :func:`expired` — whether a run without live pods is past the TTL.
 """
@@ -153,27 +153,47 @@ def admission_entry(pod: dict[str, Any], when: str) -> dict[str, Any]:
 def record_admission(status: dict[str, Any] | None, entry: dict[str, Any], *, limit: int) -> dict[str, Any] | None:
     """The next status after a pod of the run was created, or ``None`` when already recorded.
 
-    ``history`` keeps the newest ``limit`` entries (oldest dropped); ``restarts`` counts every pod
-    after the first (so it keeps counting when history is trimmed). A pod already in history (an
-    operator restart replays existing pods) changes nothing.
+    ``history`` keeps the newest ``limit`` entries (oldest dropped). A pod already in history (an operator
+    restart replays existing pods) changes nothing. ``restarts`` is not counted here (a pod replacing one that
+    failed to start is no restart by disruption): :func:`record_disruption` counts it.
     """
     status = copy.deepcopy(status or {})
     history = list(status.get("history") or [])
     if any(h.get("pod") == entry["pod"] for h in history):
         return None
-    seen_before = bool(history) or "restarts" in status
     history.append(entry)
     status["history"] = history[-limit:] if limit > 0 else []
-    status["restarts"] = int(status.get("restarts", 0)) + (1 if seen_before else 0)
+    status["restarts"] = int(status.get("restarts", 0))
     return status
 
 
-def record_disruption(status: dict[str, Any] | None, pod_name: str, reason: str, when: str) -> dict[str, Any] | None:
-    """The next status with ``lastPreemption`` = this pod, or ``None`` when it is already recorded."""
+def record_disruption(status: dict[str, Any] | None, pod_name: str, reason: str, when: str,
+                      created: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """The next status after pod ``pod_name`` of the run ended by disruption (:func:`disruption` gave ``reason``),
+    or ``None`` when it is already recorded.
+
+    ``restarts`` counts pods of the run that ended by disruption (preemption, eviction, node loss, deletion of a
+    live pod), once per pod whatever order the watch events of N pods arrive in: the pod's ``history`` entry gets
+    ``disruption: reason`` and a marked entry is never counted again. A pod that failed by itself (a command that
+    cannot start, a crash) is not a disruption and is never counted (issue 12: start failures showed as restarts).
+    A pod missing from ``history``: counted unless it is ``lastPreemption`` already, or was ``created`` before the
+    oldest entry (trimmed from the window: it was counted when it happened). ``lastPreemption`` is this pod.
+    """
     status = copy.deepcopy(status or {})
-    last = status.get("lastPreemption") or {}
-    if last.get("pod") == pod_name:
-        return None
+    history = [dict(h) for h in status.get("history") or []]
+    mine = next((h for h in history if h.get("pod") == pod_name), None)
+    if mine is not None:
+        if mine.get("disruption"):
+            return None
+        mine["disruption"] = reason
+        status["history"] = history
+    else:
+        if (status.get("lastPreemption") or {}).get("pod") == pod_name:
+            return None
+        oldest = min((str(h.get("time") or "") for h in history), default="")
+        if created and oldest and created < oldest:
+            return None
+    status["restarts"] = int(status.get("restarts", 0)) + 1
     status["lastPreemption"] = {"pod": pod_name, "reason": reason, "time": when}
     return status
 

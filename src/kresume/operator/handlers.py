@@ -161,7 +161,8 @@ async def _record(pod: dict[str, Any], event_type: str | None, state: admission.
     reason = decisions.disruption(pod)
     if reason and name:
         when = decisions.now_iso()
-        await api.update_run_status(ns, run.run, lambda s: decisions.record_disruption(s, name, reason, when))
+        created = meta.get("creationTimestamp")
+        await api.update_run_status(ns, run.run, lambda s: decisions.record_disruption(s, name, reason, when, created))
 
 
 async def refresh_once(state: admission.State, live: Any, runs: Any, policies: Any) -> None:

@@ -30,6 +30,8 @@ class Admission:
     start_resumed_from: str | None
     loaded_step: int | None = None
     load_error: str | None = None
+    failure: str | None = None
+    """A container of the pod that ended on its own (see :func:`container_failure`); None when none did."""
 
 
 def epoch(iso: str) -> float | None:
@@ -41,7 +43,10 @@ def epoch(iso: str) -> float | None:
 
 
 def check(a: Admission, seen: Iterable[Seen]) -> list[str]:
-    """Problems of one admission (empty list = a good resume). See the module docstring for the window."""
+    """Problems of one admission (empty list = a good resume). See the module docstring for the window.
+    A pod whose container failed (:attr:`Admission.failure`) has that one problem: nothing else can be judged."""
+    if a.failure:
+        return [a.failure]
     seen = list(seen)
     problems: list[str] = []
     visible = [s for s in seen if s.first_seen < a.lo and s.step is not None]
@@ -74,3 +79,29 @@ def check(a: Admission, seen: Iterable[Seen]) -> list[str]:
     if a.start_resumed_from not in (None, a.injected_url):
         problems.append(f"{a.pod}: the trainer resumed from {a.start_resumed_from}, not the injected URL")
     return problems
+
+
+#: ``state.terminated.reason`` values of a container that never ran its command (kubelet's words).
+NOT_STARTED_REASONS = ("StartError", "CreateContainerConfigError", "ContainerCannotRun")
+
+
+def container_failure(pod: str, container: str, reason: str, exit_code: int | None, message: str, log_line: str,
+                      trainer_started: bool, step: int | None) -> str:  # fmt: skip
+    """One line naming a container of ``pod`` that ended on its own, and its error.
+
+    ``reason``/``exit_code``/``message`` are its terminated state; ``log_line`` the last line of its log that
+    says something (:func:`kresume.devtools.demo.observe.error_line`); ``trainer_started``/``step``: whether the
+    trainer reported its ``start`` event, and the last step it reported. "could not start": the command never
+    ran (:data:`NOT_STARTED_REASONS`); "crashed before its first step": the trainer exited before ``start``.
+    """
+    code = f"exit code {exit_code}" if exit_code is not None else "no exit code"
+    if reason in NOT_STARTED_REASONS:
+        what = f"could not start ({reason}, {code})"
+    elif container == "trainer" and not trainer_started:
+        what = f"crashed before its first step ({code})"
+    elif container == "trainer":
+        what = f"failed at step {step if step is not None else '-'} ({code})"
+    else:
+        what = f"exited on its own ({code})" + ("" if trainer_started else ", before the trainer's first step")
+    detail = message if reason in NOT_STARTED_REASONS and message else (log_line or message or "its log is empty")
+    return f"pod {pod}: container {container} {what}: {detail}"

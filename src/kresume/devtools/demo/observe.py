@@ -113,3 +113,19 @@ class TrainerLog:
     def last_step(self) -> int | None:
         steps = [e["global_step"] for e in self.events if "global_step" in e]
         return max(steps) if steps else None
+
+
+def error_line(path: Path, max_bytes: int = 65536) -> str:
+    """The last line of a container log that says something: not empty, not the node agent's ``--- kresume dev
+    node: start`` header, not a JSON event (for a Python traceback: the exception line). Empty if none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - max_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        text = line.strip()
+        if text and not text.startswith(("{", "--- kresume dev node: start")):
+            return text
+    return ""

@@ -39,7 +39,7 @@ class Display:
     def say(self, text: str) -> None:
         """Print one event line, prefixed with the time since the demo started (m:ss)."""
         dt = int(time.time() - self.t0)
-        style = "bold red" if text.startswith("PREEMPTION") else ("green" if "resumed at" in text else None)
+        style = "bold red" if text.startswith(("PREEMPTION", "FAILED")) else ("green" if "resumed at" in text else None)
         self.console.print(Text(f"[{dt // 60}:{dt % 60:02d}] ", style="dim") + Text(text, style=style or ""))
 
     def refresh(self, status: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kresume import contract
 from kresume.devtools.demo import chaos, checks
-from kresume.devtools.demo.observe import StorePoller, TrainerLog
+from kresume.devtools.demo.observe import StorePoller, TrainerLog, error_line
 from kresume.devtools.demo.report import Display
 from kresume.devtools.demo.settings import REPO, TRAIN_SCRIPT, DemoSettings
 from kresume.devtools.demo.stack import Stack
@@ -115,6 +115,10 @@ class _Demo:
                 self._follow()
                 if self.done_event is not None and self.pods and self.pods[-1].runner.done.is_set():
                     break
+                failure = self._container_failure()
+                if failure:
+                    self.d.say(f"FAILED: {failure}")
+                    break
                 if time.time() > deadline:
                     timed_out = True
                     self.d.say(f"timed out after {s.timeout:.0f} s")
@@ -195,6 +199,23 @@ class _Demo:
                 self.d.say(f"committed step {seen.step} (by {seen.source_pod or '?'})")
         self._reported = reported
 
+    def _container_failure(self) -> str | None:
+        """The current pod's first container that ended on its own (not preempted, not stopped by the agent),
+        as one line with its error (:func:`checks.container_failure`); recorded on its admission. None if none.
+        The demo stops at it: its trainer never fails by design, so waiting for the timeout would only hide it."""
+        cur = self.pods[-1] if self.pods else None
+        if cur is None or self.done_event is not None or cur.preempted is not None:
+            return None
+        failed = cur.runner.failed_containers()
+        if not failed:
+            return None
+        c = failed[0]
+        cur.log.read()
+        cur.admission.failure = checks.container_failure(
+            cur.runner.name, c.name, c.reason, c.exit_code, c.message, error_line(Path(c.log_path)),
+            trainer_started=cur.admission.start_step is not None, step=cur.log.last_step())  # fmt: skip
+        return cur.admission.failure
+
     # --- chaos ----------------------------------------------------------------------------------------------
     def _maybe_preempt(self, cur: Tracked) -> None:
         i = len(self.preemptions)
@@ -267,10 +288,15 @@ class _Demo:
             problems += found
             restarts.append({**asdict(a), "problems": found})
         final = self.done_event.get("global_step") if self.done_event else None
-        if final != self.s.planned_steps:
-            problems.append(f"the run did not finish its {self.s.planned_steps} steps (last done event: {final})")
-        if len(self.preemptions) < len(self.plan):
-            problems.append(f"only {len(self.preemptions)} of {len(self.plan)} planned preemptions happened")
+        failed = next((t for t in self.pods if t.admission.failure), None)
+        if failed is not None:
+            problems.append(f"the demo stopped at that failure, {time.time() - t_submit:.0f} s after submitting the "
+                            f"Job; the container's log: {failed.runner.logs_dir}")  # fmt: skip
+        else:
+            if final != self.s.planned_steps:
+                problems.append(f"the run did not finish its {self.s.planned_steps} steps (last done event: {final})")
+            if len(self.preemptions) < len(self.plan):
+                problems.append(f"only {len(self.preemptions)} of {len(self.plan)} planned preemptions happened")
         ckptrun = ""
         if self.stack.plane is not None:
             res = self.stack.plane.kubectl("get", "ckptrun", "-n", self.s.namespace, check=False)
@@ -278,6 +304,7 @@ class _Demo:
         return {
             "ok": not problems and not timed_out,
             "problems": problems,
+            "timed_out": timed_out,
             "settings": {"preemptions": self.s.preemptions, "seed": self.s.seed, "store": self.stack.storage,
                          "max_steps": self.s.planned_steps, "every_n_steps": self.s.every_n_steps,
                          "step_seconds": self.s.step_seconds, "grace_seconds": self.s.grace_seconds},

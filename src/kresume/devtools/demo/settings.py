@@ -42,6 +42,9 @@ class DemoSettings:
     """Give up (and fail) after this long from the Job's submission."""
     first_preemption_after: int = 2
     """Committed checkpoints required before the first preemption."""
+    trainer_command: tuple[str, ...] = ()
+    """The trainer container's ``command``; empty: ``python examples/lightning/train.py`` (tests give a broken one
+    to check that a container that cannot start is reported at once)."""
 
     @property
     def planned_steps(self) -> int:

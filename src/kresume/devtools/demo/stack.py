@@ -225,7 +225,8 @@ class Stack:
                 "metadata": {"labels": {contract.LABEL_INJECT: "true"}},
                 "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": s.grace_seconds,
                          "containers": [{"name": "trainer", "image": "kresume-demo/trainer:local",
-                                         "command": ["python", str(train_script)], "args": args, "env": env}]},
+                                         "command": list(s.trainer_command) or ["python", str(train_script)],
+                                         "args": args, "env": env}]},
             }},
         }  # fmt: skip
 

@@ -1,0 +1,50 @@
+"""Pure parts of `kresume demo`: the line that names a container that ended on its own, the log line it quotes,
+and the admission check that reports it (no cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kresume.devtools.demo import checks
+from kresume.devtools.demo.observe import error_line
+
+
+@pytest.mark.parametrize(("args", "want"), [
+    (("trainer", "StartError", 128, 'exec: "python": executable file not found in $PATH', "", False, None),
+     'pod p-1: container trainer could not start (StartError, exit code 128): exec: "python": executable file not '
+     "found in $PATH"),
+    (("trainer", "Error", 127, "", "kresume-container: 7: exec: python: not found", False, None),
+     "pod p-1: container trainer crashed before its first step (exit code 127): kresume-container: 7: exec: "
+     "python: not found"),
+    (("trainer", "Error", 1, "", "ValueError: bad config", True, 37),
+     "pod p-1: container trainer failed at step 37 (exit code 1): ValueError: bad config"),
+    (("kresume-sidecar", "Error", 2, "", "", False, None),
+     "pod p-1: container kresume-sidecar exited on its own (exit code 2), before the trainer's first step: its log "
+     "is empty"),
+    (("kresume-sidecar", "CreateContainerConfigError", 128, "env AWS_KEY: secretKeyRef ns/s not found", "", True, 3),
+     "pod p-1: container kresume-sidecar could not start (CreateContainerConfigError, exit code 128): env AWS_KEY: "
+     "secretKeyRef ns/s not found"),
+])  # fmt: skip
+def test_container_failure_names_the_container_and_its_error(args, want):
+    assert checks.container_failure("p-1", *args[:6], step=args[6]) == want
+
+
+def test_error_line_skips_the_agent_header_events_and_blank_lines(tmp_path: Path):
+    log = tmp_path / "trainer.log"
+    assert error_line(log) == ""  # no log yet
+    log.write_text("--- kresume dev node: start trainer (restart 0): ['python']\n")
+    assert error_line(log) == ""
+    log.write_text("--- kresume dev node: start trainer (restart 0): ['python', 'train.py']\nTraceback (most recent "
+                   "call last):\n  File \"train.py\", line 3\nModuleNotFoundError: No module named 'lightning'\n"
+                   '{"event": "progress"}\n\n')  # fmt: skip
+    assert error_line(log) == "ModuleNotFoundError: No module named 'lightning'"
+
+
+def test_a_failed_admission_has_that_one_problem():
+    a = checks.Admission(pod="p-1", lo=0, hi=1, injected_url=None, injected_step=None, start_step=None,
+                         start_resumed_from=None, failure="pod p-1: container trainer could not start (…)")
+    assert checks.check(a, []) == ["pod p-1: container trainer could not start (…)"]
+    a.failure = None
+    assert checks.check(a, []) == []

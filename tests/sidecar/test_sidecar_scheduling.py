@@ -11,6 +11,7 @@ from kresume.sidecar.discovery import fs_type_for, is_network_fs, parse_mounts
 from kresume.sidecar.tasks import committed_key, unit_key
 from kresume.sidecar.settings import SettingsError, from_env
 from kresume.store.manifest import FileEntry, Manifest
+from kresume.store.storage import backoff
 
 C = scheduling.Candidate
 
@@ -33,10 +34,10 @@ def test_superseded():
 
 
 def test_backoff_full_jitter_bounds():
-    assert scheduling.backoff(0, 1.0, 60, rand=lambda: 1.0) == 1.0
-    assert scheduling.backoff(3, 1.0, 60, rand=lambda: 1.0) == 8.0
-    assert scheduling.backoff(10, 1.0, 60, rand=lambda: 1.0) == 60
-    assert scheduling.backoff(3, 1.0, 60, rand=lambda: 0.0) == 0.0
+    assert backoff(0, 1.0, 60, rand=lambda: 1.0) == 1.0
+    assert backoff(3, 1.0, 60, rand=lambda: 1.0) == 8.0
+    assert backoff(10, 1.0, 60, rand=lambda: 1.0) == 60
+    assert backoff(3, 1.0, 60, rand=lambda: 0.0) == 0.0
 
 
 def test_fits_and_bandwidth():
@@ -105,3 +106,18 @@ def test_unit_and_manifest_keys_match():
     assert unit_key(units["x.ckpt"]) == committed_key(f)
     assert committed_key(Manifest(id="k", name="x.ckpt", kind="file", format="torch", step=None, epoch=None,
                                  files=(FileEntry("", 4, "0"),))) is None
+
+
+def test_cli_options_are_flags_of_settings_fields_and_env_is_read_once():
+    """Env is read by ``settings.from_env`` only: no typer option reads env itself (issue 13 item 3)."""
+    import inspect
+    from dataclasses import fields
+
+    from kresume.sidecar import cli
+    from kresume.sidecar.settings import SidecarSettings, env_name
+
+    names = {f.name for f in fields(SidecarSettings)}
+    for name, param in inspect.signature(cli.command).parameters.items():
+        assert name in names, f"--{name} is not a SidecarSettings field"
+        assert param.default.envvar is None, f"--{name} reads env itself"
+        assert f"(env: {env_name(name)})" in param.default.help

@@ -1,82 +1,86 @@
 """``kresume sidecar``: the CLI over :class:`kresume.sidecar.service.Sidecar`.
 
 Mount in the main CLI with ``app.command("sidecar")(kresume.sidecar.cli.command)``; standalone it is
-``python -m kresume.sidecar``. Every option also reads a ``KRESUME_*`` env variable (shown in
-``--help``); flags win over env, env over defaults.
+``python -m kresume.sidecar``. Every option has a ``KRESUME_<FIELD>`` env variable (shown in
+``--help``). Env is read in one place, :func:`kresume.sidecar.settings.from_env`; the options here
+carry only flags (typer does not read env), and flags win over env, env over defaults.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from kresume.sidecar import logs
-from kresume.sidecar.settings import SettingsError, SidecarSettings, from_env
+from kresume.sidecar.settings import SettingsError, SidecarSettings, env_name, from_env
 
 _D = SidecarSettings()
 
 
+def _opt(field: str, *decls: str, help: str) -> Any:  # noqa: A002 - typer's keyword
+    """A flag-only option for settings field ``field``; its help names the env variable."""
+    return typer.Option(None, *decls, help=f"{help} (env: {env_name(field)})")
+
+
 def command(
-    watch: Optional[str] = typer.Option(None, "--watch", envvar="KRESUME_WATCH", show_envvar=True,
-                                        help=f"Folder the trainer writes checkpoints into (default: {_D.watch})."),
-    run_url: Optional[str] = typer.Option(None, "--run-url", envvar="KRESUME_RUN_URL", show_envvar=True,
-                                          help="The run's store URL, e.g. s3://bucket/prefix/ns/run/ (required)."),
-    storage_options: Optional[str] = typer.Option(
-        None, "--storage-options", envvar="KRESUME_STORAGE_OPTIONS", show_envvar=True,
+    watch: Optional[str] = _opt("watch", "--watch", help=f"Folder the trainer writes checkpoints into (default: {_D.watch})."),
+    run_url: Optional[str] = _opt("run_url", "--run-url",
+                                  help="The run's store URL, e.g. s3://bucket/prefix/ns/run/ (required)."),
+    storage_options: Optional[str] = _opt(
+        "storage_options", "--storage-options",
         help='fsspec storage options as a JSON object, e.g. \'{"endpoint_url": "http://minio:9000"}\'.'),
-    include: Optional[list[str]] = typer.Option(
-        None, "--include", help="Glob of checkpoint paths to commit (repeatable; env KRESUME_INCLUDE, comma-"
-                                "separated). Also makes matching files of unknown type checkpoints."),
-    exclude: Optional[list[str]] = typer.Option(
-        None, "--exclude", help="Glob of checkpoint paths never to commit (repeatable; env KRESUME_EXCLUDE)."),
-    marker: Optional[str] = typer.Option(None, "--marker", envvar="KRESUME_MARKER",
-                                         help=f"File name that marks any other folder complete (default: {_D.marker})."),
-    watch_mode: Optional[str] = typer.Option(
-        None, "--watch-mode", envvar="KRESUME_WATCH_MODE",
+    include: Optional[list[str]] = _opt(
+        "include", "--include", help="Glob of checkpoint paths to commit (repeatable; in env comma-separated). "
+                                     "Also makes matching files of unknown type checkpoints."),
+    exclude: Optional[list[str]] = _opt(
+        "exclude", "--exclude", help="Glob of checkpoint paths never to commit (repeatable; in env comma-separated)."),
+    marker: Optional[str] = _opt("marker", "--marker",
+                                 help=f"File name that marks any other folder complete (default: {_D.marker})."),
+    watch_mode: Optional[str] = _opt(
+        "watch_mode", "--watch-mode",
         help="auto | inotify | poll. auto polls on NFS/FUSE/CIFS volumes (from /proc/mounts) (default: auto)."),
-    poll_seconds: Optional[float] = typer.Option(None, "--poll-seconds", envvar="KRESUME_POLL_SECONDS",
-                                                 help=f"Rescan period in poll mode, seconds (default: {_D.poll_seconds})."),
-    rescan_seconds: Optional[float] = typer.Option(
-        None, "--rescan-seconds", envvar="KRESUME_RESCAN_SECONDS",
+    poll_seconds: Optional[float] = _opt("poll_seconds", "--poll-seconds",
+                                         help=f"Rescan period in poll mode, seconds (default: {_D.poll_seconds})."),
+    rescan_seconds: Optional[float] = _opt(
+        "rescan_seconds", "--rescan-seconds",
         help=f"Reconcile rescan period in inotify mode, seconds (default: {_D.rescan_seconds})."),
-    settle_seconds: Optional[float] = typer.Option(
-        None, "--settle-seconds", envvar="KRESUME_SETTLE_SECONDS",
+    settle_seconds: Optional[float] = _opt(
+        "settle_seconds", "--settle-seconds",
         help="Seconds a file without a content check must stay unmodified to count as complete; also when an "
              f"unfinished zip counts as truncated (default: {_D.settle_seconds})."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", envvar="KRESUME_CONCURRENCY",
-                                              help=f"Checkpoints uploaded at once (default: {_D.concurrency})."),
-    max_inflight_bytes: Optional[int] = typer.Option(
-        None, "--max-inflight-bytes", envvar="KRESUME_MAX_INFLIGHT_BYTES",
+    concurrency: Optional[int] = _opt("concurrency", "--concurrency",
+                                      help=f"Checkpoints uploaded at once (default: {_D.concurrency})."),
+    max_inflight_bytes: Optional[int] = _opt(
+        "max_inflight_bytes", "--max-inflight-bytes",
         help=f"Bytes of checkpoints uploading at once; one larger checkpoint still runs alone "
              f"(default: {_D.max_inflight_bytes})."),
-    skip_superseded: Optional[bool] = typer.Option(
-        None, "--skip-superseded/--no-skip-superseded", envvar="KRESUME_SKIP_SUPERSEDED",
+    skip_superseded: Optional[bool] = _opt(
+        "skip_superseded", "--skip-superseded/--no-skip-superseded",
         help="Drop an older checkpoint's upload once a newer one is complete (default: off)."),
-    commit_attempts: Optional[int] = typer.Option(
-        None, "--commit-attempts", envvar="KRESUME_COMMIT_ATTEMPTS",
+    commit_attempts: Optional[int] = _opt(
+        "commit_attempts", "--commit-attempts",
         help=f"Tries of a whole commit after the store's own retries gave up (default: {_D.commit_attempts})."),
-    grace_seconds: Optional[float] = typer.Option(
-        None, "--grace-seconds", envvar="KRESUME_GRACE_SECONDS", show_envvar=True,
+    grace_seconds: Optional[float] = _opt(
+        "grace_seconds", "--grace-seconds",
         help="Seconds to keep committing after SIGTERM (the pod's terminationGracePeriodSeconds minus a margin) "
              f"(default: {_D.grace_seconds})."),
-    keep_last: Optional[int] = typer.Option(None, "--keep-last", envvar="KRESUME_KEEP_LAST",
-                                            help="Remote retention after each commit: keep the newest N (default: keep all)."),
-    keep_every: Optional[int] = typer.Option(None, "--keep-every", envvar="KRESUME_KEEP_EVERY",
-                                             help="Remote retention: also keep checkpoints whose step is a multiple of K."),
-    delete_local_after_commit: Optional[bool] = typer.Option(
-        None, "--delete-local-after-commit/--keep-local", envvar="KRESUME_DELETE_LOCAL_AFTER_COMMIT",
+    keep_last: Optional[int] = _opt("keep_last", "--keep-last",
+                                    help="Remote retention after each commit: keep the newest N (default: keep all)."),
+    keep_every: Optional[int] = _opt("keep_every", "--keep-every",
+                                     help="Remote retention: also keep checkpoints whose step is a multiple of K."),
+    delete_local_after_commit: Optional[bool] = _opt(
+        "delete_local_after_commit", "--delete-local-after-commit/--keep-local",
         help="Delete local checkpoints once committed, never the newest (default: keep)."),
-    metrics_port: Optional[int] = typer.Option(
-        None, "--metrics-port", envvar="KRESUME_METRICS_PORT",
+    metrics_port: Optional[int] = _opt(
+        "metrics_port", "--metrics-port",
         help=f"TCP port of /metrics, /healthz, /readyz (0 = ephemeral, -1 = off) (default: {_D.metrics_port})."),
-    pod_name: Optional[str] = typer.Option(None, "--pod-name", envvar="KRESUME_POD_NAME",
-                                           help="Source pod recorded in manifests (downward API)."),
-    pod_namespace: Optional[str] = typer.Option(None, "--pod-namespace", envvar="KRESUME_POD_NAMESPACE",
-                                                help="Source namespace recorded in manifests."),
-    log_format: Optional[str] = typer.Option(None, "--log-format", envvar="KRESUME_LOG_FORMAT",
-                                             help="json | text | auto (JSON when stderr is not a terminal)."),
+    pod_name: Optional[str] = _opt("pod_name", "--pod-name", help="Source pod recorded in manifests (downward API)."),
+    pod_namespace: Optional[str] = _opt("pod_namespace", "--pod-namespace",
+                                        help="Source namespace recorded in manifests."),
+    log_format: Optional[str] = _opt("log_format", "--log-format",
+                                     help="json | text | auto (JSON when stderr is not a terminal)."),
 ) -> None:
     """Watch a checkpoint folder and commit every complete checkpoint to the run's store.
 
@@ -88,7 +92,7 @@ def command(
     try:
         opts = json.loads(storage_options) if storage_options else None
         if opts is not None and not isinstance(opts, dict):
-            raise SettingsError("--storage-options / KRESUME_STORAGE_OPTIONS must be a JSON object")
+            raise SettingsError("--storage-options must be a JSON object")
         settings = from_env(
             watch=watch, run_url=run_url, storage_options=opts, include=tuple(include) if include else None,
             exclude=tuple(exclude) if exclude else None, marker=marker, watch_mode=watch_mode,

@@ -1,9 +1,11 @@
-"""Pure upload-scheduling decisions: which checkpoint next, retry delays, what fits in the grace period."""
+"""Pure upload-scheduling decisions: which checkpoint next, what fits in the grace period.
+
+Retry delays come from :func:`kresume.store.storage.backoff` (the one backoff).
+"""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -40,12 +42,6 @@ def pick_next(pending: Sequence[Candidate], *, inflight_count: int, inflight_byt
 def superseded(candidates: Sequence[Candidate], newest_priority: int) -> list[Candidate]:
     """Candidates older than ``newest_priority`` (dropped under ``--skip-superseded``)."""
     return [c for c in candidates if c.priority < newest_priority]
-
-
-def backoff(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
-    """Full-jitter delay before try ``attempt + 1`` (attempt ≥ 0): uniform in
-    ``[0, min(cap, base * 2**attempt)]`` seconds (AWS Architecture Blog, "Exponential Backoff and Jitter")."""
-    return rand() * min(cap, base * 2 ** max(0, attempt))
 
 
 def fits(bytes_left: int, bandwidth: float | None, seconds_left: float, margin: float = 1.2) -> bool:

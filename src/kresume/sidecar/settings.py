@@ -1,7 +1,8 @@
 """Sidecar settings: one dataclass, every field with its unit, filled from flags and ``KRESUME_*`` env.
 
 Env names the operator injects are in :mod:`kresume.contract` (``ENV_*``); the others below are
-sidecar-only tuning knobs (``KRESUME_<FIELD>`` in upper case). Flags win over env, env over defaults.
+sidecar-only tuning knobs (``KRESUME_<FIELD>`` in upper case). :func:`from_env` is the only reader of
+the sidecar's env (the CLI's options are flags only); flags win over env, env over defaults.
 """
 
 from __future__ import annotations

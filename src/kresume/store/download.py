@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import random
 import re
 import threading
 import weakref
@@ -46,7 +45,7 @@ import google_crc32c
 
 from kresume.store import crc as crcmod
 from kresume.store import errors
-from kresume.store.storage import TransferSettings
+from kresume.store.storage import TransferSettings, backoff
 from kresume.store.transfer import crc32c_hex, is_s3_async
 
 Progress = Callable[[int], None] | None
@@ -220,7 +219,7 @@ async def _s3_range(fs: Any, bucket: str, key: str, extra: dict[str, str], fd: i
                     if resumes > RESUMES_PER_RANGE:
                         raise errors.StoreUnreachable(url, f"body of range {start}-{end - 1} broke off "
                                                            f"{resumes} times: {type(exc).__name__}: {exc}") from exc
-                    await asyncio.sleep(random.uniform(0, 0.05 * 2**resumes))
+                    await asyncio.sleep(backoff(resumes - 1, 0.1, 1.0))  # 0.1, 0.2, 0.4 s at most
                     break  # re-request from pos
                 value = google_crc32c.extend(value, data)
                 _write(fd, data, pos, lpath)

@@ -218,12 +218,19 @@ def missing_bucket(fs: Any, root: str) -> str | None:
     return None
 
 
+def backoff(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Full-jitter delay in seconds before retry number ``attempt + 1`` (``attempt`` ≥ 0): uniform in ``[0, min(cap, base * 2**attempt)]`` (AWS Architecture Blog,
+    "Exponential Backoff and Jitter", 2015). The one backoff of kresume: store requests
+    (:func:`retrying`) and the sidecar's whole-commit retries use it."""
+    return rand() * min(cap, base * 2 ** max(0, attempt))
+
+
 def retrying(fn: Callable[[], T], *, url: str, settings: TransferSettings,
              sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn`` until it succeeds, retrying transient errors with capped exponential backoff.
 
-    Delays use "full jitter" (uniform in ``[0, min(cap, base * 2**attempt)]``), the scheme AWS
-    recommends for throttled clients. Non-transient errors are raised at once, translated.
+    Delays come from :func:`backoff` ("full jitter"), the scheme AWS recommends for throttled
+    clients. Non-transient errors are raised at once, translated.
 
     Raises
     ------
@@ -238,7 +245,7 @@ def retrying(fn: Callable[[], T], *, url: str, settings: TransferSettings,
                 raise
             if not errors.is_transient(exc) or attempt == settings.attempts - 1:
                 raise errors.translate(exc, url) from exc
-            delay = random.uniform(0, min(settings.backoff_max, settings.backoff_base * 2**attempt))
+            delay = backoff(attempt, settings.backoff_base, settings.backoff_max)
             logger.warning("%s: transient %s (%s); retry %d/%d in %.1f s", url, type(exc).__name__,
                            str(exc).splitlines()[0][:200] if str(exc) else "", attempt + 1,
                            settings.attempts - 1, delay)

@@ -1,0 +1,143 @@
+"""The scan side of the sidecar: rescan the watched folder, judge each unit, capture complete ones.
+
+Events are only hints (writers.md "What this means for the sidecar" 1): every pass lists the whole
+folder (:func:`kresume.formats.listing.scan`), finds the units (:func:`~kresume.formats.units.find_units`)
+and judges each from content (:func:`~kresume.formats.judge.judge`). A complete unit is captured at
+once with :func:`kresume.store.local.snapshot` (every file opened: Lightning deletes the previous
+checkpoint 0.1–6 ms after saving the next, writers.md §2) and queued in the :class:`Ledger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+from kresume.formats.judge import ContentReader, judge
+from kresume.formats.listing import scan
+from kresume.formats.metadata import CheckpointInfo, describe
+from kresume.formats.units import Rules, Unit, find_units
+from kresume.sidecar.ledger import Ledger
+from kresume.sidecar.metrics import Metrics
+from kresume.sidecar.settings import SidecarSettings
+from kresume.sidecar.tasks import CommitKey, CommitTask, snapshot_key, unit_key
+from kresume.store import errors
+from kresume.store.local import snapshot
+
+
+class Scanner:
+    """Judges and captures the units under ``root`` (an absolute real path) into ``ledger``.
+
+    Call :meth:`rescan` from one thread (the main loop); it returns True while some unit is still
+    being written, so the loop looks again after ``recheck_seconds`` instead of its idle period.
+    """
+
+    def __init__(self, root: str, settings: SidecarSettings, ledger: Ledger, metrics: Metrics,
+                 log: logging.Logger) -> None:
+        self.root = root
+        self.settings = settings
+        self.rules = Rules(settings.include, settings.exclude, settings.marker)
+        self.reader = ContentReader(root)
+        self.ledger = ledger
+        self.metrics = metrics
+        self.log = log
+        self.noted: dict[str, tuple[Any, str, str]] = {}
+
+    def rescan(self) -> bool:
+        """One reconcile pass; returns True while some unit is still being written."""
+        try:
+            listing = scan(self.root)
+        except OSError as exc:
+            self.log.error("cannot list %s: %s", self.root, exc)
+            return False
+        found = find_units(listing, self.rules)
+        now_ns = time.time_ns()
+        settle_ns = int(self.settings.settle_seconds * 1e9)
+        writing = False
+        for unit in found.units:
+            key = unit_key(unit)
+            if self.ledger.known(key) or self.ledger.still_rejected(key, None) \
+                    or unit.max_mtime_ns < self.ledger.floor:
+                continue
+            v = judge(unit, listing, self.reader, now_ns=now_ns, settle_ns=settle_ns, rules=self.rules)
+            self.note(unit.rel, key, v.state, v.reason)
+            if v.state == "incomplete":
+                writing = writing or now_ns - unit.max_mtime_ns < settle_ns or not unit.files
+            elif v.state in ("corrupt", "unreadable"):
+                self.ledger.reject(key, v.reason)
+                self.metrics.failures.labels(v.state).inc()
+            else:
+                writing = self.capture(unit, key) or writing
+        for alias in found.aliases:
+            self.note(alias.rel, alias.target, "alias",
+                      f"symlink to {alias.target}" + (" (outside the watched folder; never read)" if alias.outside
+                                                      else f" = alias of {alias.resolved}; not uploaded"))
+        if self.settings.delete_local_after_commit and found.units:
+            self.reclaim(found.units)
+        return writing
+
+    def note(self, rel: str, key: Any, state: str, reason: str) -> None:
+        """Log a unit's state once per change (not on every rescan)."""
+        if self.noted.get(rel) == (key, state, reason):
+            return
+        self.noted[rel] = (key, state, reason)
+        fields = {"unit": rel, "state": state, "reason": reason}
+        if state in ("corrupt", "unreadable"):
+            self.log.error("skipping %s: %s — %s", rel, state, reason, extra={"fields": fields})
+        elif state == "incomplete":
+            self.log.info("waiting for %s: %s", rel, reason, extra={"fields": fields})
+        elif state == "alias":
+            self.log.info("%s: %s", rel, reason, extra={"fields": fields})
+
+    def capture(self, unit: Unit, key: CommitKey) -> bool:
+        """Open every file of a complete unit now and queue it; returns True when it must be looked
+        at again (it vanished or changed between judge and capture)."""
+        path = os.path.join(self.root, unit.rel)
+        try:
+            snap = snapshot(path, root=self.root)
+        except errors.SourceUnreadable as exc:
+            self._refuse(unit, key, "unreadable", exc)
+            return False
+        except errors.OutsideRoot as exc:
+            self._refuse(unit, key, "outside_root", exc)
+            return False
+        except errors.SourceError:
+            return True  # vanished or emptied between judge and capture: look again
+        if snapshot_key(snap) != key:
+            snap.close()  # rewritten between judge and capture: judge the new content
+            return True
+        try:
+            info = describe(path)
+        except Exception:  # noqa: BLE001 - describe is best effort; the name still carries the step
+            info = CheckpointInfo(unit.format)
+        job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9)
+        self.log.info("complete: %s (%s, step %s, %d B), queued", unit.rel, info.format, info.step, job.size,
+                      extra={"fields": {"unit": unit.rel, "step": info.step, "bytes": job.size}})
+        self.ledger.queue(job, skip_superseded=self.settings.skip_superseded,
+                          on_drop=lambda old: self.log.info("superseded before upload: %s", old.rel))
+        return False
+
+    def _refuse(self, unit: Unit, key: CommitKey, reason: str, exc: errors.StoreError) -> None:
+        self.ledger.reject(key, str(exc))
+        self.metrics.failures.labels(reason).inc()
+        self.log.error("skipping %s: %s", unit.rel, exc, extra={"fields": {"unit": unit.rel}})
+
+    def reclaim(self, units: tuple[Unit, ...]) -> None:
+        """``--delete-local-after-commit``: delete committed local units, never the newest one."""
+        newest = max(units, key=lambda u: u.max_mtime_ns)
+        for u in units:
+            if u is newest or not self.ledger.is_committed(unit_key(u)):
+                continue
+            path = os.path.join(self.root, u.rel)
+            try:
+                if u.kind == "folder":
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+                self.log.info("deleted local %s (committed)", u.rel)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.log.warning("cannot delete local %s: %s", u.rel, exc)

@@ -1,0 +1,161 @@
+"""The upload side of the sidecar: ``concurrency`` worker threads that commit queued checkpoints.
+
+Each worker takes the task :meth:`Ledger.pick_locked` chooses (newest first, within the in-flight
+byte budget, :mod:`kresume.sidecar.scheduling`), commits it with :meth:`RunStore.commit` (data, then
+manifest, then pointer: DESIGN.md invariant 1) and records the outcome. A failed commit is retried
+as a whole with full-jitter backoff (:func:`kresume.store.storage.backoff`) after the store's own
+per-request retries gave up; after SIGTERM it is not retried. Retention runs after each commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kresume.sidecar import scheduling
+from kresume.sidecar.discovery import Hints
+from kresume.sidecar.ledger import Ledger
+from kresume.sidecar.metrics import Metrics
+from kresume.sidecar.settings import SidecarSettings
+from kresume.sidecar.tasks import CommitTask, UploadCancelled
+from kresume.store import errors
+from kresume.store.runstore import RunStore
+from kresume.store.storage import backoff
+
+
+class Uploader:
+    """Worker threads over ``ledger``; ``deadline()`` returns the SIGTERM deadline (monotonic
+    seconds) or ``None`` while running normally."""
+
+    def __init__(self, store: RunStore, settings: SidecarSettings, ledger: Ledger, metrics: Metrics,
+                 hints: Hints, log: logging.Logger, deadline: Callable[[], float | None]) -> None:
+        self.store = store
+        self.settings = settings
+        self.ledger = ledger
+        self.metrics = metrics
+        self.hints = hints
+        self.log = log
+        self.deadline = deadline
+        self.bw = scheduling.Bandwidth()
+        self.threads: list[threading.Thread] = []
+        self._stop = False
+        self._prune_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the worker threads (daemons: a blocked upload never keeps the process alive)."""
+        self.threads = [threading.Thread(target=self._worker, name=f"kresume-commit-{i}", daemon=True)
+                        for i in range(self.settings.concurrency)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self, reason: str, join_seconds: float) -> None:
+        """Cancel running uploads (``reason`` is logged), stop the workers and wait up to
+        ``join_seconds`` for each."""
+        with self.ledger.cv:
+            self._stop = True
+        self.ledger.cancel_inflight(reason)
+        for t in self.threads:
+            t.join(timeout=join_seconds)
+
+    def pick_locked(self, now: float) -> CommitTask | None:
+        """The next task to start (caller holds ``ledger.cv``)."""
+        return self.ledger.pick_locked(now, deadline=self.deadline(), bandwidth=self.bw.value,
+                                       concurrency=self.settings.concurrency,
+                                       max_inflight_bytes=self.settings.max_inflight_bytes)
+
+    # ------------------------------------------------------------------ worker
+    def _worker(self) -> None:
+        cv = self.ledger.cv
+        while True:
+            with cv:
+                while True:
+                    if self._stop:
+                        return
+                    job = self.pick_locked(time.monotonic())
+                    if job is not None:
+                        self.ledger.start_locked(job)
+                        self.metrics.inflight_bytes.set(self.ledger.inflight_bytes_locked())
+                        break
+                    cv.wait(timeout=0.5)
+            requeued = False
+            try:
+                requeued = self._commit(job)
+            finally:
+                self.metrics.inflight_bytes.set(self.ledger.release(job, requeue=requeued))
+                self.hints.wake.set()
+
+    def _commit(self, job: CommitTask) -> bool:
+        """Commit one job; returns True when it should be retried later."""
+        job.started, job.done_bytes = time.monotonic(), 0
+        job.cancel.clear()
+
+        def progress(n: int) -> None:
+            job.done_bytes += n
+            self.ledger.count_bytes(n)
+            self.metrics.bytes_uploaded.inc(n)
+            if job.cancel.is_set():
+                raise UploadCancelled(job.rel, job.cancel_reason or "cancelled")
+
+        s = self.settings
+        source = {"unit": job.rel, **({"pod": s.pod_name} if s.pod_name else {}),
+                  **({"namespace": s.pod_namespace} if s.pod_namespace else {})}
+        log_fields = {"unit": job.rel, "bytes": job.size, "attempt": job.attempts + 1}
+        try:
+            manifest = self.store.commit(job.snap, info=job.info, source=source, progress=progress)
+        except UploadCancelled as exc:
+            self._abandon(job, "cancelled", f"upload of {job.rel} stopped: {exc.detail or exc}")
+            return False
+        except errors.SourceChanged as exc:
+            self._abandon(job, "source_changed", f"{job.rel} changed while uploading, not committed: {exc}")
+            return False
+        except (errors.SourceUnreadable, errors.OutsideRoot) as exc:
+            self.ledger.reject(job.key, str(exc))
+            self._abandon(job, "unreadable", f"{job.rel}: {exc}")
+            return False
+        except errors.SourceError as exc:
+            self._abandon(job, "source", f"{job.rel}: {exc}")
+            return False
+        except Exception as exc:  # noqa: BLE001 - StoreError after the store's retries, or a bug
+            job.attempts += 1
+            reason = "store" if isinstance(exc, errors.StoreError) else "internal"
+            if job.attempts < s.commit_attempts and self.deadline() is None:
+                delay = backoff(job.attempts - 1, s.retry_base_seconds, s.retry_max_seconds)
+                job.not_before = time.monotonic() + delay
+                self.metrics.failures.labels(f"{reason}_retry").inc()
+                self.log.warning("commit of %s failed (%s); retry %d/%d in %.1f s", job.rel, exc,
+                                 job.attempts + 1, s.commit_attempts, delay, extra={"fields": log_fields},
+                                 exc_info=reason == "internal")
+                return True
+            self._abandon(job, reason, f"commit of {job.rel} failed after {job.attempts} tries: {exc}")
+            return False
+        elapsed = time.monotonic() - job.started
+        self.bw.add(job.size, elapsed)
+        if self.ledger.record_commit(job, manifest.step):
+            self.metrics.last_step.set(manifest.step)
+        self.metrics.commits.inc()
+        self.metrics.commit_lag.observe(max(0.0, time.time() - job.written_at))
+        self.log.info("committed %s as %s (step %s, %d B in %.2f s)", job.rel, manifest.id, manifest.step,
+                      job.size, elapsed, extra={"fields": {**log_fields, "id": manifest.id, "step": manifest.step}})
+        self._prune()
+        return False
+
+    def _abandon(self, job: CommitTask, reason: str, message: str) -> None:
+        self.ledger.count_abandoned()
+        self.metrics.failures.labels(reason).inc()
+        self.log.warning(message, extra={"fields": {"unit": job.rel, "reason": reason}})
+
+    def _prune(self) -> None:
+        if self.settings.keep_last is None:
+            return
+        with self._prune_lock:
+            try:
+                plan = self.store.prune(self.settings.keep_last, self.settings.keep_every)
+            except errors.StoreError as exc:
+                self.log.warning("retention failed: %s", exc)
+                return
+        if plan.delete:
+            self.log.info("retention deleted %d checkpoints", len(plan.delete),
+                          extra={"fields": {"deleted": plan.delete}})

@@ -5,4 +5,5 @@ pytest_plugins = [
     "_fixtures.objstores",
     "_fixtures.cluster",
     "_fixtures.faultproxy",
+    "_fixtures.operator",
 ]

@@ -12,95 +12,37 @@ rules, so a missing permission fails here.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
+from _fixtures.operator import apply, env_of, kget, register_webhook, start_operator, wait_for
 from kresume import contract
-from kresume.crds import __file__ as crds_init
-from kresume.devtools import pki
 from kresume.devtools.cluster import ControlPlane
-from kresume.devtools import _procs, chart
-from kresume.devtools.operator_process import OperatorProcess
 from kresume.store.runstore import RunStore
 
-T = TypeVar("T")
 BUCKET = "kresume-test"  # the objstores fixture's session bucket
 
 
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.3) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last error
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
-
-
-def kget(cp: ControlPlane, *args: str) -> Any:
-    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
-
-
-def apply(cp: ControlPlane, *objs: dict[str, Any]) -> None:
-    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
-
-
-@pytest.fixture(scope="module")
-def crds(control_plane: ControlPlane) -> None:
-    folder = Path(crds_init).parent
-    for f in sorted(folder.glob("*.yaml")):
-        control_plane.kubectl("apply", "-f", str(f))
-    for name in ("checkpointpolicies", "checkpointruns"):
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}.{contract.GROUP}", "--timeout=60s")
-
-
 @pytest.fixture
-def operator(control_plane: ControlPlane, k8s_namespace: str, crds: None, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Operator process for ``k8s_namespace`` + the webhook configuration + RBAC; yields facts about it."""
-    tag = uuid.uuid4().hex[:6]
-    sa = "kresume-operator"
-    apply(control_plane, *chart.rbac_manifests(k8s_namespace, sa, f"kresume-operator-{tag}"))
-    kubeconfig = control_plane.make_impersonating_kubeconfig(k8s_namespace, sa, tmp_path / "operator.kubeconfig")
-    tls = pki.make_webhook_tls(tmp_path)
-    port, live = _procs.free_ports(2)
-    proc = OperatorProcess(
-        args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
-              "--tls-key-file", str(tls.key_file), "--namespace", k8s_namespace, "--liveness-port", str(live),
-              "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:test", "--refresh-interval", "2"],
-        env={**control_plane.env(), "KUBECONFIG": str(kubeconfig)},
-        log=tmp_path / "operator.log", webhook_port=port,
-    )
-    control_plane.kubectl("label", "namespace", k8s_namespace, f"kresume-test={k8s_namespace}")
-    hook = f"kresume-{tag}"
-    # timeoutSeconds 10 (the API maximum) instead of the chart's 5: this shared 2-core machine runs at load
-    # 10+, where a busy operator can miss 5 s; the pod would then be (correctly) admitted unmutated.
-    apply(control_plane, chart.webhook_configuration(hook, port, tls.ca_bundle, timeout_seconds=10,
-                                                        namespace_labels={"kresume-test": k8s_namespace}))
-    proc.start()
-    try:
+def operator(control_plane: ControlPlane, k8s_namespace: str, crds_installed: None, tmp_path: Path
+             ) -> Iterator[dict[str, Any]]:
+    """Operator process for ``k8s_namespace`` + the chart's webhook configuration and RBAC; yields facts about it."""
+    cp, ns = control_plane, k8s_namespace
+    cp.kubectl("label", "namespace", ns, f"kresume-test={ns}")
+    with start_operator(cp, tmp_path, namespaces=[ns], args=["--refresh-interval", "2"]) as op, \
+            register_webhook(cp, op, {"kresume-test": ns}):
         # A probe pod needs a policy; the test's own policy replaces this one.
-        apply(control_plane, {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
-                              "metadata": {"name": "default", "namespace": k8s_namespace},
-                              "spec": {"storage": f"file://{tmp_path}/probe-store"}})
-        print(f"webhook serving after {proc.wait_serving(control_plane.kubectl, k8s_namespace):.1f} s")
-        yield {"proc": proc, "port": port}
-    finally:
-        proc.stop()
-        print(proc.tail(200))
-        control_plane.kubectl("delete", "mutatingwebhookconfiguration", hook, "--ignore-not-found", check=False)
-        control_plane.kubectl("delete", "clusterrolebinding,clusterrole", f"kresume-operator-{tag}",
-                              "--ignore-not-found", check=False)
+        apply(cp, {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+                   "metadata": {"name": "default", "namespace": ns},
+                   "spec": {"storage": f"file://{tmp_path}/probe-store"}})
+        print(f"webhook serving after {op.proc.wait_serving(cp.kubectl, ns):.1f} s")
+        yield {"proc": op.proc, "port": op.port, "op": op}
 
 
 def apiserver_webhook_log(cp: ControlPlane) -> str:
@@ -126,11 +68,6 @@ def job(name: str) -> dict[str, Any]:
 def pods_of(cp: ControlPlane, ns: str, job_name: str) -> list[dict[str, Any]]:
     items = kget(cp, "pods", "-n", ns, "-l", f"job-name={job_name}")["items"]
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-
-def env_of(pod: dict[str, Any], container: str = "trainer") -> dict[str, Any]:
-    c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
-    return {e["name"]: e.get("value") for e in c.get("env", [])}
 
 
 def test_preempted_job_pod_resumes_from_committed_checkpoint(
@@ -224,14 +161,6 @@ def bare_pod(name: str, run: str) -> dict[str, Any]:
                      "containers": [{"name": "trainer", "image": "python:3.11-slim"}]}}
 
 
-def admission_sources(proc: Any, ns: str, run: str) -> list[str]:
-    """The ``checkpoint from X`` source of each admission of ``run``, in order (the operator's log)."""
-    import re
-
-    line = re.compile(rf"inject-pod {re.escape(ns)}/{re.escape(run)}: \w+ \(checkpoint from (?P<src>[\w-]+)\)")
-    return [m["src"] for m in map(line.search, proc.log.read_text(errors="replace").splitlines()) if m]
-
-
 def test_replacement_of_a_quiet_run_is_answered_from_memory_and_is_never_stale(
     control_plane: ControlPlane, k8s_namespace: str, operator: dict[str, Any], moto_s3: Any, tmp_path: Path
 ):
@@ -273,7 +202,7 @@ def test_replacement_of_a_quiet_run_is_answered_from_memory_and_is_never_stale(
     time.sleep(3)  # the operator sees the pod gone and reads the store once
     second_pod = create("quiet-2")
     assert env_of(second_pod)[contract.ENV_RESUME_FROM] == first
-    assert admission_sources(proc, ns, "quiet")[-1] == "memory", proc.tail()
+    assert operator["op"].admissions(ns, "quiet")[-1][1] == "memory", proc.tail()
 
     newest = commit(20)  # while quiet-2 lives: the cached step-10 answer is now stale
     gone("quiet-2")
@@ -283,4 +212,4 @@ def test_replacement_of_a_quiet_run_is_answered_from_memory_and_is_never_stale(
     time.sleep(3)
     fourth = create("quiet-4")
     assert env_of(fourth)[contract.ENV_RESUME_FROM] == newest
-    assert admission_sources(proc, ns, "quiet")[-1] == "memory", proc.tail()
+    assert operator["op"].admissions(ns, "quiet")[-1][1] == "memory", proc.tail()

@@ -4,7 +4,14 @@
 # in DIR, then print `export KUBEBUILDER_ASSETS=DIR` (the controller-runtime envtest convention, honoured by
 # kresume.devtools.cluster).
 #
-# Usage: scripts/k8s-assets.sh [DIR]        (default DIR: <repo>/.cache/k8s/bin)
+# Usage: scripts/k8s-assets.sh [--node] [DIR]        (default DIR: <repo>/.cache/k8s/bin)
+#
+# --node (or KRESUME_K8S_NODE=1) also provides what a real node needs (kresume.devtools.localcluster):
+#   kubelet + kube-scheduler (v1.20.2, from the same sources as below: one build of the same tree, not two),
+#   `pause` (static, compiled with gcc from build/pause/linux/pause.c of Debian's kubernetes source package; only
+#   that file is extracted), and from Debian packages: containerd runc containernetworking-plugins (CNI in
+#   /usr/lib/cni), umoci mmdebstrap buildah (offline image builds), gcc (pause), iproute2. Measured on this
+#   machine kind: +15-30 s of apt and ~5 s for pause with the prebuilt binaries; +~8 min when kubelet is built.
 #
 # Sources, first that works:
 #   1. DIR already complete and matching DIR/SHA256SUMS (written by this script)  -> nothing to do
@@ -21,19 +28,24 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DIR=${1:-$REPO/.cache/k8s/bin}
-mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
 SHARED=${KRESUME_SHARED_K8S:-$REPO/../shared/k8s}
 BUILD=${K8S_BUILD_CACHE:-$REPO/.cache/k8s/build}
 K8S_VERSION=v1.20.2
 K8S_COMMIT=faecb196815e248d3ecfb03c680a4507229c2a56   # upstream tag v1.20.2
+NODE=${KRESUME_K8S_NODE:-0}
+if [ "${1:-}" = --node ]; then NODE=1; shift; fi
+DIR=${1:-$REPO/.cache/k8s/bin}
+mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
 BINS=(kube-apiserver kube-controller-manager kubectl etcd)
+K8S_BUILT=(kube-apiserver kube-controller-manager)
+if [ "$NODE" = 1 ]; then BINS+=(kubelet kube-scheduler pause); K8S_BUILT+=(kubelet kube-scheduler); fi
+NODE_PACKAGES=(containerd runc containernetworking-plugins umoci mmdebstrap buildah gcc libc6-dev iproute2 xz-utils)
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost DEBIAN_FRONTEND=noninteractive
 
 log() { echo "k8s-assets: $*" >&2; }
 die() { echo "k8s-assets: ERROR: $*" >&2; exit 1; }
 
-complete() {  # complete DIR -> all four binaries present and executable
+complete() {  # complete DIR -> every binary of BINS present and executable
   local b; for b in "${BINS[@]}"; do [ -x "$1/$b" ] || return 1; done
 }
 
@@ -41,8 +53,7 @@ sums_ok() {  # DIR is complete and matches the manifest this script wrote
   complete "$DIR" && [ -s "$DIR/SHA256SUMS" ] && (cd "$DIR" && sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1)
 }
 
-write_sums() { (cd "$DIR" && sha256sum kube-apiserver kube-controller-manager kubectl etcd > SHA256SUMS.tmp \
-  && mv SHA256SUMS.tmp SHA256SUMS); }
+write_sums() { (cd "$DIR" && sha256sum "${BINS[@]}" > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS); }
 
 done_() { write_sums; echo "export KUBEBUILDER_ASSETS=$DIR"; exit 0; }
 
@@ -74,7 +85,9 @@ ensure_deb_src() {  # mirror the configured binary sources as source entries (de
 build_from_source() {
   local out=$BUILD/bin src ld pkg c d
   mkdir -p "$BUILD/src" "$BUILD/debs" "$out"
-  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/kubectl" ]; then
+  local need=0
+  for c in "${K8S_BUILT[@]}" kubectl; do [ -x "$out/$c" ] || need=1; done
+  if [ "$need" = 0 ]; then
     log "using cached source build in $out"
   else
     log "building Kubernetes $K8S_VERSION from Debian's source package in $BUILD (~5 min, ~1.4 GB RAM)"
@@ -117,7 +130,7 @@ build_from_source() {
       ld="$ld -X $pkg.gitCommit=$K8S_COMMIT -X $pkg.buildDate=2021-01-13T00:00:00Z"
     done
     cd "$BUILD/gopath/src/k8s.io/kubernetes"
-    for c in kube-apiserver kube-controller-manager; do
+    for c in "${K8S_BUILT[@]}"; do
       [ -x "$out/$c" ] && continue
       log "go build $c"
       GOPATH=$BUILD/gopath GOCACHE=$BUILD/gocache GO111MODULE=off GOFLAGS= GOPROXY=off GOTOOLCHAIN=local \
@@ -126,10 +139,58 @@ build_from_source() {
     done
   fi
   "$out/kube-apiserver" --version | grep -q "$K8S_VERSION" || die "built kube-apiserver is not $K8S_VERSION"
-  for c in kube-apiserver kube-controller-manager kubectl; do cp "$out/$c" "$DIR/$c.tmp"; mv "$DIR/$c.tmp" "$DIR/$c"; done
+  for c in "${K8S_BUILT[@]}" kubectl; do cp "$out/$c" "$DIR/$c.tmp"; mv "$DIR/$c.tmp" "$DIR/$c"; done
+}
+
+# --- a real node: Debian packages and the pause binary ----------------------------------------------------------
+ensure_node_packages() {  # install what of NODE_PACKAGES is missing (dpkg's status, not PATH: gcc may be elsewhere)
+  local missing=() p
+  for p in "${NODE_PACKAGES[@]}"; do
+    dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -q '^installed$' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "a real node needs ${missing[*]} (apt) and root"
+  log "installing ${missing[*]} (apt, ~15-30 s)"
+  apt_install "${missing[@]}"
+}
+
+pause_source() {  # print the path of build/pause/linux/pause.c from Debian's kubernetes source package
+  local tree f lists=$BUILD/pause/apt-lists tarball
+  tree=$(ls -d "$BUILD"/src/kubernetes-*/ 2>/dev/null | head -1 || true)
+  if [ -n "$tree" ] && [ -f "$tree/build/pause/linux/pause.c" ]; then echo "$tree/build/pause/linux/pause.c"; return; fi
+  f=$(ls "$BUILD"/pause/kubernetes-*/build/pause/linux/pause.c 2>/dev/null | head -1 || true)
+  [ -n "$f" ] && { echo "$f"; return; }
+  # Only the source package's orig tarball (~35 MB), through a private apt source list: the machine's apt
+  # configuration is not touched.
+  mkdir -p "$lists/partial" "$BUILD/pause"
+  local srclist=$BUILD/pause/deb-src.sources
+  : > "$srclist"
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && sed -E 's/^Types: *deb$/Types: deb-src/' "$f" >> "$srclist" && echo >> "$srclist"
+  done
+  local one=$BUILD/pause/deb-src.list
+  if [ -f /etc/apt/sources.list ]; then grep -E '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' > "$one" || true; else : > "$one"; fi
+  local opts=(-o "Dir::Etc::SourceList=$one" -o "Dir::Etc::SourceParts=$BUILD/pause/parts" -o "Dir::State::Lists=$lists")
+  mkdir -p "$BUILD/pause/parts"; cp "$srclist" "$BUILD/pause/parts/deb-src.sources"
+  apt-get -q "${opts[@]}" update >"$BUILD/pause/apt.log" 2>&1 || { tail -5 "$BUILD/pause/apt.log" >&2; die "apt-get update (deb-src) failed"; }
+  (cd "$BUILD/pause" && apt-get -q "${opts[@]}" source --download-only kubernetes >>apt.log 2>&1) \
+    || { tail -5 "$BUILD/pause/apt.log" >&2; die "apt-get source --download-only kubernetes failed"; }
+  tarball=$(ls "$BUILD"/pause/kubernetes_*.orig.tar.* | head -1)
+  tar -C "$BUILD/pause" -xf "$tarball" --wildcards '*/build/pause/linux/pause.c'
+  ls "$BUILD"/pause/kubernetes-*/build/pause/linux/pause.c | head -1
+}
+
+ensure_pause() {  # DIR/pause: the sandbox (infra) container's only program, static, VERSION 3.2 as kubelet expects
+  [ -x "$DIR/pause" ] && "$DIR/pause" -v 2>/dev/null | grep -q 'pause.c 3.2' && return 0
+  local src; src=$(pause_source)
+  log "compiling pause from $src"
+  gcc -Os -static -Wall -Werror -DVERSION=3.2 -o "$DIR/pause.tmp" "$src"
+  strip "$DIR/pause.tmp" 2>/dev/null || true
+  mv "$DIR/pause.tmp" "$DIR/pause"
 }
 
 # --- main ---------------------------------------------------------------------------------------------------------
+[ "$NODE" = 1 ] && ensure_node_packages
 sums_ok && { echo "export KUBEBUILDER_ASSETS=$DIR"; exit 0; }
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ "$(cd "$KUBEBUILDER_ASSETS" 2>/dev/null && pwd)" != "$DIR" ] \
@@ -147,17 +208,20 @@ if [ -s "$DIR/SHA256SUMS" ]; then
 fi
 [ "$(id -u)" = 0 ] || command -v etcd >/dev/null || die "etcd is missing and installing etcd-server needs root (apt)"
 ensure_etcd
+[ "$NODE" = 1 ] && ensure_pause
 
+SHARED_NAMES="kube-apiserver|kube-controller-manager|kubectl"
+[ "$NODE" = 1 ] && SHARED_NAMES="$SHARED_NAMES|kubelet|kube-scheduler"
 shared_sums_ok() {  # the k8s binaries in DIR match the checksums shipped beside envtest.sh
   [ -s "$SHARED/bin/SHA256SUMS" ] || return 0
-  (cd "$DIR" && grep -E ' (kube-apiserver|kube-controller-manager|kubectl)$' "$SHARED/bin/SHA256SUMS" \
-    | sha256sum --quiet -c - >/dev/null 2>&1)
+  (cd "$DIR" && grep -E " ($SHARED_NAMES)\$" "$SHARED/bin/SHA256SUMS" | sha256sum --quiet -c - >/dev/null 2>&1)
 }
 
 if [ -x "$SHARED/envtest.sh" ]; then
   # envtest.sh keeps binaries that already exist, so drop unverified ones first
-  complete "$DIR" && ! shared_sums_ok && rm -f "$DIR/kube-apiserver" "$DIR/kube-controller-manager" "$DIR/kubectl"
-  "$SHARED/envtest.sh" assets "$DIR" >/dev/null || die "$SHARED/envtest.sh assets $DIR failed"
+  complete "$DIR" && ! shared_sums_ok && rm -f "$DIR/kube-apiserver" "$DIR/kube-controller-manager" "$DIR/kubectl" \
+    "$DIR/kubelet" "$DIR/kube-scheduler"
+  WITH_NODE=$NODE "$SHARED/envtest.sh" assets "$DIR" >/dev/null || die "$SHARED/envtest.sh assets $DIR failed"
   complete "$DIR" || die "$SHARED/envtest.sh assets left $DIR incomplete"
   shared_sums_ok || die "binaries in $DIR do not match $SHARED/bin/SHA256SUMS"
   done_

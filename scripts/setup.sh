@@ -8,7 +8,9 @@
 #      then `pip install -e '.[s3,gcs,azure,torch,dev]'` (a stamp keyed on pyproject.toml's hash skips reinstalls).
 #   2. Azurite 3.37.0 (npm) into .cache/azurite             — scripts/install-azurite.sh
 #   3. kube-apiserver/controller-manager/kubectl + etcd     — scripts/k8s-assets.sh (.cache/k8s/bin)
-# Env: PYTHON (default python3), KRESUME_SKIP_K8S=1, KRESUME_SKIP_AZURITE=1.
+#      + kubelet, kube-scheduler, pause and the real node's Debian packages (containerd, runc, CNI plugins, umoci,
+#      buildah, mmdebstrap) — `--node`; skipped with KRESUME_SKIP_NODE=1 (the demo then uses the node agent)
+# Env: PYTHON (default python3), KRESUME_SKIP_K8S=1, KRESUME_SKIP_NODE=1, KRESUME_SKIP_AZURITE=1.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -40,5 +42,6 @@ if torch.__version__.split("+")[0] != "2.13.0":
 PY
 
 [ "${KRESUME_SKIP_AZURITE:-}" = 1 ] || { log "Azurite (Azure Blob emulator) into .cache/azurite"; scripts/install-azurite.sh >/dev/null; }
-[ "${KRESUME_SKIP_K8S:-}" = 1 ] || { log "Kubernetes test binaries (kube-apiserver, etcd, kubectl) into .cache/k8s"; scripts/k8s-assets.sh >/dev/null; }
+node_flag=--node; [ "${KRESUME_SKIP_NODE:-}" = 1 ] && node_flag=
+[ "${KRESUME_SKIP_K8S:-}" = 1 ] || { log "Kubernetes test binaries (kube-apiserver, etcd, kubectl${node_flag:+, kubelet, kube-scheduler, containerd}) into .cache/k8s"; scripts/k8s-assets.sh $node_flag >/dev/null; }
 log "ready (.venv, .cache/azurite, .cache/k8s/bin)"

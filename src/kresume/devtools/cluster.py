@@ -1,7 +1,9 @@
 """A real local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager), envtest style.
 
-No scheduler and no kubelet: pods stay Pending unless something binds them (``spec.nodeName`` or
-``pods/binding``) and reports their status. The controller-manager makes Jobs create Pods, collects garbage and
+No kubelet, and no scheduler unless ``ControlPlaneSettings.scheduler``: pods stay Pending unless something binds
+them (``spec.nodeName`` or ``pods/binding``) and reports their status (the node agent, :mod:`kresume.devtools.node`),
+or a real kubelet runs them (:mod:`kresume.devtools.localcluster`). :meth:`ControlPlane.restart_apiserver` restarts
+the API server on the same etcd (fault tests). The controller-manager makes Jobs create Pods, collects garbage and
 deletes namespaces. Flags follow ``../shared/k8s/envtest.sh`` (measured there: cold start to ``/readyz`` 4-6 s,
 RSS about 385 MB apiserver + 50 MB etcd + 95 MB controller-manager).
 
@@ -75,6 +77,9 @@ class ControlPlaneSettings:
     controller_manager_flags: tuple[str, ...] = ()
     """Extra kube-controller-manager flags, appended last so they win, e.g. ``("--controllers=*,-nodelifecycle",)``
     to stop Nodes without a kubelet turning ``Unknown`` after 40 s and their pods being evicted ~5 min later."""
+    scheduler: bool = False
+    """Run kube-scheduler (needs ``kube-scheduler`` in the assets: ``scripts/k8s-assets.sh --node``). Only useful
+    with a real node (:mod:`kresume.devtools.localcluster`); the node agent binds pods itself."""
     apiserver_flags: tuple[str, ...] = ()
     """Extra kube-apiserver flags, appended last, e.g. ``("--feature-gates=...",)``."""
     ready_timeout: float = 90.0
@@ -87,21 +92,25 @@ class ControlPlaneSettings:
     (etcd fsyncs are then free), else the system temp dir."""
 
 
-def find_assets(assets_dir: Path | None = None, *, controller_manager: bool = True) -> Path:
+def find_assets(assets_dir: Path | None = None, *, controller_manager: bool = True,
+                extra: tuple[str, ...] = ()) -> Path:
     """Return the directory holding the control-plane binaries.
 
-    Order: ``assets_dir``, ``$KUBEBUILDER_ASSETS``, ``<repo>/.cache/k8s/bin``. Raises :class:`AssetsMissingError`
-    naming the missing files and ``scripts/k8s-assets.sh`` when the chosen directory is incomplete.
+    Order: ``assets_dir``, ``$KUBEBUILDER_ASSETS``, ``<repo>/.cache/k8s/bin``. ``extra``: more binaries that must
+    be there (``kubelet``, ``kube-scheduler``: ``scripts/k8s-assets.sh --node``). Raises
+    :class:`AssetsMissingError` naming the missing files and the command when the chosen directory is incomplete.
     """
     env = os.environ.get(ASSETS_ENV)
     directory = Path(assets_dir or env or REPO_ASSETS_DIR)
     names = ["etcd", "kube-apiserver", "kubectl"] + (["kube-controller-manager"] if controller_manager else [])
+    names += list(extra)
     missing = [n for n in names if not os.access(directory / n, os.X_OK)]
     if missing:
         source = "assets_dir" if assets_dir else (f"${ASSETS_ENV}" if env else "the default cache")
+        command = ASSETS_COMMAND + (" --node" if {"kubelet", "kube-scheduler"} & set(missing) else "")
         raise AssetsMissingError(
-            f"control-plane binaries {missing} not found in {directory} (from {source}); fetch them with "
-            f"`{ASSETS_COMMAND}` (then `export {ASSETS_ENV}=...` as it prints, or use the default cache dir)"
+            f"Kubernetes binaries {missing} not found in {directory} (from {source}); fetch them with "
+            f"`{command}` (then `export {ASSETS_ENV}=...` as it prints, or use the default cache dir)"
         )
     return directory
 
@@ -173,6 +182,8 @@ class ControlPlane:
         self.logs: dict[str, Path] = {}
         self.timings: dict[str, float] = {}
         self._procs: list[_Process] = []
+        self._etcd_url = ""
+        self._apiserver_port = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> ControlPlane:
@@ -186,7 +197,8 @@ class ControlPlane:
         if self._procs:
             return self
         s = self.settings
-        self.assets = find_assets(s.assets_dir, controller_manager=s.controller_manager)
+        self.assets = find_assets(s.assets_dir, controller_manager=s.controller_manager,
+                                  extra=("kube-scheduler",) if s.scheduler else ())
         root = s.work_root or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir()))
         _sweep_stale_workdirs(root)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-", dir=root))
@@ -208,6 +220,8 @@ class ControlPlane:
             if s.controller_manager:
                 self._start_controller_manager()
                 self.timings["controller_manager_ready_s"] = time.monotonic() - t0
+            if s.scheduler:
+                self._start_scheduler()
         except BaseException:
             self.stop()
             raise
@@ -260,9 +274,19 @@ class ControlPlane:
             f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
             f"--initial-cluster=test=http://127.0.0.1:{peer}",
         ])  # fmt: skip
+        self._etcd_url = f"http://127.0.0.1:{client}"
+        self._apiserver_port = api
+        self.server = f"https://127.0.0.1:{api}"
+        self._start_apiserver([etcd])
+
+    def _start_apiserver(self, also_watch: list[_Process]) -> _Process:
+        """Spawn kube-apiserver on ``self._apiserver_port`` against ``self._etcd_url``; wait for ``/readyz``."""
+        assert self.assets is not None and self.workdir is not None
+        p = self.workdir / "pki"
         apiserver = self._spawn("kube-apiserver", [
-            str(self.assets / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api}", "--insecure-port=0",
+            str(self.assets / "kube-apiserver"), f"--etcd-servers={self._etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self._apiserver_port}",
+            "--insecure-port=0",
             f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}", f"--token-auth-file={p / 'tokens.csv'}",
             f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
@@ -271,9 +295,31 @@ class ControlPlane:
             "--endpoint-reconciler-type=none", f"--cert-dir={self.workdir / 'apiserver-certs'}",
             "--disable-admission-plugins=ServiceAccount", *self.settings.apiserver_flags,
         ])  # fmt: skip
-        self.server = f"https://127.0.0.1:{api}"
-        self._wait_until(f"kube-apiserver at {self.server} /readyz", [etcd, apiserver],
+        self._wait_until(f"kube-apiserver at {self.server} /readyz", [*also_watch, apiserver],
                          lambda: self._get("/readyz", timeout=2) == "ok")  # fmt: skip
+        return apiserver
+
+    def restart_apiserver(self, down_seconds: float = 0.0) -> float:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL after ``stop_timeout``), wait ``down_seconds``, start it
+        again on the same port, etcd and PKI, and wait for ``/readyz``. Clients (kubeconfig, token, CA) stay
+        valid; the other components reconnect by themselves. Returns the seconds from the new spawn to ready.
+
+        Raises :class:`ControlPlaneError` when the new process exits or is not ready within ``ready_timeout``
+        (e.g. the port was taken by another process while it was down).
+        """
+        old = next((p for p in self._procs if p.name == "kube-apiserver"), None)
+        if old is None:
+            raise ControlPlaneError("restart_apiserver: the control plane is not running")
+        old.stop(grace_s=self.settings.stop_timeout)
+        if down_seconds > 0:
+            time.sleep(down_seconds)
+        index = self._procs.index(old)
+        self._procs.remove(old)
+        t0 = time.monotonic()
+        new = self._start_apiserver([])
+        self._procs.remove(new)
+        self._procs.insert(index, new)  # keep start order: stop() stops dependants first
+        return time.monotonic() - t0
 
     def _start_controller_manager(self) -> None:
         assert self.assets is not None and self.workdir is not None
@@ -294,6 +340,15 @@ class ControlPlane:
         # The serviceaccount controller creating `default` in `default` shows the controllers run (envtest.sh).
         self._wait_until("kube-controller-manager's default ServiceAccount", [kcm],
                          lambda: bool(self._get("/api/v1/namespaces/default/serviceaccounts/default", timeout=2)))
+
+    def _start_scheduler(self) -> None:
+        """kube-scheduler with the admin kubeconfig, no serving ports (nothing probes it), no leader election."""
+        assert self.assets is not None
+        sched = self._spawn("kube-scheduler", [
+            str(self.assets / "kube-scheduler"), f"--kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1",
+            "--secure-port=0", "--port=0", "--leader-elect=false",
+        ])  # fmt: skip
+        sched.check_alive()
 
     def _wait_until(self, what: str, procs: list[_Process], probe: Callable[[], bool]) -> None:
         """Poll ``probe`` every 0.2 s until it returns True (connection errors count as False).

@@ -150,6 +150,37 @@ def register_webhook(cp: ControlPlane, op: RunningOperator, namespace_labels: di
         cp.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found", check=False)
 
 
+@pytest.fixture
+def webhook_operator(control_plane: ControlPlane, k8s_namespace: str, crds_installed: None, tmp_path: Path
+                     ) -> Iterator[RunningOperator]:
+    """The operator for ``k8s_namespace`` behind the chart's webhook configuration and RBAC, serving end to end
+    (a probe pod came back mutated). The namespace gets a ``default`` policy on a ``file://`` store, which
+    tests replace with their own."""
+    cp, ns = control_plane, k8s_namespace
+    cp.kubectl("label", "namespace", ns, f"kresume-test={ns}")
+    with start_operator(cp, tmp_path, namespaces=[ns], args=["--refresh-interval", "2"]) as op, \
+            register_webhook(cp, op, {"kresume-test": ns}):
+        apply(cp, {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+                   "metadata": {"name": "default", "namespace": ns},
+                   "spec": {"storage": f"file://{tmp_path}/probe-store"}})
+        print(f"webhook serving after {op.proc.wait_serving(cp.kubectl, ns):.1f} s")
+        yield op
+
+
+def s3_policy(cp: ControlPlane, ns: str, base: str, server: Any, *, name: str = "default",
+              extra: dict[str, Any] | None = None) -> None:
+    """A policy on an S3 server of the objstores fixtures with its keys in a credentials Secret (as users do)."""
+    opts = server.storage_options
+    apply(cp,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-s3-creds", "namespace": ns},
+           "stringData": {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}},
+          {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"storage": base, "credentialsSecret": f"{name}-s3-creds", **(extra or {}),
+                    "storageOptions": {"client_kwargs": opts["client_kwargs"],
+                                       "config_kwargs": opts["config_kwargs"]}}})
+
+
 def review(pod: dict[str, Any], namespace: str, *, dry_run: bool = False, uid: str | None = None) -> dict[str, Any]:
     """An admission.k8s.io/v1 AdmissionReview of a pod CREATE, as kube-apiserver sends it."""
     return {

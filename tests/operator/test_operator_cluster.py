@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from _fixtures.operator import apply, env_of, kget, register_webhook, start_operator, wait_for
+from _fixtures.operator import apply, env_of, kget, wait_for
 from kresume import contract
 from kresume.devtools.cluster import ControlPlane
 from kresume.store.runstore import RunStore
@@ -30,19 +29,8 @@ BUCKET = "kresume-test"  # the objstores fixture's session bucket
 
 
 @pytest.fixture
-def operator(control_plane: ControlPlane, k8s_namespace: str, crds_installed: None, tmp_path: Path
-             ) -> Iterator[dict[str, Any]]:
-    """Operator process for ``k8s_namespace`` + the chart's webhook configuration and RBAC; yields facts about it."""
-    cp, ns = control_plane, k8s_namespace
-    cp.kubectl("label", "namespace", ns, f"kresume-test={ns}")
-    with start_operator(cp, tmp_path, namespaces=[ns], args=["--refresh-interval", "2"]) as op, \
-            register_webhook(cp, op, {"kresume-test": ns}):
-        # A probe pod needs a policy; the test's own policy replaces this one.
-        apply(cp, {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
-                   "metadata": {"name": "default", "namespace": ns},
-                   "spec": {"storage": f"file://{tmp_path}/probe-store"}})
-        print(f"webhook serving after {op.proc.wait_serving(cp.kubectl, ns):.1f} s")
-        yield {"proc": op.proc, "port": op.port, "op": op}
+def operator(webhook_operator: Any) -> dict[str, Any]:
+    return {"proc": webhook_operator.proc, "port": webhook_operator.port, "op": webhook_operator}
 
 
 def apiserver_webhook_log(cp: ControlPlane) -> str:

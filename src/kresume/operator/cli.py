@@ -65,9 +65,9 @@ def command(
         help="Seconds between background refreshes of live runs (cache and CheckpointRun.status.latest)."),
     quiet_max_age: float = typer.Option(
         _R.quiet_max_age, "--quiet-max-age", envvar="KRESUME_QUIET_MAX_AGE", show_envvar=True,
-        help="Seconds an admission of a run with no running pod may be answered from memory (no store call); "
-             "bounds how long a change made by hand (kresume commit/mark-bad/prune) can go unseen. 0: always ask "
-             "the store. Off with --peering."),
+        help="Seconds an admission of a run with no running pod may be answered from memory (one bad-mark read "
+             "instead of a lookup); bounds how long a commit or prune made by hand can go unseen (a mark-bad is "
+             "seen at once). 0: always ask the store. Off with --peering."),
     run_ttl: float = typer.Option(
         _N.ttl_seconds, "--run-ttl", envvar="KRESUME_RUN_TTL", show_envvar=True,
         help="Delete a CheckpointRun this many seconds after its last activity when it has no live pod; 0: never."),

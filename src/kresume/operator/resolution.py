@@ -15,6 +15,14 @@ committing), a cached answer whose lookup started after the run became quiet is 
 answer, so an admission takes it without a store round trip (source ``memory``), as long as it is at
 most :attr:`ResolutionSettings.quiet_max_age` seconds old. The handlers refresh a run the moment it
 becomes quiet, so the replacement pod of a preempted run usually finds such an answer.
+
+Bad marks are seen at once (issue 11 item 3): ``kresume mark-bad`` works without any pod, so a quiet run's
+answer may name a checkpoint marked bad since. Before answering from memory the resolver reads the bad mark
+of the one checkpoint it is about to inject (one GET of ``bad/<id>.json``, within the admission's budget); a
+mark found — or no answer in time — sends the admission to the store, whose lookup skips bad marks. Store
+answers are read after the admission started, so they see every mark made before it. Ids this process knows
+to be bad (found so, or marked by the operator itself: :meth:`Resolver.note_bad`) are never injected from the
+fallbacks either (cache, ``status.latest``), which are used only when the store cannot answer.
 """
 
 from __future__ import annotations
@@ -95,6 +103,7 @@ class Resolver:
         self._clock = clock
         self.activity = activity
         self._cache: dict[str, Entry] = {}
+        self._bad: dict[str, set[str]] = {}
         self._stores: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="kresume-resolve")
@@ -109,10 +118,25 @@ class Resolver:
         with self._lock:
             return self._cache.get(url)
 
+    def note_bad(self, url: str, checkpoint: str) -> None:
+        """Checkpoint ``checkpoint`` of run ``url`` is marked bad (the operator marked it, or a check found the
+        mark): drop a cached answer naming it and never inject it from a fallback."""
+        with self._lock:
+            self._bad.setdefault(url, set()).add(checkpoint)
+            entry = self._cache.get(url)
+            if entry is not None and entry.resume is not None and entry.resume.checkpoint == checkpoint:
+                del self._cache[url]
+
+    def known_bad(self, url: str, checkpoint: str) -> bool:
+        """True when this process knows ``checkpoint`` of run ``url`` to be marked bad."""
+        with self._lock:
+            return checkpoint in self._bad.get(url, ())
+
     def forget(self, url: str) -> None:
         """Drop a run's cache entry and store handles (its CheckpointRun was deleted)."""
         with self._lock:
             self._cache.pop(url, None)
+            self._bad.pop(url, None)
             for key in [k for k in self._stores if k[0] == url]:
                 del self._stores[key]
         if self.activity is not None:
@@ -154,6 +178,8 @@ class Resolver:
             started_at=started,
         )
         with self._lock:
+            if entry.resume is not None:  # the store says it is not bad (now): e.g. `kresume unmark-bad`
+                self._bad.get(url, set()).discard(entry.resume.checkpoint)
             old = self._cache.get(url)
             if old is None or (old.started_at or 0.0) <= started:
                 self._cache[url] = entry if checkpoints is not None or old is None else _keep_count(entry, old)
@@ -185,10 +211,13 @@ class Resolver:
         """
         budget = self.settings.timeout if budget is None else budget
         start = self._clock()
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
         entry = self.cached(url)
         if entry is not None and self.exact(url, entry, start):
-            return Outcome(entry.resume, SOURCE_MEMORY, None, self._clock() - start)
-        loop = asyncio.get_running_loop()
+            if entry.resume is None or await self._still_good(url, options, entry.resume.checkpoint, budget):
+                return Outcome(entry.resume, SOURCE_MEMORY, None, self._clock() - start)
+            budget = max(0.05, budget - (time.monotonic() - t0))
         deadline = time.monotonic() + budget
         try:
             future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, self._clock())
@@ -203,11 +232,30 @@ class Resolver:
             error = _describe(exc)
         return self._fallback(url, fallback, error, start)
 
+    async def _still_good(self, url: str, options: Mapping[str, Any], checkpoint: str, budget: float) -> bool:
+        """True when ``checkpoint`` carries no bad mark (one store read within ``budget`` seconds); False when it
+        does (it is then :meth:`note_bad`-ed) or when the store did not say in time."""
+        if self.known_bad(url, checkpoint):
+            return False
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: self._store(url, dict(options)).is_bad(checkpoint))
+        try:
+            bad = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # noqa: BLE001 - unknown: let the store lookup decide
+            future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+            return False
+        if bad:
+            self.note_bad(url, checkpoint)
+        return not bad
+
     def _fallback(self, url: str, fallback: Resume | None, error: str, start: float) -> Outcome:
+        """The last known value that is not known to be bad: this cache's, else ``status.latest``, else none."""
         entry = self.cached(url)
-        if entry is not None:
+        if entry is not None and (entry.resume is None or not self.known_bad(url, entry.resume.checkpoint)):
             return Outcome(entry.resume, SOURCE_CACHE, error, self._clock() - start)
-        if fallback is not None:
+        if fallback is not None and not self.known_bad(url, fallback.checkpoint):
             return Outcome(fallback, SOURCE_STATUS, error, self._clock() - start)
         return Outcome(None, SOURCE_NONE, error, self._clock() - start)
 

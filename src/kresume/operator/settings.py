@@ -75,7 +75,8 @@ class ResolutionSettings:
     """Seconds a cached answer of a *quiet* run (no pod of it may be committing; see
     ``kresume.operator.activity``) is used for admissions without asking the store, when its lookup
     started after the run became quiet. Bounds how long a change made by hand while the run has no
-    pod (``kresume commit``, ``mark-bad``, ``prune``) can go unseen. 0 always asks the store. Unused
+    pod (``kresume commit``, ``prune``) can go unseen; a ``mark-bad`` is seen at once (the bad mark of
+    the checkpoint to inject is read before every such answer). 0 always asks the store. Unused
     with ``peering`` (a passive replica's pod watch is paused, so it cannot know a run is quiet)."""
     admission_grace: float = 60.0
     """Seconds an admitted pod keeps its run busy (not quiet) while the pod watch has not shown it

@@ -40,6 +40,12 @@ def bad_ids(store: RunStore) -> set[str]:
     return set(layout.ids_from_manifest_names(store._ls_names(contract.BAD_DIR)))
 
 
+def is_bad(store: RunStore, checkpoint_id: str) -> bool:
+    """True when ``checkpoint_id`` carries a bad mark: one GET of ``bad/<id>.json`` (a missing key costs one
+    request, where an existence check costs HEAD + LIST on s3fs). For the operator's answers from memory."""
+    return store._read(layout.bad_key(checkpoint_id)) is not None
+
+
 def read_manifest(store: RunStore, checkpoint_id: str) -> Manifest | None:
     """The manifest of ``checkpoint_id``; ``None`` when absent. Raises CorruptCheckpoint when malformed."""
     data = store._read(layout.manifest_key(checkpoint_id))

@@ -181,6 +181,10 @@ class RunStore:
         """Ids marked bad."""
         return reading.bad_ids(self)
 
+    def is_bad(self, checkpoint_id: str) -> bool:
+        """Whether one checkpoint is marked bad (one request; :func:`kresume.store.reading.is_bad`)."""
+        return reading.is_bad(self, checkpoint_id)
+
     def read_manifest(self, checkpoint_id: str) -> Manifest | None:
         """The manifest of ``checkpoint_id``; ``None`` when absent. Raises CorruptCheckpoint when malformed."""
         return reading.read_manifest(self, checkpoint_id)

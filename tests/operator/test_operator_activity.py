@@ -127,6 +127,7 @@ class Counting:
 
     def __init__(self) -> None:
         self.lookups = 0
+        self.bad_mark_reads = 0
 
     def __call__(self, url: str, options: Any) -> Any:
         store = RunStore.open(url, options)
@@ -139,6 +140,10 @@ class Counting:
 
             def manifest_ids(self) -> list[str]:
                 return store.manifest_ids()
+
+            def is_bad(self, checkpoint_id: str) -> bool:  # the read before every answer from memory
+                outer.bad_mark_reads += 1
+                return store.is_bad(checkpoint_id)
 
         return Store()
 
@@ -187,7 +192,7 @@ def test_quiet_run_is_answered_from_memory_with_the_newest_checkpoint(run_url, c
     again = resolve(res, run_url)
     assert again.source == SOURCE_MEMORY and again.error is None
     assert again.resume.checkpoint == newest.id
-    assert counting.lookups == 2
+    assert counting.lookups == 2 and counting.bad_mark_reads == 1
 
 
 def test_memory_answers_stop_when_a_pod_is_admitted(run_url, ckpts):

@@ -17,6 +17,7 @@
 #   1. DIR already complete and matching DIR/SHA256SUMS (written by this script)  -> nothing to do
 #   2. $KUBEBUILDER_ASSETS already complete (all four binaries)                    -> print it, DIR untouched
 #   3. ../shared/k8s/envtest.sh next to the repo (prebuilt, checksummed binaries)  -> `envtest.sh assets DIR`
+#      (skipped with KRESUME_PREBUILT=0: what a machine without ../shared does)
 #   4. build from Debian bookworm's `kubernetes` source package (Kubernetes v1.20.2) with Debian's Go, as
 #      ../shared/k8s/envtest.sh documents: apt-get source, replace vendored reflect2 1.0.1 with Debian's 1.0.2
 #      (1.0.1 segfaults with Go >= 1.18), `make gen_openapi` (the generated file is not in the tarball), go build in
@@ -24,7 +25,7 @@
 #      Costs ~5 min on 2 cores, ~1.4 GB peak RSS, ~3 GB disk in the build cache (kept for reruns).
 # Needs root for apt (etcd-server, and build dependencies for path 4). Quiet when cached.
 # Env: K8S_BUILD_CACHE (path 4's work dir, default <repo>/.cache/k8s/build),
-#      KRESUME_SHARED_K8S (default <repo>/../shared/k8s).
+#      KRESUME_SHARED_K8S (default <repo>/../shared/k8s), KRESUME_PREBUILT=0 (skip path 3).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,12 +91,15 @@ build_from_source() {
   if [ "$need" = 0 ]; then
     log "using cached source build in $out"
   else
-    log "building Kubernetes $K8S_VERSION from Debian's source package in $BUILD (~5 min, ~1.4 GB RAM)"
+    log "no prebuilt binaries: building Kubernetes $K8S_VERSION from Debian's source package in $BUILD"
+    log "  (~5-8 min on 2 cores, ~1.4 GB RAM, ~3 GB disk; kept for reruns)"
+    log "  apt: deb-src entries, Go and build tools (~1 min)"
     ensure_deb_src
     apt_install golang-go dpkg-dev xz-utils make rsync jq curl ca-certificates python3
     # 1. sources: the full k8s tree including vendor/
     cd "$BUILD/src"
     if ! ls -d kubernetes-*/ >/dev/null 2>&1; then
+      log "  apt-get source kubernetes (~1 min, ~70 MB)"
       apt-get source -q kubernetes >"$BUILD/apt-source.log" 2>&1 \
         || { apt-get update -q >/dev/null; apt-get source -q kubernetes >"$BUILD/apt-source.log" 2>&1; } \
         || { tail -5 "$BUILD/apt-source.log" >&2; die "apt-get source kubernetes failed (deb-src entries?)"; }
@@ -119,7 +123,7 @@ build_from_source() {
     # 4. fix 2: pkg/generated/openapi/zz_generated.openapi.go is not shipped in the tarball
     cd "$src"
     if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
-      log "make gen_openapi (log: $BUILD/gen_openapi.log)"
+      log "  make gen_openapi (~1 min; log: $BUILD/gen_openapi.log)"
       make gen_openapi >"$BUILD/gen_openapi.log" 2>&1 || { tail -20 "$BUILD/gen_openapi.log" >&2; die "make gen_openapi failed"; }
     fi
     # 5. go build in GOPATH mode (Kubernetes 1.20 builds with GO111MODULE=off and vendor/)
@@ -132,7 +136,7 @@ build_from_source() {
     cd "$BUILD/gopath/src/k8s.io/kubernetes"
     for c in "${K8S_BUILT[@]}"; do
       [ -x "$out/$c" ] && continue
-      log "go build $c"
+      log "  go build $c (~1-3 min)"
       GOPATH=$BUILD/gopath GOCACHE=$BUILD/gocache GO111MODULE=off GOFLAGS= GOPROXY=off GOTOOLCHAIN=local \
         CGO_ENABLED=0 go build -ldflags "$ld" -o "$out/$c.tmp" "./cmd/$c"
       mv "$out/$c.tmp" "$out/$c"
@@ -217,7 +221,8 @@ shared_sums_ok() {  # the k8s binaries in DIR match the checksums shipped beside
   (cd "$DIR" && grep -E " ($SHARED_NAMES)\$" "$SHARED/bin/SHA256SUMS" | sha256sum --quiet -c - >/dev/null 2>&1)
 }
 
-if [ -x "$SHARED/envtest.sh" ]; then
+if [ "${KRESUME_PREBUILT:-1}" != 0 ] && [ -x "$SHARED/envtest.sh" ]; then
+  log "using the prebuilt binaries of $SHARED"
   # envtest.sh keeps binaries that already exist, so drop unverified ones first
   complete "$DIR" && ! shared_sums_ok && rm -f "$DIR/kube-apiserver" "$DIR/kube-controller-manager" "$DIR/kubectl" \
     "$DIR/kubelet" "$DIR/kube-scheduler"

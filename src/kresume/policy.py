@@ -103,7 +103,8 @@ class Sidecar(_Model):
 
     image : str or None — image of ``kresume sidecar``; ``None`` uses the operator's own image.
     image_pull_policy : "Always" | "IfNotPresent" | "Never" | None (``imagePullPolicy``).
-    resources : Resources (default: requests cpu 50m, memory 128Mi; no limits).
+    resources : Resources (default: none here; the injected containers then get the operator's
+        ``--sidecar-resources``, :data:`kresume.injection.DEFAULT_RESOURCES` unless changed).
     concurrency : int (default 4) — parallel uploads, ≥ 1.
     grace_seconds : int or None (``graceSeconds``) — seconds to keep committing after SIGTERM;
         ``None`` derives it from the pod's ``terminationGracePeriodSeconds`` (see injection).
@@ -113,9 +114,7 @@ class Sidecar(_Model):
 
     image: str | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    resources: Resources = Field(
-        default_factory=lambda: Resources(requests={"cpu": "50m", "memory": "128Mi"})
-    )
+    resources: Resources = Field(default_factory=Resources)
     concurrency: int = Field(4, ge=1)
     grace_seconds: int | None = Field(None, ge=0)
     extra_args: list[str] = Field(default_factory=list)

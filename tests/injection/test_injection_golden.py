@@ -60,6 +60,7 @@ CASES: dict[str, tuple[dict, bool]] = {
     "user-env-override": (BASE_POLICY, True),
     "policy-full": (FULL_POLICY, True),
     "root-trainer": (BASE_POLICY, False),
+    "restricted-pod": (BASE_POLICY, True),
 }
 
 

@@ -85,7 +85,9 @@ def policy_spec() -> Schema:
                     "image": _str("Image of `kresume sidecar`; default: the operator's image.", minLength=1),
                     "imagePullPolicy": _str("Container imagePullPolicy.", enum=list(p.PULL_POLICIES)),
                     "resources": _obj(
-                        "core/v1 ResourceRequirements of the sidecar and restore containers.",
+                        "core/v1 ResourceRequirements of the sidecar and restore containers, as a whole (unset: the "
+                        "operator's --sidecar-resources, by default requests cpu 100m, memory 192Mi; limits "
+                        "memory 512Mi).",
                         {
                             "requests": _quantities("Requested resources, e.g. cpu: 100m."),
                             "limits": _quantities("Resource limits, e.g. memory: 1Gi."),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from kresume.injection.inject import MODE_LEGACY, MODE_NATIVE, inject, trainer_env
 from kresume.injection.options import PodOptions, parse_options
 from kresume.injection.params import (
+    DEFAULT_RESOURCES,
     GRACE_MARGIN_SECONDS,
     Injection,
     InjectionError,
@@ -19,6 +20,7 @@ from kresume.injection.params import (
 from kresume.injection.patches import json_patch, replace_body
 
 __all__ = [
+    "DEFAULT_RESOURCES",
     "GRACE_MARGIN_SECONDS",
     "Injection",
     "InjectionError",

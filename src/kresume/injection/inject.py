@@ -24,7 +24,7 @@ from kresume import contract
 from kresume.injection import sidecar_spec, volumes
 from kresume.injection import env as envs
 from kresume.injection.options import parse_options
-from kresume.injection.params import InjectionError, Injection, Resume
+from kresume.injection.params import DEFAULT_RESOURCES, InjectionError, Injection, Resume
 from kresume.policy import Policy, RunNameError
 from kresume.policy import run_url as make_run_url
 
@@ -89,6 +89,7 @@ def inject(
     native_sidecar: bool,
     image: str,
     resolve_error: str | None = None,
+    default_resources: dict[str, Any] | None = None,
 ) -> Injection:
     """Return a new pod with kresume's sidecar, volume, env, restore step and annotations.
 
@@ -109,6 +110,9 @@ def inject(
         The operator's image, used unless ``policy.sidecar.image`` is set.
     resolve_error : str, optional
         Why resolution fell back (timeout, error); written to ``kresume.dev/resolve-error``.
+    default_resources : dict, optional
+        core/v1 ResourceRequirements of the sidecar and restore containers when the policy sets none
+        (the operator's ``--sidecar-resources``); None: :data:`~kresume.injection.params.DEFAULT_RESOURCES`.
 
     Returns
     -------
@@ -162,6 +166,7 @@ def inject(
         grace=sidecar_spec.grace_seconds(spec, policy),
         security=security,
         native=native_sidecar,
+        default_resources=DEFAULT_RESOURCES if default_resources is None else default_resources,
     )
     inits = list(spec.get("initContainers") or [])
     if native_sidecar:
@@ -178,6 +183,7 @@ def inject(
             resume=resume,
             mount=plan.mount,
             security=security,
+            default_resources=DEFAULT_RESOURCES if default_resources is None else default_resources,
         )
         inits = _put(inits, restore, before=contract.SIDECAR_CONTAINER_NAME)
     if inits:

@@ -15,7 +15,12 @@ from typing import Any
 
 from kresume import contract
 from kresume.injection import env as envs
-from kresume.injection.params import DEFAULT_TERMINATION_GRACE_SECONDS, GRACE_MARGIN_SECONDS, Resume
+from kresume.injection.params import (
+    DEFAULT_RESOURCES,
+    DEFAULT_TERMINATION_GRACE_SECONDS,
+    GRACE_MARGIN_SECONDS,
+    Resume,
+)
 from kresume.policy import Policy
 
 
@@ -40,7 +45,11 @@ def security_context(trainer: dict[str, Any], pod_spec: dict[str, Any]) -> dict[
 
     Same uid matters: HF safetensors leaves files mode 0600 (writers.md §4), so a sidecar with
     another uid could not read them. ``runAsNonRoot`` is set unless the effective uid is 0 (the
-    kubelet would refuse to start the container).
+    kubelet would refuse to start the container); such a pod is not PodSecurity ``restricted`` anyway.
+    Everything else the ``restricted`` standard asks of a container is always set
+    (kubernetes.io/docs/concepts/security/pod-security-standards, checked on every golden by
+    :mod:`kresume.podsecurity`): no privilege escalation, every capability dropped, seccomp
+    ``RuntimeDefault``; plus a read-only root filesystem.
     """
     tsc = trainer.get("securityContext") or {}
     psc = pod_spec.get("securityContext") or {}
@@ -54,6 +63,7 @@ def security_context(trainer: dict[str, Any], pod_spec: dict[str, Any]) -> dict[
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "readOnlyRootFilesystem": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
         }
     )
     if uid != 0:
@@ -69,20 +79,25 @@ def _storage_env(policy: Policy) -> list[envs.EnvVar]:
     return out
 
 
-def _resources(policy: Policy) -> dict[str, Any]:
+def resources(policy: Policy, default: dict[str, Any]) -> dict[str, Any]:
+    """ResourceRequirements of the sidecar and restore containers: the policy's ``sidecar.resources`` when it sets
+    requests or limits (as a whole: mixing it with ``default`` could put a request above a limit, and the API
+    server would refuse the pod), else ``default`` (:data:`~kresume.injection.params.DEFAULT_RESOURCES`)."""
     res = policy.sidecar.resources
-    return {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
+    own = {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
+    return own or {k: dict(v) for k, v in default.items() if v}
 
 
-def _common(policy: Policy, image: str, mount: dict[str, Any], sc: dict[str, Any]) -> dict[str, Any]:
+def _common(policy: Policy, image: str, mount: dict[str, Any], sc: dict[str, Any],
+            default_resources: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     c: dict[str, Any] = {"image": policy.sidecar.image or image}
     if policy.sidecar.image_pull_policy:
         c["imagePullPolicy"] = policy.sidecar.image_pull_policy
     if policy.credentials_secret:
         c["envFrom"] = [{"secretRef": {"name": policy.credentials_secret}}]
-    resources = _resources(policy)
-    if resources:
-        c["resources"] = resources
+    res = resources(policy, default_resources)
+    if res:
+        c["resources"] = res
     c["securityContext"] = copy.deepcopy(sc)
     c["volumeMounts"] = [copy.deepcopy(mount)]
     return c
@@ -98,6 +113,7 @@ def sidecar_container(
     grace: int,
     security: dict[str, Any],
     native: bool,
+    default_resources: dict[str, Any] = DEFAULT_RESOURCES,
 ) -> dict[str, Any]:
     """The ``kresume-sidecar`` container; ``native`` adds ``restartPolicy: Always`` (K8s ≥ 1.29)."""
     env = [
@@ -114,7 +130,7 @@ def sidecar_container(
     env += _storage_env(policy)
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
     c: dict[str, Any] = {"name": contract.SIDECAR_CONTAINER_NAME}
-    c.update(_common(policy, image, mount, security))
+    c.update(_common(policy, image, mount, security, default_resources))
     c["command"] = ["kresume", "sidecar"]
     if policy.sidecar.extra_args:
         c["args"] = list(policy.sidecar.extra_args)
@@ -133,6 +149,7 @@ def restore_container(
     resume: Resume,
     mount: dict[str, Any],
     security: dict[str, Any],
+    default_resources: dict[str, Any] = DEFAULT_RESOURCES,
 ) -> dict[str, Any]:
     """The ``kresume-restore`` init container: ``kresume restore <run-url> <dir> --checkpoint <id>``.
 
@@ -145,7 +162,7 @@ def restore_container(
     ]
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
     c: dict[str, Any] = {"name": contract.RESTORE_CONTAINER_NAME}
-    c.update(_common(policy, image, mount, security))
+    c.update(_common(policy, image, mount, security, default_resources))
     c["command"] = ["kresume", "restore"]
     # Storage options as the CLI's `-o KEY=JSON` (it parses VALUE as JSON when it parses); they
     # are not secret (secrets come from the credentials Secret), so args are fine.

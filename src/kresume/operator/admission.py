@@ -223,6 +223,7 @@ async def _admit(
         result = inject(
             pod, policy, outcome.resume, run=run, namespace=namespace, native_sidecar=state.native,
             image=state.config.injection.sidecar_image, resolve_error=outcome.error,
+            default_resources=state.config.injection.sidecar_resources,
         )
     except InjectionError as exc:
         return _skip(state, pod, namespace, run, exc.reason, f"{exc}; pod admitted without kresume")

@@ -7,9 +7,10 @@ is ``python -m kresume.operator``. Every option also reads the ``KRESUME_*`` env
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -53,6 +54,11 @@ def command(
     sidecar_image: str = typer.Option(_I.sidecar_image, "--sidecar-image", envvar="KRESUME_SIDECAR_IMAGE",
                                       show_envvar=True, help="Image of the injected sidecar/restore containers "
                                                              "unless the CheckpointPolicy names one."),
+    sidecar_resources: str = typer.Option(
+        json.dumps(_I.sidecar_resources, separators=(",", ":")), "--sidecar-resources",
+        envvar="KRESUME_SIDECAR_RESOURCES", show_envvar=True,
+        help="core/v1 ResourceRequirements (JSON) of the injected sidecar and restore containers when the "
+             "CheckpointPolicy sets no sidecar.resources; '{}': none."),
     native_sidecar: str = typer.Option(
         _I.native_sidecar, "--native-sidecar", envvar="KRESUME_NATIVE_SIDECAR", show_envvar=True,
         help="auto | always | never. auto: native sidecar (init container with restartPolicy: Always) when the "
@@ -85,12 +91,14 @@ def command(
     if not math.isfinite(quiet_max_age) or quiet_max_age < 0:
         raise typer.BadParameter("must be a finite number >= 0 seconds (0 turns answers from memory off)",
                                  param_hint="--quiet-max-age")
+    resources = _resources(sidecar_resources)
     namespaces = tuple(n.strip() for item in namespace or [] for n in item.split(",") if n.strip())
     config = OperatorConfig(
         webhook=WebhookSettings(host=webhook_host, port=webhook_port, cert_file=tls_cert_file, key_file=tls_key_file),
         scope=ScopeSettings(namespaces=namespaces, peering=peering),
         probes=ProbeSettings(liveness_port=liveness_port, metrics_port=metrics_port),
-        injection=InjectionSettings(sidecar_image=sidecar_image, native_sidecar=native_sidecar),
+        injection=InjectionSettings(sidecar_image=sidecar_image, native_sidecar=native_sidecar,
+                                     sidecar_resources=resources),
         resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval,
                                       quiet_max_age=quiet_max_age),
         runs=RunSettings(ttl_seconds=run_ttl),
@@ -103,6 +111,26 @@ def command(
     except runner.NoKubernetesCredentials as exc:
         typer.echo(f"kresume operator: error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _resources(text: str) -> dict[str, Any]:
+    """``--sidecar-resources`` as ResourceRequirements; BadParameter naming the flag and the expected shape."""
+    from pydantic import ValidationError
+
+    from kresume.policy import Resources
+
+    try:
+        res = Resources.model_validate(json.loads(text or "{}"))
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            first = f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}"
+        else:
+            first = str(exc)
+        raise typer.BadParameter(f"{text!r} is not core/v1 ResourceRequirements as JSON, e.g. "
+                                 f'{{"requests":{{"cpu":"100m","memory":"192Mi"}},"limits":{{"memory":"512Mi"}}}} '
+                                 f"({first})", param_hint="--sidecar-resources") from None
+    return {k: dict(v) for k, v in (("requests", res.requests), ("limits", res.limits)) if v}
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -6,7 +6,11 @@ from flags and ``KRESUME_*`` env; tests build them directly.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
+
+from kresume.injection.params import DEFAULT_RESOURCES
 
 #: Image used for the sidecar/restore containers when neither the policy nor the flag sets one.
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/kresume/kresume:0.1.0"
@@ -56,6 +60,9 @@ class InjectionSettings:
     """Image of the sidecar and restore containers, unless the policy names one."""
     native_sidecar: str = "auto"
     """``auto`` (native sidecar when the API server is ≥ 1.29), ``always`` or ``never``."""
+    sidecar_resources: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES))
+    """core/v1 ResourceRequirements of the sidecar and restore containers when the policy sets none
+    (``kresume.injection.DEFAULT_RESOURCES``: sized from the measured peak RSS)."""
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ MATRIX: dict[str, dict[str, Any]] = {
         }
     },
     "crds-off": {"crds": {"install": False}},
+    "network-policy": {"networkPolicy": {
+        "enabled": True, "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]}},
 }
 
 #: Kinds that are custom resources of other projects or of kresume: not in the Kubernetes core schemas.

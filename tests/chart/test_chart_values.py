@@ -90,7 +90,7 @@ def _leaf_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key, val in values.items():
         path = f"{prefix}{key}"
-        if isinstance(val, dict) and val and key not in {"resources", "podSecurityContext", "securityContext", "spec"}:
+        if isinstance(val, dict) and val and key not in {"resources", "sidecarResources", "podSecurityContext", "securityContext", "spec"}:
             out += _leaf_paths(val, path + ".")
         else:
             out.append(path)

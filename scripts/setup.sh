@@ -7,7 +7,7 @@
 # Steps (each says what it does and how long it usually takes, then how long it took; each is skipped when done):
 #   1. .venv                                                    (seconds)
 #   2. torch==2.13.0 CPU wheel FIRST (any other torch would download GBs)   (~1-3 min)
-#   3. pip install -e '.[s3,gcs,azure,torch,dev]': ~150 packages; a stamp keyed on pyproject.toml's hash skips
+#   3. pip install -e '.[s3,gcs,azure,torch,dev]': ~100 packages; a stamp keyed on pyproject.toml's hash skips
 #      reinstalls                                               (~3-10 min: the longest step on a fresh machine)
 #   4. Azurite 3.37.0 (npm) into .cache/azurite — scripts/install-azurite.sh          (~0.5-1 min)
 #   5. kube-apiserver, kube-controller-manager, kubectl, etcd into .cache/k8s/bin — scripts/k8s-assets.sh:
@@ -67,7 +67,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   step "installing torch==2.13.0 (the CPU wheel) before anything that depends on torch" "1-3 min"
   pip_install pip-torch torch==2.13.0
   step_done
-  step "installing kresume[s3,gcs,azure,torch,dev] and its test/bench tools (~150 packages)" "3-10 min"
+  step "installing kresume[s3,gcs,azure,torch,dev] and its test/bench tools (~100 packages)" "3-10 min"
   pip_install pip-kresume -e '.[s3,gcs,azure,torch,dev]' torch==2.13.0
   echo "$want" > "$stamp"
   step_done

@@ -133,3 +133,13 @@ def test_transient_classification():
     assert errors.is_transient(OSError(errno.EREMOTEIO, "We encountered an internal error"))
     assert errors.is_transient(OSError(errno.EBUSY, "Please reduce your request rate"))
     assert not errors.is_transient(OSError(errno.EINVAL, "InvalidArgument"))
+
+
+def test_pointer_moves_forward_only_and_checks_a_newer_target():
+    older, newer = _id(100, 1), _id(200, 1)
+    assert selection.pointer_decision(None, older) == selection.WRITE
+    assert selection.pointer_decision("not-a-kresume-id", older) == selection.WRITE
+    assert selection.pointer_decision(older, newer) == selection.WRITE
+    assert selection.pointer_decision(newer, newer) == selection.KEEP
+    # A newer current target is kept unless the caller finds it missing, invalid or bad-marked.
+    assert selection.pointer_decision(newer, older) == selection.CHECK

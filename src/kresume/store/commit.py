@@ -1,8 +1,10 @@
 """Commit: upload a captured checkpoint, write its manifest, move the pointer (invariant 1).
 
 Order, and why: every data object is uploaded and found with its size before the manifest is
-written, because the manifest's existence IS the commit (DESIGN.md "Store protocol"); the pointer
-is moved last, and only forward, because it is a hint that readers may trust first.
+written, because the manifest's existence IS the commit (DESIGN.md "Store protocol"); the manifest
+is written create-only (:mod:`kresume.store.conditional`), so a commit never replaces another; the
+pointer is moved last, and only forward (:mod:`kresume.store.pointer`), because it is a hint that
+readers may trust first.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from kresume import contract
 from kresume.formats import checks
 from kresume.formats.metadata import CheckpointInfo, describe
-from kresume.store import clock, errors, layout, reading, selection, transfer
+from kresume.store import clock, conditional, errors, layout, pointer, reading, selection, transfer
 from kresume.store.local import LocalCheckpoint, snapshot
-from kresume.store.manifest import FileEntry, LinkEntry, Manifest, Pointer
+from kresume.store.manifest import FileEntry, LinkEntry, Manifest
 from kresume.store.transfer import Progress
 
 if TYPE_CHECKING:
@@ -109,24 +111,27 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
         raise errors.CorruptCheckpoint(store.key_url(layout.data_prefix(cid)),
                                        "upload did not land: " + "; ".join(problems[:3]))
     manifest = Manifest(**{**manifest.__dict__, "committed_at": clock.now_iso()})
-    store._retry(lambda: transfer.write_small(store.fs, store._path(layout.manifest_key(cid)), manifest.to_json()),
-                 layout.manifest_key(cid))
+    write_manifest(store, manifest)
     if move_pointer:
-        advance_pointer(store, manifest)
+        pointer.move(store, manifest)
     return manifest
 
 
-def advance_pointer(store: RunStore, manifest: Manifest) -> None:
-    """Move the pointer to ``manifest`` unless it names a newer checkpoint that is valid and not bad."""
-    current = reading.read_pointer(store)
-    if current is not None:
-        cur_key = layout.parse_checkpoint_id(current.checkpoint)
-        new_key = layout.parse_checkpoint_id(manifest.id)
-        if cur_key is not None and new_key is not None and cur_key > new_key \
-                and reading.load_valid(store, current.checkpoint) is not None \
-                and current.checkpoint not in reading.bad_ids(store):
-            return  # never move the pointer backwards from a newer usable checkpoint
-    write_pointer(store, manifest)
+def write_manifest(store: RunStore, manifest: Manifest) -> None:
+    """Write ``manifest`` create-only: the commit (docs/store-protocol.md "Commit", step 4).
+
+    "Already exists" is success when the stored bytes are identical (a retried write whose first
+    attempt landed; racing committers of one multi-rank checkpoint write the same bytes), and
+    ``CommitConflict`` otherwise (the existing manifest is left as it is).
+    """
+    key = layout.manifest_key(manifest.id)
+    data = manifest.to_json()
+    if store._retry(lambda: conditional.create_if_absent(store.fs, store._path(key), data), key):
+        return
+    existing = store._read(key)
+    if existing != data:
+        raise errors.CommitConflict(store.key_url(key), "a different manifest is already committed under this id",
+                                    fix="nothing was overwritten; commit again (a new commit gets a new id)")
 
 
 def repair_pointer(store: RunStore) -> str | None:
@@ -134,18 +139,18 @@ def repair_pointer(store: RunStore) -> str | None:
 
     A committer killed between writing a manifest and moving the pointer leaves the pointer
     stale (resolution still finds the newer manifest, invariant 2); a restarted sidecar calls
-    this so the pointer, which humans and ``resume_from`` read first, catches up. Returns the
-    id the pointer was moved to, or ``None`` when nothing changed.
+    this so the pointer, which humans and ``resume_from`` read first, catches up. The move is
+    the conditional one of :func:`kresume.store.pointer.move` (a newer usable target is kept).
+    Returns the id the pointer was moved to, or ``None`` when nothing changed.
     """
     found = reading.latest(store)
     if found is None or found.fallback_reason is None:
         return None
-    write_pointer(store, found.manifest)
-    return found.checkpoint_id
+    return found.checkpoint_id if pointer.move(store, found.manifest) else None
 
 
 def write_pointer(store: RunStore, manifest: Manifest) -> None:
-    """Point ``latest.json`` at ``manifest`` (unconditionally)."""
-    ptr = Pointer(manifest.id, store.checkpoint_url(manifest), manifest.step, clock.now_iso())
-    store._retry(lambda: transfer.write_small(store.fs, store._path(contract.POINTER_NAME), ptr.to_json()),
-                 contract.POINTER_NAME)
+    """Point ``latest.json`` at ``manifest`` unconditionally (a human's repair; commits never
+    call this: they use :func:`kresume.store.pointer.move`)."""
+    store._retry(lambda: transfer.write_small(store.fs, store._path(contract.POINTER_NAME),
+                                              pointer.document(store, manifest)), contract.POINTER_NAME)

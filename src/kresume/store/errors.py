@@ -117,6 +117,13 @@ class CorruptCheckpoint(StoreError):
     cause = "checkpoint is corrupt"
 
 
+class CommitConflict(StoreError):
+    """A manifest with other bytes already exists under the id being committed (nothing was
+    overwritten), or a multi-rank checkpoint's parts disagree about a file."""
+
+    cause = "conflicting commit"
+
+
 class SourceError(StoreError):
     """A local checkpoint could not be committed as it was (base class)."""
 
@@ -273,3 +280,59 @@ def translate(exc: BaseException, url: str) -> StoreError:
     if isinstance(exc, FileNotFoundError):
         return NotARun(url, text)
     return StoreError(url, f"{name}: {text}")
+
+
+_PRECONDITION_CODES = frozenset({
+    "PreconditionFailed",  # S3 412 (AWS, moto with a Condition field; SeaweedFS without)
+    "ConditionalRequestConflict",  # S3 409: a concurrent conditional write; AWS says retry
+    "ConditionNotMet", "TargetConditionNotMet",  # Azure 412
+    "BlobAlreadyExists",  # Azure 409 for If-None-Match: *
+})
+_MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "BlobNotFound"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its explicit causes (s3fs keeps botocore's ClientError as ``__cause__``)."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen and len(seen) < 8:
+        seen.append(cur)
+        cur = cur.__cause__
+    return seen
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+        if code:
+            return str(code)
+    code = getattr(exc, "error_code", None)
+    return str(code) if code else None
+
+
+def is_precondition_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` says a conditional write's precondition did not hold (nothing was written).
+
+    Forms seen (conditional.py's table): ``FileExistsError`` (s3fs for ``If-None-Match`` with
+    a ``Condition`` field, gcsfs for any 412, adlfs for an existing blob), an S3 ``ClientError``
+    with code ``PreconditionFailed``/``ConditionalRequestConflict`` (s3fs maps it to
+    ``OSError(EINVAL)``, keeping the ClientError as cause), azure-core ``ResourceModifiedError``
+    / ``ResourceExistsError`` or an Azure ``ConditionNotMet``/``BlobAlreadyExists`` code, or any
+    HTTP 412.
+    """
+    for e in _chain(exc):
+        if isinstance(e, FileExistsError) or type(e).__name__ in {"ResourceModifiedError", "ResourceExistsError"}:
+            return True
+        if _error_code(e) in _PRECONDITION_CODES:
+            return True
+        status = getattr(e, "status_code", None) or getattr(e, "status", None)
+        if status == 412:
+            return True
+    return False
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    """Whether ``exc`` says the object (not its bucket or container) does not exist: S3
+    ``NoSuchKey``, Azure ``BlobNotFound`` (an ``If-Match`` write to a deleted object answers so)."""
+    return any(_error_code(e) in _MISSING_OBJECT_CODES for e in _chain(exc))

@@ -51,3 +51,25 @@ def object_problems(manifest: Manifest, sizes: Mapping[str, int]) -> list[str]:
         elif got != f.size:
             problems.append(f"object {key} has {got} B, manifest says {f.size} B")
     return problems
+
+
+WRITE, KEEP, CHECK = "write", "keep", "check"
+"""Answers of :func:`pointer_decision`."""
+
+
+def pointer_decision(current_id: str | None, new_id: str) -> str:
+    """Whether the pointer may move from ``current_id`` to ``new_id`` (docs/store-protocol.md "Pointer moves").
+
+    Returns :data:`WRITE` when there is no (parseable) current target or ``new_id`` sorts after it;
+    :data:`KEEP` when it already names ``new_id``; :data:`CHECK` when the current target is newer:
+    the caller writes only if that target is missing, invalid or bad-marked (the pointer never moves
+    backwards from a valid target).
+    """
+    if current_id is None:
+        return WRITE
+    if current_id == new_id:
+        return KEEP
+    current, new = layout.parse_checkpoint_id(current_id), layout.parse_checkpoint_id(new_id)
+    if current is None or (new is not None and new > current):
+        return WRITE
+    return CHECK

@@ -31,6 +31,7 @@ ANN_RESUMED_FROM = f"{GROUP}/resumed-from"  # URL or "none"
 ANN_RESUMED_STEP = f"{GROUP}/resumed-step"
 ANN_RESOLVE_ERROR = f"{GROUP}/resolve-error"  # why resolution fell back (timeout, error)
 ANN_INJECTED = f"{GROUP}/injected"  # marker making injection idempotent
+ANN_EPOCH = f"{GROUP}/epoch"  # the resume epoch token of a multi-rank run's pod (KRESUME_EPOCH)
 
 DEFAULT_CHECKPOINT_DIR = "/checkpoints"
 SIDECAR_CONTAINER_NAME = "kresume-sidecar"

@@ -121,6 +121,25 @@ class Sidecar(_Model):
     extra_env: list[EnvVar] = Field(default_factory=list)
 
 
+#: Highest ``crashLoop.failures`` (the failures counted are kept in ``CheckpointRun.status``).
+MAX_CRASH_LOOP_FAILURES = 20
+
+
+class CrashLoop(_Model):
+    """The crash-loop fallback (issue 11 item 2; DESIGN.md invariant 2, docs/operator.md "Crash-loop fallback").
+
+    failures : int (default 2) — pods (or restarts of a trainer inside one pod) that must fail in a row after
+        being injected the same checkpoint, with no newer commit in between, before the operator marks that
+        checkpoint bad and the next pod resumes from the one before; 0 turns the fallback off.
+    max_fallbacks : int (default 1, ``maxFallbacks``) — fallbacks in a row without a newer commit; once used up,
+        a further crash loop is reported (Warning Event) but marks nothing (a trainer that crashes for a reason of
+        its own must not walk the run back checkpoint by checkpoint).
+    """
+
+    failures: int = Field(2, ge=0, le=MAX_CRASH_LOOP_FAILURES)
+    max_fallbacks: int = Field(1, ge=0)
+
+
 class Policy(_Model):
     """``CheckpointPolicy.spec``.
 
@@ -136,6 +155,7 @@ class Policy(_Model):
         ``kresume.dev/restore: "true"`` turns it on for one pod).
     resolve_timeout_seconds : float (default 2, ``resolveTimeoutSeconds``) — the webhook's budget
         for finding the newest committed checkpoint, > 0 and ≤ 8 (the webhook times out at 10 s).
+    crash_loop : CrashLoop (``crashLoop``) — when the operator marks a checkpoint that keeps failing bad.
 
     Raises
     ------
@@ -150,6 +170,7 @@ class Policy(_Model):
     sidecar: Sidecar = Field(default_factory=Sidecar)
     restore: bool = False
     resolve_timeout_seconds: float = Field(2.0, gt=0, le=8)
+    crash_loop: CrashLoop = Field(default_factory=CrashLoop)
 
     @field_validator("storage")
     @classmethod

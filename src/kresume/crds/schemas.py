@@ -139,6 +139,18 @@ def policy_spec() -> Schema:
                 "maximum": 8,
                 "default": _default(p.Policy, "resolve_timeout_seconds"),
             },
+            "crashLoop": _obj(
+                "Crash-loop fallback: mark a checkpoint bad after pods fail in a row on it.",
+                {
+                    "failures": _int("Failed pods (or trainer restarts) in a row, with no newer commit, after being "
+                                     "injected one checkpoint before it is marked bad; 0: off.", minimum=0,
+                                     maximum=p.MAX_CRASH_LOOP_FAILURES,
+                                     default=_default(p.CrashLoop, "failures")),
+                    "maxFallbacks": _int("Fallbacks in a row without a newer commit; then crash loops are only "
+                                         "reported.", minimum=0, default=_default(p.CrashLoop, "max_fallbacks")),
+                },
+                default={},
+            ),
         },
         required=["storage"],
     )
@@ -168,6 +180,8 @@ def run_spec() -> Schema:
 
 #: Entries kept in ``status.history`` (newest last); the operator trims older ones.
 HISTORY_MAX = 50
+#: Failed attempts kept in ``status.crashLoop.failures`` (the policy's threshold is capped to it).
+CRASH_LOOP_MAX = p.MAX_CRASH_LOOP_FAILURES
 
 
 def run_status() -> Schema:
@@ -206,6 +220,41 @@ def run_status() -> Schema:
                     "pod": _str("Pod name."),
                     "reason": _str("DisruptionTarget reason, Evicted, Preempted, NodeLost, ..."),
                     "time": _time("When it was observed."),
+                },
+            ),
+            "crashLoop": _obj(
+                "Failures counted toward the crash-loop fallback (docs/operator.md \"Crash-loop fallback\").",
+                {
+                    "checkpoint": _str("The checkpoint the failed pods were injected."),
+                    "failures": {
+                        "type": "array",
+                        "description": "Failed attempts in a row on that checkpoint, oldest first.",
+                        "maxItems": CRASH_LOOP_MAX,
+                        "items": _obj(
+                            "One failed attempt (a pod, or a trainer restart inside a pod).",
+                            {
+                                "attempt": _str("<pod uid>/<restart count> (a rank's pod: its resume epoch)."),
+                                "pod": _str("Pod name."),
+                                "container": _str("The container that failed."),
+                                "exitCode": _int("Its exit code."),
+                                "reason": _str("Its termination reason."),
+                                "time": _time("When it was observed."),
+                            },
+                        ),
+                    },
+                    "fallbacks": _int("Fallbacks in a row without a newer commit.", minimum=0),
+                    "held": {"type": "boolean", "description": "The threshold was reached with the fallbacks used "
+                             "up: reported, nothing marked; cleared by a newer commit."},
+                },
+            ),
+            "lastFallback": _obj(
+                "The last checkpoint the operator marked bad after a crash loop.",
+                {
+                    "checkpoint": _str("The checkpoint marked bad."),
+                    "next": _str("The checkpoint the next pods resume from (absent: none, a fresh start)."),
+                    "reason": _str("The bad mark's reason."),
+                    "time": _time("When it was marked."),
+                    "marked": {"type": "boolean", "description": "The bad mark was written to the store."},
                 },
             ),
             "history": {

@@ -10,10 +10,10 @@ test, kopf's own test style):
   API call.
 * ``pod-events`` — ``@kopf.on.event('pods')`` for opted-in pods: Events on the pod once it exists
   (it has no uid at admission), ``CheckpointRun`` status (history, restarts, lastPreemption).
+  What is recorded: :mod:`podevents`; quiet runs and refreshes: :mod:`refresher`; the crash-loop
+  fallback: :mod:`fallback`.
 * startup/cleanup — the sidecar mode from the server version, and the background refresher of
-  live runs (cache, ``status.latest``, TTL). It is one operator-wide task, not a per-object
-  ``@kopf.timer``: kopf puts a finalizer on objects with timers, which would make deleting a
-  ``CheckpointRun`` (or its namespace) hang whenever the operator is down.
+  live runs (:func:`refresher.refresh_loop`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from kresume import contract, identity, injection
-from kresume.operator import admission, credentials, decisions, metrics
+from kresume.operator import admission, credentials, decisions, fallback, podevents, refresher
 from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
 from kresume.operator.resolution import Resolver
@@ -87,190 +85,10 @@ def rehearse(native: bool) -> None:
     injection.json_patch(sample, out.pod)
 
 
-def _pod_run_url(pod: dict[str, Any]) -> str | None:
-    """The run URL injected into the sidecar's env (``KRESUME_RUN_URL``)."""
-    spec = pod.get("spec") or {}
-    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-        if c.get("name") == contract.SIDECAR_CONTAINER_NAME:
-            for e in c.get("env") or []:
-                if e.get("name") == contract.ENV_RUN_URL and e.get("value"):
-                    return str(e["value"])
-    return None
-
-
-def _recent(pod: dict[str, Any], window: float) -> bool:
-    when = decisions.parse_time(str((pod.get("metadata") or {}).get("creationTimestamp") or ""))
-    if when is None:
-        return True
-    return (datetime.now(UTC) - when).total_seconds() <= window
-
-
-class _Seen:
-    """Bounded set of pod uids whose admission Events were posted (an LRU of ``limit`` entries)."""
-
-    def __init__(self, limit: int = 20000) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def add(self, uid: str) -> bool:
-        """Record ``uid``; False when it was already there."""
-        if uid in self._items:
-            return False
-        self._items[uid] = None
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
-        return True
-
-
-def _post_admission_events(body: Any, pod: dict[str, Any], state: admission.State, run: str | None) -> None:
-    meta = pod.get("metadata") or {}
-    ann = meta.get("annotations") or {}
-    for note in state.notes.pop(meta.get("namespace") or "", admission.note_key(pod, run)):
-        kopf.event(body, type="Warning", reason=note.reason, message=note.message)
-    if contract.ANN_INJECTED not in ann:
-        return
-    resumed = ann.get(contract.ANN_RESUMED_FROM, "none")
-    if resumed and resumed != "none":
-        step = ann.get(contract.ANN_RESUMED_STEP)
-        kopf.event(body, type="Normal", reason="Resumed", message=f"run {run}: resuming from {resumed}" + (f" (step {step})" if step else ""))
-    else:
-        kopf.event(body, type="Normal", reason="FreshStart", message=f"run {run}: no committed checkpoint; starting fresh")
-    error = ann.get(contract.ANN_RESOLVE_ERROR)
-    if error:
-        kopf.event(body, type="Warning", reason="ResolveFailed",
-                  message=f"newest checkpoint not confirmed by the store ({error}); injected the last known value")
-
-
-async def _record(pod: dict[str, Any], event_type: str | None, state: admission.State, run: identity.RunIdentity) -> None:
-    meta = pod.get("metadata") or {}
-    ns, name = meta.get("namespace") or "", meta.get("name") or ""
-    limit = state.config.runs.history_limit
-    api: Kube = state.api  # type: ignore[assignment]
-    if event_type in (None, "ADDED") and contract.ANN_INJECTED in (meta.get("annotations") or {}):
-        url = _pod_run_url(pod)
-        if url:
-            try:
-                pname = decisions.policy_name(pod)
-            except decisions.PolicyNameError:
-                pname = contract.DEFAULT_POLICY_NAME
-            spec = decisions.run_spec(run=run.run, policy=pname, url=url, source=run.source, group=run.group,
-                                      rank=run.rank)
-            entry = decisions.admission_entry(pod, meta.get("creationTimestamp") or decisions.now_iso())
-            await api.update_run_status(ns, run.run, lambda s: decisions.record_admission(s, entry, limit=limit),
-                                        spec=spec)
-    reason = decisions.disruption(pod)
-    if reason and name:
-        when = decisions.now_iso()
-        created = meta.get("creationTimestamp")
-        await api.update_run_status(ns, run.run, lambda s: decisions.record_disruption(s, name, reason, when, created))
-
-
-async def refresh_once(state: admission.State, live: Any, runs: Any, policies: Any) -> None:
-    """Refresh every live run (cache + ``status.latest``/``checkpoints``) and expire old runs (TTL)."""
-    api: Kube = state.api  # type: ignore[assignment]
-    live_keys = {key for key in list(live) if live.get(key)}
-    sem = asyncio.Semaphore(max(1, state.config.resolution.workers // 2))
-
-    async def one(key: tuple[str, str]) -> None:
-        spec = (admission._first(runs, key) or {}).get("spec") or {}
-        if spec.get("url"):
-            async with sem:
-                await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies)
-
-    await asyncio.gather(*(one(k) for k in live_keys))
-
-    ttl = state.config.runs.ttl_seconds
-    if ttl > 0:
-        now = datetime.now(UTC)
-        for key in list(runs):
-            obj = admission._first(runs, key)
-            if obj is not None and decisions.expired(obj, ttl_seconds=ttl, now=now, live=key in live_keys):
-                try:
-                    await api.delete_run(*key)
-                    state.resolver.forget(((obj.get("spec") or {}).get("url")) or "")
-                    logger.info("deleted CheckpointRun %s/%s (no live pod, idle over %g s)", key[0], key[1], ttl)
-                except Exception as exc:  # noqa: BLE001
-                    logger.warning("deleting expired run %s/%s failed: %s", key[0], key[1], exc)
-
-
-async def refresh_run(state: admission.State, key: tuple[str, str], url: str, policy_name: str,
-                      policies: Any) -> None:
-    """Ask the store for run ``key`` = (namespace, run) at ``url`` now, with the credentials of policy
-    ``policy_name``: fills the resolver's cache and writes ``status.latest``/``checkpoints``. Failures
-    are logged and counted, never raised."""
-    api: Kube = state.api  # type: ignore[assignment]
-    pspec = admission._first(policies, (key[0], policy_name))
-    if pspec is None:
-        return
-    try:
-        policy = Policy.from_spec(pspec)
-        secret = await api.secret(key[0], policy.credentials_secret) if policy.credentials_secret else None
-        options = credentials.storage_options(url, policy.storage_options, secret)
-        entry = await state.resolver.refresh(url, options)
-        latest = None
-        if entry.resume is not None:
-            latest = {"url": entry.resume.url, "checkpoint": entry.resume.checkpoint}
-            if entry.resume.step is not None:
-                latest["step"] = entry.resume.step
-            if entry.committed_at:
-                latest["committedAt"] = _rfc3339(entry.committed_at)
-        await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(s, latest, entry.checkpoints))
-    except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
-        metrics.REFRESH_ERRORS.inc()
-        logger.warning("refreshing run %s/%s failed: %s", key[0], key[1], exc)
-
-
-def _observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity,
-             indices: dict[str, Any]) -> None:
-    """Feed a pod watch event to the resolver's :class:`Activity`; when it makes the run quiet, refresh
-    the run at once (in the background), so the replacement pod's admission is answered from memory."""
-    activity = state.resolver.activity
-    meta = pod.get("metadata") or {}
-    url = _pod_run_url(pod)
-    if activity is None or url is None or contract.ANN_INJECTED not in (meta.get("annotations") or {}):
-        return
-    key = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
-    if not activity.observed(url, key, pod, deleted=etype == "DELETED") or not indices:
-        return
-    try:
-        pname = decisions.policy_name(pod)
-    except decisions.PolicyNameError:
-        return
-    task = asyncio.get_running_loop().create_task(
-        refresh_run(state, (meta.get("namespace") or "", run.run), url, pname, indices["policies"]))
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-
-
-#: Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _rfc3339(value: str) -> str:
-    """An ISO-8601 time as RFC 3339 UTC with ``Z`` (the CRD's ``format: date-time``)."""
-    when = decisions.parse_time(value)
-    if when is None:
-        return value
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-async def _refresh_loop(state: admission.State, indices: dict[str, Any]) -> None:
-    """Refresh live runs every ``refresh_interval`` s. kopf gives indices to resource handlers only
-    (not to startup activities), so ``indices`` is filled by the first pod event."""
-    while True:
-        await asyncio.sleep(state.config.resolution.refresh_interval)
-        if not indices:
-            continue
-        try:
-            await refresh_once(state, indices["live"], indices["runs"], indices["policies"])
-        except Exception:  # noqa: BLE001
-            logger.exception("refresh of live runs failed")
-
-
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.OperatorRegistry:
     """Add kresume's handlers to ``registry`` (returned). ``config`` is used at startup when the
     memo carries no state yet (``kopf run`` without ``kresume operator``)."""
-    seen = _Seen()
+    seen = podevents.Seen()
     indices: dict[str, Any] = {}
 
     @kopf.on.login(id="login", registry=registry)
@@ -288,7 +106,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         loaded = await asyncio.to_thread(preload_backends)
         logger.info("fsspec backends loaded: %s", ", ".join(loaded) or "none")
         rehearse(state.native)
-        memo.kresume_refresher = asyncio.get_running_loop().create_task(_refresh_loop(state, indices))
+        memo.kresume_refresher = asyncio.get_running_loop().create_task(refresher.refresh_loop(state, indices))
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
@@ -372,11 +190,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         etype = event.get("type")
         try:
             if run is not None:
-                _observe(pod, etype, state, run, indices)
-            if etype in (None, "ADDED") and uid and _recent(pod, state.config.runs.event_window) and seen.add(uid):
-                _post_admission_events(body, pod, state, run.run if run else None)
+                refresher.observe(pod, etype, state, run, indices)
+            if etype in (None, "ADDED") and uid and podevents.recent(pod, state.config.runs.event_window) and seen.add(uid):
+                podevents.post_admission_events(body, pod, state, run.run if run else None)
             if run is not None and contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {}):
-                await _record(pod, etype, state, run)
+                await podevents.record(pod, etype, state, run)
+                if etype != "DELETED":
+                    await fallback.observe(pod, state, run, kwargs.get("kresume_policies", indices.get("policies")),
+                                           body=body)
         except Exception as exc:  # noqa: BLE001 - status is best effort; the next event retries
             logger.warning("pod %s/%s: recording run status failed: %s",
                            (pod.get("metadata") or {}).get("namespace"), (pod.get("metadata") or {}).get("name"), exc)

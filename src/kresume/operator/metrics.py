@@ -7,6 +7,8 @@ name                                       type       labels / meaning
 ``kresume_admissions_total``               counter    ``outcome``: injected, skipped, error
 ``kresume_resolutions_total``              counter    ``source``: store, cache, status, none
 ``kresume_refresh_errors_total``           counter    background refreshes that failed
+``kresume_crashloop_failures_total``       counter    failed attempts counted toward a crash-loop fallback
+``kresume_fallbacks_total``                counter    checkpoints the operator marked bad after a crash loop
 =========================================  =========  =================================================
 """
 
@@ -21,6 +23,9 @@ ADMISSION_SECONDS = Histogram(
 )
 ADMISSIONS = Counter("kresume_admissions_total", "Admission decisions.", ["outcome"])
 RESOLUTIONS = Counter("kresume_resolutions_total", "Where the injected checkpoint came from.", ["source"])
+CRASHLOOP_FAILURES = Counter("kresume_crashloop_failures_total",
+                             "Failed attempts counted toward a crash-loop fallback.")
+FALLBACKS = Counter("kresume_fallbacks_total", "Checkpoints marked bad by the operator after a crash loop.")
 REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
 
 

@@ -260,6 +260,22 @@ class Resolver:
         return Outcome(None, SOURCE_NONE, error, self._clock() - start)
 
     # --- background -------------------------------------------------------------------------------
+    async def call(self, url: str, options: Mapping[str, Any], fn: Callable[[Any], Any], *,
+                   timeout: float | None = None) -> Any:
+        """``fn(store)`` on the run's store in a worker thread, within ``timeout`` seconds (default
+        :attr:`ResolutionSettings.refresh_timeout`): the operator's other store operations (the crash-loop
+        fallback's reads and its bad mark) share the resolver's store handles and threads.
+
+        Raises whatever ``fn`` raises, or ``TimeoutError``.
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, lambda: fn(self._store(url, dict(options))))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=timeout or self.settings.refresh_timeout)
+        except asyncio.TimeoutError:
+            future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+            raise
+
     async def warm(self, base: str, options: Mapping[str, Any]) -> None:
         """Create (and cache) the filesystem of a policy's storage base and make one cheap call, so the
         first admission of a run does not pay for client setup (s3fs/aiobotocore: ~1 s on a busy node).

@@ -1,0 +1,99 @@
+"""What the pod watch records for an opted-in pod: Events once the pod exists, ``CheckpointRun`` status.
+
+* :func:`post_admission_events` — the admission's findings as Events on the pod (it had no uid at admission):
+  ``Resumed``/``FreshStart``/``ResolveFailed`` from its annotations, Warnings held in :class:`~kresume.operator.
+  notes.Notes`. :class:`Seen` keeps them from being posted twice, :func:`recent` from being repeated when the
+  operator restarts and lists old pods.
+* :func:`record` — ``status.history`` (admission), ``restarts``/``lastPreemption`` (disruption).
+* :func:`pod_run_url` — the run URL injected into the pod's sidecar.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kresume import contract, identity
+from kresume.operator import admission, decisions
+from kresume.operator.kube import Kube
+
+
+def pod_run_url(pod: dict[str, Any]) -> str | None:
+    """The run URL injected into the sidecar's env (``KRESUME_RUN_URL``)."""
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if c.get("name") == contract.SIDECAR_CONTAINER_NAME:
+            for e in c.get("env") or []:
+                if e.get("name") == contract.ENV_RUN_URL and e.get("value"):
+                    return str(e["value"])
+    return None
+
+
+def recent(pod: dict[str, Any], window: float) -> bool:
+    when = decisions.parse_time(str((pod.get("metadata") or {}).get("creationTimestamp") or ""))
+    if when is None:
+        return True
+    return (datetime.now(UTC) - when).total_seconds() <= window
+
+
+class Seen:
+    """Bounded set of pod uids whose admission Events were posted (an LRU of ``limit`` entries)."""
+
+    def __init__(self, limit: int = 20000) -> None:
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def add(self, uid: str) -> bool:
+        """Record ``uid``; False when it was already there."""
+        if uid in self._items:
+            return False
+        self._items[uid] = None
+        while len(self._items) > self._limit:
+            self._items.popitem(last=False)
+        return True
+
+
+def post_admission_events(body: Any, pod: dict[str, Any], state: admission.State, run: str | None) -> None:
+    meta = pod.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    for note in state.notes.pop(meta.get("namespace") or "", admission.note_key(pod, run)):
+        kopf.event(body, type="Warning", reason=note.reason, message=note.message)
+    if contract.ANN_INJECTED not in ann:
+        return
+    resumed = ann.get(contract.ANN_RESUMED_FROM, "none")
+    if resumed and resumed != "none":
+        step = ann.get(contract.ANN_RESUMED_STEP)
+        kopf.event(body, type="Normal", reason="Resumed", message=f"run {run}: resuming from {resumed}" + (f" (step {step})" if step else ""))
+    else:
+        kopf.event(body, type="Normal", reason="FreshStart", message=f"run {run}: no committed checkpoint; starting fresh")
+    error = ann.get(contract.ANN_RESOLVE_ERROR)
+    if error:
+        kopf.event(body, type="Warning", reason="ResolveFailed",
+                  message=f"newest checkpoint not confirmed by the store ({error}); injected the last known value")
+
+
+async def record(pod: dict[str, Any], event_type: str | None, state: admission.State, run: identity.RunIdentity) -> None:
+    meta = pod.get("metadata") or {}
+    ns, name = meta.get("namespace") or "", meta.get("name") or ""
+    limit = state.config.runs.history_limit
+    api: Kube = state.api  # type: ignore[assignment]
+    if event_type in (None, "ADDED") and contract.ANN_INJECTED in (meta.get("annotations") or {}):
+        url = pod_run_url(pod)
+        if url:
+            try:
+                pname = decisions.policy_name(pod)
+            except decisions.PolicyNameError:
+                pname = contract.DEFAULT_POLICY_NAME
+            spec = decisions.run_spec(run=run.run, policy=pname, url=url, source=run.source, group=run.group,
+                                      rank=run.rank)
+            entry = decisions.admission_entry(pod, meta.get("creationTimestamp") or decisions.now_iso())
+            await api.update_run_status(ns, run.run, lambda s: decisions.record_admission(s, entry, limit=limit),
+                                        spec=spec)
+    reason = decisions.disruption(pod)
+    if reason and name:
+        when = decisions.now_iso()
+        created = meta.get("creationTimestamp")
+        await api.update_run_status(ns, run.run, lambda s: decisions.record_disruption(s, name, reason, when, created))

@@ -1,0 +1,132 @@
+"""Background refreshes of live runs: the resolver's cache, the store connections and ``CheckpointRun.status.latest``.
+
+* :func:`refresh_loop` — every ``--refresh-interval`` seconds, :func:`refresh_once` over the runs with a live pod
+  (and TTL expiry of old runs). One operator-wide task, not a per-object ``@kopf.timer``: kopf puts a finalizer
+  on objects with timers, which would make deleting a ``CheckpointRun`` (or its namespace) hang whenever the
+  operator is down.
+* :func:`observe` — feeds the pod watch to the resolver's :class:`~kresume.operator.activity.Activity`; when a run
+  becomes quiet it is refreshed at once, so the replacement pod's admission is answered from memory.
+* :func:`spawn` — fire-and-forget tasks with a strong reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from kresume import contract, identity
+from kresume.operator import admission, credentials, decisions, metrics, podevents
+from kresume.operator.kube import Kube
+from kresume.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+
+def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``coro`` in the background, keeping a strong reference until it ends (the loop keeps weak ones)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    BACKGROUND.add(task)
+    task.add_done_callback(BACKGROUND.discard)
+    return task
+
+
+async def refresh_once(state: admission.State, live: Any, runs: Any, policies: Any) -> None:
+    """Refresh every live run (cache + ``status.latest``/``checkpoints``) and expire old runs (TTL)."""
+    api: Kube = state.api  # type: ignore[assignment]
+    live_keys = {key for key in list(live) if live.get(key)}
+    sem = asyncio.Semaphore(max(1, state.config.resolution.workers // 2))
+
+    async def one(key: tuple[str, str]) -> None:
+        spec = (admission._first(runs, key) or {}).get("spec") or {}
+        if spec.get("url"):
+            async with sem:
+                await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies)
+
+    await asyncio.gather(*(one(k) for k in live_keys))
+
+    ttl = state.config.runs.ttl_seconds
+    if ttl > 0:
+        now = datetime.now(UTC)
+        for key in list(runs):
+            obj = admission._first(runs, key)
+            if obj is not None and decisions.expired(obj, ttl_seconds=ttl, now=now, live=key in live_keys):
+                try:
+                    await api.delete_run(*key)
+                    state.resolver.forget(((obj.get("spec") or {}).get("url")) or "")
+                    logger.info("deleted CheckpointRun %s/%s (no live pod, idle over %g s)", key[0], key[1], ttl)
+                except Exception as exc:  # noqa: BLE001
+                    logger.warning("deleting expired run %s/%s failed: %s", key[0], key[1], exc)
+
+
+async def refresh_run(state: admission.State, key: tuple[str, str], url: str, policy_name: str,
+                      policies: Any) -> None:
+    """Ask the store for run ``key`` = (namespace, run) at ``url`` now, with the credentials of policy
+    ``policy_name``: fills the resolver's cache and writes ``status.latest``/``checkpoints``. Failures
+    are logged and counted, never raised."""
+    api: Kube = state.api  # type: ignore[assignment]
+    pspec = admission._first(policies, (key[0], policy_name))
+    if pspec is None:
+        return
+    try:
+        policy = Policy.from_spec(pspec)
+        secret = await api.secret(key[0], policy.credentials_secret) if policy.credentials_secret else None
+        options = credentials.storage_options(url, policy.storage_options, secret)
+        entry = await state.resolver.refresh(url, options)
+        latest = None
+        if entry.resume is not None:
+            latest = {"url": entry.resume.url, "checkpoint": entry.resume.checkpoint}
+            if entry.resume.step is not None:
+                latest["step"] = entry.resume.step
+            if entry.committed_at:
+                latest["committedAt"] = rfc3339(entry.committed_at)
+        await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(s, latest, entry.checkpoints))
+    except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
+        metrics.REFRESH_ERRORS.inc()
+        logger.warning("refreshing run %s/%s failed: %s", key[0], key[1], exc)
+
+
+def observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity,
+             indices: dict[str, Any]) -> None:
+    """Feed a pod watch event to the resolver's :class:`Activity`; when it makes the run quiet, refresh
+    the run at once (in the background), so the replacement pod's admission is answered from memory."""
+    activity = state.resolver.activity
+    meta = pod.get("metadata") or {}
+    url = podevents.pod_run_url(pod)
+    if activity is None or url is None or contract.ANN_INJECTED not in (meta.get("annotations") or {}):
+        return
+    key = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+    if not activity.observed(url, key, pod, deleted=etype == "DELETED") or not indices:
+        return
+    try:
+        pname = decisions.policy_name(pod)
+    except decisions.PolicyNameError:
+        return
+    spawn(refresh_run(state, (meta.get("namespace") or "", run.run), url, pname, indices["policies"]))
+
+
+#: Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
+BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def rfc3339(value: str) -> str:
+    """An ISO-8601 time as RFC 3339 UTC with ``Z`` (the CRD's ``format: date-time``)."""
+    when = decisions.parse_time(value)
+    if when is None:
+        return value
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def refresh_loop(state: admission.State, indices: dict[str, Any]) -> None:
+    """Refresh live runs every ``refresh_interval`` s. kopf gives indices to resource handlers only
+    (not to startup activities), so ``indices`` is filled by the first pod event."""
+    while True:
+        await asyncio.sleep(state.config.resolution.refresh_interval)
+        if not indices:
+            continue
+        try:
+            await refresh_once(state, indices["live"], indices["runs"], indices["policies"])
+        except Exception:  # noqa: BLE001
+            logger.exception("refresh of live runs failed")

@@ -25,12 +25,13 @@ WRITERS = HERE / "sidecar_writers.py"
 class SidecarProc:
     """One sidecar process; logs (JSON lines) in ``log_path``, stdout (summary) in ``out_path``."""
 
-    def __init__(self, watch: Path, run_url: str, options: dict, env: dict, workdir: Path, *args: str):
+    def __init__(self, watch: Path, run_url: str, options: dict, env: dict, workdir: Path, *args: str,
+                 prefix: tuple[str, ...] = ()):
         self.log_path = workdir / f"sidecar-{time.monotonic_ns()}.log"
         self.out_path = self.log_path.with_suffix(".out")
         full_env = {**os.environ, **env, "KRESUME_STORAGE_OPTIONS": json.dumps(options),
                     "KRESUME_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
-        argv = [sys.executable, "-m", "kresume.sidecar", "--watch", str(watch), "--run-url", run_url,
+        argv = [*prefix, sys.executable, "-m", "kresume.sidecar", "--watch", str(watch), "--run-url", run_url,
                 "--metrics-port", "0", "--settle-seconds", "2", *args]
         self._err = open(self.log_path, "w")
         self._out = open(self.out_path, "w")
@@ -96,12 +97,13 @@ def moto_run(objstore_pool, tmp_path):
 
 @pytest.fixture
 def start_sidecar(tmp_path):
-    """Factory ``start(watch, run, *flags) -> SidecarProc``; every process is killed at teardown."""
+    """Factory ``start(watch, run, *flags, prefix=()) -> SidecarProc``; ``prefix`` runs the sidecar
+    under a command (``setpriv …``); every process is killed at teardown."""
     procs: list[SidecarProc] = []
 
-    def start(watch: Path, run, *args: str) -> SidecarProc:
+    def start(watch: Path, run, *args: str, prefix: tuple[str, ...] = ()) -> SidecarProc:
         url, options, env, _ = run
-        p = SidecarProc(watch, url, options, env, tmp_path, *args)
+        p = SidecarProc(watch, url, options, env, tmp_path, *args, prefix=prefix)
         procs.append(p)
         return p
 

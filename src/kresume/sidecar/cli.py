@@ -88,6 +88,7 @@ def command(
     2 for bad settings or a missing watch folder.
     """
     from kresume.sidecar.service import Sidecar
+    from kresume.sidecar.shutdown import exit_now
 
     try:
         opts = json.loads(storage_options) if storage_options else None
@@ -106,7 +107,7 @@ def command(
         typer.echo(f"kresume sidecar: {exc}", err=True)
         raise typer.Exit(2) from None
     logs.setup(settings.log_format)
-    raise typer.Exit(Sidecar(settings).run())
+    exit_now(Sidecar(settings).run())  # no interpreter teardown: it would join upload threads still blocked
 
 
 app = typer.Typer(add_completion=False, help="kresume sidecar")

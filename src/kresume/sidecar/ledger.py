@@ -49,7 +49,12 @@ class Ledger:
         self.floor = -1
         """Units older than this would be pruned at once (``keep_last``), so they are never uploaded."""
         self.last_step = -1
-        self.summary = {"committed": 0, "abandoned": 0, "bytes": 0}
+        self.commits = 0
+        self.bytes = 0
+        self.abandoned: set[CommitKey] = set()
+        """Checkpoints seen complete and given up, and not committed since (a retry may still)."""
+        self.given_up: set[CommitKey] = set()
+        """Checkpoints whose commit failed after SIGTERM: not captured again before the exit."""
 
     # ------------------------------------------------------------------ start-up
     def load(self, manifests: Iterable[Manifest], keep_last: int | None) -> int:
@@ -70,9 +75,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ scan side
     def known(self, key: CommitKey) -> bool:
-        """True when ``key`` is committed, queued or uploading."""
+        """True when ``key`` is committed, queued, uploading, or given up for this process's life."""
         with self.cv:
-            return key in self.committed or key in self.pending or key in self.inflight
+            return key in self.committed or key in self.pending or key in self.inflight or key in self.given_up
 
     def is_committed(self, key: CommitKey) -> bool:
         """True when ``key`` is committed."""
@@ -106,7 +111,7 @@ class Ledger:
                     if old.priority < task.priority:
                         del self.pending[key]
                         old.snap.close()
-                        self.summary["abandoned"] += 1
+                        self.abandoned.add(key)
                         on_drop(old)
                 for job in self.inflight.values():
                     if job.priority < task.priority:
@@ -161,20 +166,31 @@ class Ledger:
         with self.cv:
             self.committed[job.key] = step
             self.newest_committed = max(self.newest_committed, job.priority)
-            self.summary["committed"] += 1
+            self.commits += 1
+            self.abandoned.discard(job.key)
             if step is not None and step > self.last_step:
                 self.last_step = step
                 return True
             return False
 
-    def count_abandoned(self) -> None:
-        """One more checkpoint given up."""
+    def count_abandoned(self, key: CommitKey, *, for_good: bool = False) -> None:
+        """The checkpoint of ``key`` was given up (counted once, however often it is retried);
+        ``for_good``: never capture it again in this process (the shutdown deadline is running)."""
         with self.cv:
-            self.summary["abandoned"] += 1
+            self.abandoned.add(key)
+            if for_good:
+                self.given_up.add(key)
 
     def count_bytes(self, n: int) -> None:
-        """``n`` more bytes uploaded (called from upload threads; an int add under the GIL)."""
-        self.summary["bytes"] += n
+        """``n`` more bytes uploaded (called from upload threads)."""
+        with self.cv:
+            self.bytes += n
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """``{"committed", "abandoned", "bytes"}``: commits made by this process, checkpoints given up
+        and not committed, bytes uploaded (retries included)."""
+        return {"committed": self.commits, "abandoned": len(self.abandoned), "bytes": self.bytes}
 
     # ------------------------------------------------------------------ shutdown side
     def cancel_inflight(self, reason: str) -> None:
@@ -185,14 +201,22 @@ class Ledger:
                 job.cancel.set()
             self.cv.notify_all()
 
-    def drain(self) -> None:
-        """Give up everything queued or uploading (counted as abandoned) and close their files."""
-        with self.cv:
+    def drain(self, timeout: float = -1) -> None:
+        """Give up everything queued or uploading (counted as abandoned) and close their files.
+
+        ``timeout`` (seconds; -1 waits as long as needed) bounds the wait for the lock: the
+        deadline's forced exit must not wait on a thread that holds it, and then drains without it.
+        """
+        locked = self.cv.acquire(timeout=timeout)
+        try:
             for job in list(self.pending.values()) + list(self.inflight.values()):
-                self.summary["abandoned"] += 1
+                self.abandoned.add(job.key)
                 job.snap.close()
             self.pending.clear()
             self.inflight.clear()
+        finally:
+            if locked:
+                self.cv.release()
 
     def newest_step(self) -> int | None:
         """The largest step among committed checkpoints (``None`` when none has a step)."""

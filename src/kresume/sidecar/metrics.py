@@ -80,5 +80,7 @@ def serve(metrics: Metrics, health: Health, host: str, port: int) -> ThreadingHT
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="kresume-metrics", daemon=True).start()
+    # A short poll interval: ``shutdown()`` at exit waits up to one interval (0.5 s by default).
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="kresume-metrics",
+                     daemon=True).start()
     return server

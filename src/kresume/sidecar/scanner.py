@@ -16,15 +16,23 @@ import time
 from typing import Any
 
 from kresume.formats.judge import ContentReader, judge
-from kresume.formats.listing import scan
+from kresume.formats.listing import Listing, scan
 from kresume.formats.metadata import CheckpointInfo, describe
 from kresume.formats.units import Rules, Unit, find_units
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Metrics
 from kresume.sidecar.settings import SidecarSettings
-from kresume.sidecar.tasks import CommitKey, CommitTask, snapshot_key, unit_key
+from kresume.sidecar.tasks import CommitKey, CommitTask, captured_as_listed, unit_key
 from kresume.store import errors
 from kresume.store.local import snapshot
+
+
+def access_fingerprint(unit: Unit, listing: Listing) -> tuple[Any, ...]:
+    """What can turn an unreadable unit readable without touching its content: the inode, mode,
+    owner, group and ctime of the unit's own entry (a folder) and of every entry inside it
+    (``chmod``/``chown``/ACL changes all move the ctime)."""
+    own = listing.get(unit.rel)
+    return tuple(e.access for e in ((own,) if own is not None and own.kind == "dir" else ()) + unit.entries)
 
 
 class Scanner:
@@ -58,7 +66,8 @@ class Scanner:
         writing = False
         for unit in found.units:
             key = unit_key(unit)
-            if self.ledger.known(key) or self.ledger.still_rejected(key, None) \
+            access = access_fingerprint(unit, listing)
+            if self.ledger.known(key) or self.ledger.still_rejected(key, access) \
                     or unit.max_mtime_ns < self.ledger.floor:
                 continue
             v = judge(unit, listing, self.reader, now_ns=now_ns, settle_ns=settle_ns, rules=self.rules)
@@ -66,10 +75,10 @@ class Scanner:
             if v.state == "incomplete":
                 writing = writing or now_ns - unit.max_mtime_ns < settle_ns or not unit.files
             elif v.state in ("corrupt", "unreadable"):
-                self.ledger.reject(key, v.reason)
+                self.ledger.reject(key, v.reason, access)
                 self.metrics.failures.labels(v.state).inc()
             else:
-                writing = self.capture(unit, key) or writing
+                writing = self.capture(unit, key, access) or writing
         for alias in found.aliases:
             self.note(alias.rel, alias.target, "alias",
                       f"symlink to {alias.target}" + (" (outside the watched folder; never read)" if alias.outside
@@ -91,36 +100,37 @@ class Scanner:
         elif state == "alias":
             self.log.info("%s: %s", rel, reason, extra={"fields": fields})
 
-    def capture(self, unit: Unit, key: CommitKey) -> bool:
+    def capture(self, unit: Unit, key: CommitKey, access: Any = None) -> bool:
         """Open every file of a complete unit now and queue it; returns True when it must be looked
-        at again (it vanished or changed between judge and capture)."""
+        at again (it vanished or changed between judge and capture). ``access``: the unit's
+        :func:`access_fingerprint`, kept with a refusal so a permission fix makes it judged again."""
         path = os.path.join(self.root, unit.rel)
         try:
             snap = snapshot(path, root=self.root)
         except errors.SourceUnreadable as exc:
-            self._refuse(unit, key, "unreadable", exc)
+            self._refuse(unit, key, "unreadable", exc, access)
             return False
         except errors.OutsideRoot as exc:
-            self._refuse(unit, key, "outside_root", exc)
+            self._refuse(unit, key, "outside_root", exc, access)
             return False
         except errors.SourceError:
             return True  # vanished or emptied between judge and capture: look again
-        if snapshot_key(snap) != key:
+        if not captured_as_listed(snap, unit):
             snap.close()  # rewritten between judge and capture: judge the new content
             return True
         try:
             info = describe(path)
         except Exception:  # noqa: BLE001 - describe is best effort; the name still carries the step
             info = CheckpointInfo(unit.format)
-        job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9)
+        job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9, access=access)
         self.log.info("complete: %s (%s, step %s, %d B), queued", unit.rel, info.format, info.step, job.size,
                       extra={"fields": {"unit": unit.rel, "step": info.step, "bytes": job.size}})
         self.ledger.queue(job, skip_superseded=self.settings.skip_superseded,
                           on_drop=lambda old: self.log.info("superseded before upload: %s", old.rel))
         return False
 
-    def _refuse(self, unit: Unit, key: CommitKey, reason: str, exc: errors.StoreError) -> None:
-        self.ledger.reject(key, str(exc))
+    def _refuse(self, unit: Unit, key: CommitKey, reason: str, exc: errors.StoreError, access: Any) -> None:
+        self.ledger.reject(key, str(exc), access)
         self.metrics.failures.labels(reason).inc()
         self.log.error("skipping %s: %s", unit.rel, exc, extra={"fields": {"unit": unit.rel}})
 

@@ -28,7 +28,9 @@ from kresume.sidecar.settings import SidecarSettings
 from kresume.sidecar.shutdown import Shutdown
 from kresume.sidecar.uploader import Uploader
 from kresume.store import errors
+from kresume.store.deadline import Deadline
 from kresume.store.runstore import RunStore
+from kresume.store.storage import TransferSettings
 
 
 class Sidecar:
@@ -44,14 +46,18 @@ class Sidecar:
         self.ledger = Ledger()
         self.hints = Hints(threading.Event())
         self.scanner = Scanner(self.root, self.settings, self.ledger, self.metrics, self.log)
-        self.shutdown = Shutdown(settings.grace_seconds, self.ledger, self.health, self.log, self.hints.wake.set)
+        self.requests = Deadline("the shutdown deadline (--grace-seconds)")
+        """The store's request deadline: unset until SIGTERM (see :mod:`kresume.sidecar.shutdown`)."""
+        self.shutdown = Shutdown(settings.grace_seconds, self.ledger, self.health, self.log, self.hints.wake.set,
+                                 self.requests)
         self.uploader: Uploader | None = None
         self.server: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT, flush within the grace period, print the summary; returns 0
-        (2 when the watch folder does not exist)."""
+        (2 when the watch folder does not exist). At the deadline, or on a second signal, the
+        process ends from a watchdog thread (``os._exit(0)``) if this has not returned yet."""
         signal.signal(signal.SIGTERM, self.shutdown.on_signal)
         signal.signal(signal.SIGINT, self.shutdown.on_signal)
         if self.settings.metrics_port >= 0:
@@ -78,14 +84,16 @@ class Sidecar:
         finally:
             if observer is not None:
                 observer.stop()
-        self.uploader.stop("grace period over", join_seconds=5.0)
+        deadline = self.shutdown.deadline or time.monotonic()
+        self.uploader.stop("grace period over", join_seconds=max(0.0, min(5.0, deadline - time.monotonic())))
         return self._finish()
 
     def _load_committed(self) -> bool:
         """Open the store and learn what is committed; False (logged) when the store fails."""
         try:
             if self.store is None:
-                self.store = RunStore.open(self.settings.run_url, self.settings.storage_options)
+                self.store = RunStore.open(self.settings.run_url, self.settings.storage_options,
+                                           TransferSettings(deadline=self.requests))
             manifests = self.store.list()
             repaired = self.store.repair_pointer()
             if repaired:
@@ -100,10 +108,7 @@ class Sidecar:
         return True
 
     def _finish(self) -> int:
-        self.ledger.drain()
-        line = self.shutdown.summary_line()
-        self.log.info(line, extra={"fields": dict(self.ledger.summary)})
-        print(line, flush=True)
+        self.shutdown.finish()
         if self.server is not None:
             self.server.shutdown()
         return 0

@@ -1,15 +1,26 @@
-"""SIGTERM/SIGINT handling: the grace-period deadline, what may still upload, the summary line.
+"""SIGTERM/SIGINT handling: the grace-period deadline, what may still upload, the summary, the exit.
 
 After the first signal the sidecar keeps committing for ``grace_seconds``: a running upload goes on
 only while the measured bandwidth says it can finish in time, and a queued checkpoint starts only
 when it is newer than everything committed and fits (:func:`kresume.sidecar.scheduling.fits`).
-Nothing partial is ever committed: an upload stopped here never wrote its manifest. A second signal
-ends the grace period at once.
+
+The deadline is hard (issue 11 item 8):
+
+- every store request ends ``margin`` seconds before it (the store's :class:`Deadline`, which
+  cancels requests already running: :class:`kresume.store.deadline.BoundedFS`), so the sidecar
+  normally finishes on its own path with an exact summary;
+- at the deadline itself, or at once on a second signal, a watchdog thread prints the summary
+  and ends the process with ``os._exit(0)`` whatever its threads are doing.
+
+Leaving then loses nothing: an upload stopped here never wrote its manifest, so the pointer never
+names a partial checkpoint (DESIGN.md invariant 1).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,36 +29,66 @@ from typing import Any
 from kresume.sidecar import scheduling
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Health
+from kresume.store.deadline import Deadline, watch
+
+EXIT_STATUS = 0
+"""Exit status after a signal, by the normal path or at the deadline (sidecar/README "Signals and exit")."""
+
+
+def request_margin(grace_seconds: float) -> float:
+    """Seconds before the grace period's end at which store requests are cut: a quarter of the
+    grace period, at most 2 s (time for the workers to report and the summary to be printed)."""
+    return min(2.0, grace_seconds / 4)
+
+
+def exit_now(code: int) -> None:
+    """End the process at once with ``code`` after flushing logs and output (``os._exit``: threads
+    blocked in a store call, and the interpreter's teardown, cannot delay it)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 class Shutdown:
-    """The deadline set by the first signal, and the decisions of the grace period."""
+    """The deadline set by the first signal, the decisions of the grace period, the forced exit.
+
+    ``requests`` is the store's deadline (shared with its :class:`~kresume.store.storage.TransferSettings`).
+    """
 
     def __init__(self, grace_seconds: float, ledger: Ledger, health: Health, log: logging.Logger,
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], requests: Deadline) -> None:
         self.grace_seconds = grace_seconds
         self.ledger = ledger
         self.health = health
         self.log = log
         self.wake = wake
+        self.requests = requests
         self.deadline: float | None = None
         """Monotonic seconds when the grace period ends; ``None`` until the first signal."""
         self._lock = threading.Lock()
+        self._now = threading.Event()
+        self._printed = False
 
     def on_signal(self, signum: int, frame: Any = None) -> None:
-        """Signal handler: the first signal starts the grace period, a second one ends it."""
+        """Signal handler: the first signal starts the grace period, a second one ends the process."""
         now = time.monotonic()
         with self._lock:
             first = self.deadline is None
             self.deadline = now + self.grace_seconds if first else now
         if first:
+            margin = request_margin(self.grace_seconds)
+            self.requests.set(self.deadline - margin)
+            watch(self.requests, self._at_deadline, after=margin, now=self._now, name="kresume-shutdown")
             self.health.ready, self.health.reason = False, "terminating"
             self.log.info("signal %d: committing for up to %.1f s", signum, self.grace_seconds)
         else:
-            self.log.info("second signal: stopping now")
+            self.requests.set(now)
+            self._now.set()  # the watchdog thread ends the process (no I/O in the handler)
         self.wake()
-        with self.ledger.cv:
-            self.ledger.cv.notify_all()
 
     def flush_done(self, now: float, pick_locked: Callable[[float], Any], bandwidth: float | None) -> bool:
         """During the grace period: True when nothing is uploading and nothing left may start.
@@ -69,3 +110,24 @@ class Shutdown:
         newest = self.ledger.newest_step()
         return (f"kresume sidecar: committed={s['committed']} abandoned={s['abandoned']} bytes={s['bytes']} "
                 f"newest_step={'none' if newest is None else newest}")
+
+    def finish(self, *, lock_timeout: float = -1) -> None:
+        """Give up what is left, log and print the summary line once (stdout, one line)."""
+        with self._lock:
+            if self._printed:
+                return
+            self._printed = True
+        self.ledger.drain(timeout=lock_timeout)
+        line = self.summary_line()
+        self.log.info(line, extra={"fields": dict(self.ledger.summary)})
+        os.write(sys.stdout.fileno(), (line + "\n").encode())
+
+    def _at_deadline(self) -> None:
+        """Watchdog: the grace period is over (or a second signal came): summary, then exit."""
+        running = len(self.ledger.inflight)  # no lock: a thread stuck in a store call must not hold us
+        why = "second signal" if self._now.is_set() else "grace period over"
+        self.log.warning("%s: exiting at the deadline with %d upload(s) still running; nothing partial was "
+                         "committed", why, running, extra={"fields": {"running": running, "reason": why}})
+        self.finish(lock_timeout=1.0)
+        exit_now(EXIT_STATUS)
+

@@ -33,6 +33,17 @@ def snapshot_key(snap: LocalCheckpoint) -> CommitKey:
     return (snap.name, snap.mtime_ns, tuple(sorted((f.relpath, f.size) for f in snap.files)))
 
 
+def captured_as_listed(snap: LocalCheckpoint, unit: Unit) -> bool:
+    """True when the captured files are the ones the judge saw: same key, and every file's inode
+    and ctime as listed (a same-size rewrite between judge and capture that set the mtime back
+    moves the ctime)."""
+    if snapshot_key(snap) != unit_key(unit):
+        return False
+    cut = len(unit.rel) + 1
+    listed = {("" if unit.kind == "file" else e.rel[cut:]): (e.ino, e.ctime_ns) for e in unit.files}
+    return all(listed.get(f.relpath) == (f.ino, f.ctime_ns) for f in snap.files)
+
+
 def committed_key(m: Manifest) -> CommitKey | None:
     """Key of a committed manifest (needs ``source.mtime_ns``, recorded by the store's commit)."""
     mtime = m.source.get("mtime_ns")
@@ -57,6 +68,8 @@ class CommitTask:
     done_bytes: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
+    access: Any = None
+    """The unit's access fingerprint at capture (:func:`kresume.sidecar.scanner.access_fingerprint`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

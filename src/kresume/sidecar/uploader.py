@@ -112,7 +112,7 @@ class Uploader:
             self._abandon(job, "source_changed", f"{job.rel} changed while uploading, not committed: {exc}")
             return False
         except (errors.SourceUnreadable, errors.OutsideRoot) as exc:
-            self.ledger.reject(job.key, str(exc))
+            self.ledger.reject(job.key, str(exc), job.access)
             self._abandon(job, "unreadable", f"{job.rel}: {exc}")
             return False
         except errors.SourceError as exc:
@@ -143,7 +143,7 @@ class Uploader:
         return False
 
     def _abandon(self, job: CommitTask, reason: str, message: str) -> None:
-        self.ledger.count_abandoned()
+        self.ledger.count_abandoned(job.key, for_good=self.deadline() is not None)
         self.metrics.failures.labels(reason).inc()
         self.log.warning(message, extra={"fields": {"unit": job.rel, "reason": reason}})
 

@@ -66,8 +66,9 @@ class RunStore:
     def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,
              settings: TransferSettings | None = None) -> RunStore:
         """Open the run at ``url`` (no request is made until an operation needs one)."""
-        fs, root = open_fs(url, storage_options)
-        return cls(fs, root, url, settings or TransferSettings())
+        settings = settings or TransferSettings()
+        fs, root = open_fs(url, storage_options, deadline=settings.deadline)
+        return cls(fs, root, url, settings)
 
     # ------------------------------------------------------- keys and small shared reads
     def _path(self, key: str) -> str:

@@ -15,10 +15,11 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kresume.store import errors
+from kresume.store.deadline import BoundedFS, Deadline
 
 # gcsfs >= 2026.x probes zonal/HNS buckets through gRPC first; against anything but real GCS that
 # stalls 50-110 s per call (measured, shared/objstores/README.md). Must be set before import.
@@ -92,6 +93,11 @@ class TransferSettings:
     backoff_max: float = 20.0
     """Ceiling of one retry delay."""
 
+    deadline: Deadline | None = field(default=None, compare=False, repr=False)
+    """When store requests must end (:mod:`kresume.store.deadline`): no try starts and no retry
+    waits past it, and a store opened with it cancels async requests still running at it. ``None``:
+    only the backend's own timeouts apply."""
+
 
 #: Protocols whose first path component is a bucket or container, and the kresume extra that
 #: installs each one's fsspec backend (``pyproject.toml``).
@@ -146,7 +152,8 @@ def check_url(url: str) -> str:
     return protocol
 
 
-def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
+            deadline: Deadline | None = None) -> tuple[Any, str]:
     """Return ``(filesystem, root_path)`` for ``url`` with kresume's backend defaults.
 
     Parameters
@@ -156,6 +163,9 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
         or a plain local path).
     storage_options : mapping, optional
         Passed to the filesystem constructor; wins over defaults.
+    deadline : Deadline, optional
+        When given, the filesystem is a :class:`~kresume.store.deadline.BoundedFS`: its async
+        requests are cancelled when the deadline passes.
 
     Raises
     ------
@@ -190,7 +200,7 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple
         if "://" in url and protocol not in fsspec.available_protocols():
             raise _unknown_protocol(url, protocol) from exc
         raise errors.StoreError(url, str(exc)) from exc
-    return fs, path.rstrip("/")
+    return (BoundedFS(fs, deadline) if deadline is not None else fs), path.rstrip("/")
 
 
 def missing_bucket(fs: Any, root: str) -> str | None:
@@ -230,24 +240,47 @@ def retrying(fn: Callable[[], T], *, url: str, settings: TransferSettings,
     """Call ``fn`` until it succeeds, retrying transient errors with capped exponential backoff.
 
     Delays come from :func:`backoff` ("full jitter"), the scheme AWS recommends for throttled
-    clients. Non-transient errors are raised at once, translated.
+    clients. Non-transient errors are raised at once, translated. With ``settings.deadline`` no try
+    starts after it and no delay runs past it; an answer renews an idle deadline.
 
     Raises
     ------
     StoreError
-        The translated last error (``StoreUnreachable`` when transient errors exhausted the tries).
+        The translated last error (``StoreUnreachable`` when transient errors exhausted the tries
+        or the deadline passed).
     """
+    deadline = settings.deadline
     for attempt in range(settings.attempts):
+        if deadline is not None and deadline.expired():
+            raise _past(url, deadline, None)
         try:
-            return fn()
+            result = fn()
         except Exception as exc:  # noqa: BLE001 - every backend error passes through here
             if isinstance(exc, errors.StoreError) and not isinstance(exc, errors.StoreUnreachable):
                 raise
-            if not errors.is_transient(exc) or attempt == settings.attempts - 1:
+            transient = errors.is_transient(exc)
+            if not transient or attempt == settings.attempts - 1:
+                if transient and deadline is not None and deadline.expired():
+                    raise _past(url, deadline, exc) from exc
                 raise errors.translate(exc, url) from exc
             delay = backoff(attempt, settings.backoff_base, settings.backoff_max)
+            left = deadline.remaining() if deadline is not None else None
+            if left is not None and left <= delay:
+                raise _past(url, deadline, exc) from exc  # type: ignore[arg-type]
             logger.warning("%s: transient %s (%s); retry %d/%d in %.1f s", url, type(exc).__name__,
                            str(exc).splitlines()[0][:200] if str(exc) else "", attempt + 1,
                            settings.attempts - 1, delay)
             sleep(delay)
+        else:
+            if deadline is not None:
+                deadline.touch()
+            return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _past(url: str, deadline: Deadline, exc: BaseException | None) -> errors.StoreUnreachable:
+    """The error for a request group stopped by its deadline (names the budget and the last error)."""
+    last = f" (last error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})" \
+        if exc is not None and not isinstance(exc, TimeoutError) else ""
+    return errors.StoreUnreachable(url, f"no answer before {deadline.what}{last}",
+                                   fix="check the endpoint and network")

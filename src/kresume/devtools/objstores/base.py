@@ -132,6 +132,14 @@ class ObjectStoreServer:
         return self._proc is not None and self._proc.running
 
     @property
+    def pid(self) -> int:
+        """Pid of the server process, which leads its own process group (tests freeze a store with
+        ``os.killpg(server.pid, SIGSTOP)``); raises RuntimeError before start."""
+        if self._proc is None or self._proc.pid is None:
+            raise RuntimeError(f"{self.name} server is not running; call start() first")
+        return self._proc.pid
+
+    @property
     def startup_seconds(self) -> float | None:
         """Measured seconds from spawn until the server answered (None before start)."""
         return self._proc.startup_seconds if self._proc else None

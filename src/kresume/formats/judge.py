@@ -46,7 +46,7 @@ class ContentReader:
 
     def __init__(self, root: str):
         self.root = os.fspath(root)
-        self._cache: dict[tuple[str, int, int, int], Verdict | None] = {}
+        self._cache: dict[tuple[str, int, int, int, int], Verdict | None] = {}
 
     def with_fd(self, entry: Entry, fn: Callable[[int, int], T]) -> T:
         """Call ``fn(fd, size)`` on the file; the fd's inode must still be the listed one,

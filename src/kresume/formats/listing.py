@@ -21,8 +21,9 @@ class Entry:
     """One name under the watched root, as ``lstat`` saw it (a symlink is never followed).
 
     ``rel`` is the POSIX path relative to the root (no leading ``./``, never containing ``..``);
-    ``size`` is in bytes, ``mtime_ns`` in nanoseconds since the epoch; ``target`` is the raw
-    ``readlink`` text for links (``None`` otherwise).
+    ``size`` is in bytes, ``mtime_ns`` and ``ctime_ns`` in nanoseconds since the epoch (a writer can
+    set the mtime back, never the ctime: ``chmod``, ``chown`` and every write move it); ``target`` is
+    the raw ``readlink`` text for links (``None`` otherwise).
     """
 
     rel: str
@@ -33,6 +34,8 @@ class Entry:
     dev: int = 0
     mode: int = 0
     uid: int = 0
+    gid: int = 0
+    ctime_ns: int = 0
     target: str | None = None
 
     @property
@@ -46,9 +49,15 @@ class Entry:
         return self.rel.rsplit("/", 1)[0] if "/" in self.rel else ""
 
     @property
-    def fingerprint(self) -> tuple[str, int, int, int]:
-        """``(rel, size, mtime_ns, ino)``: changes whenever the file is rewritten or replaced."""
-        return (self.rel, self.size, self.mtime_ns, self.ino)
+    def fingerprint(self) -> tuple[str, int, int, int, int]:
+        """``(rel, size, mtime_ns, ino, ctime_ns)``: changes whenever the file is rewritten or
+        replaced, also by a same-size rewrite that restores the mtime (``rsync --inplace -t``)."""
+        return (self.rel, self.size, self.mtime_ns, self.ino, self.ctime_ns)
+
+    @property
+    def access(self) -> tuple[str, int, int, int, int, int]:
+        """``(rel, ino, mode, uid, gid, ctime_ns)``: changes when the entry's permissions or owner do."""
+        return (self.rel, self.ino, self.mode, self.uid, self.gid, self.ctime_ns)
 
 
 Listing = Mapping[str, Entry]
@@ -74,6 +83,8 @@ def entry_from_stat(rel: str, st: os.stat_result, target: str | None = None) -> 
         dev=st.st_dev,
         mode=stat.S_IMODE(st.st_mode),
         uid=st.st_uid,
+        gid=st.st_gid,
+        ctime_ns=st.st_ctime_ns,
         target=target,
     )
 

@@ -87,7 +87,7 @@ class Unit:
         return max((e.mtime_ns for e in self.files), default=0)
 
     @property
-    def fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
+    def fingerprint(self) -> tuple[tuple[str, int, int, int, int], ...]:
         """Changes whenever any file of the unit is written, replaced, added or removed."""
         return tuple(sorted(e.fingerprint for e in self.entries if e.kind in ("file", "link")))
 

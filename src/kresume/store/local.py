@@ -3,8 +3,9 @@
 Why descriptors and not paths (measured, writers.md "What this means for the sidecar" §3):
 Lightning deletes the previous checkpoint 0.1-6 ms after saving the next, and replaces
 ``last.ckpt`` by rename; a descriptor opened before the unlink or rename still reads the full,
-correct file. An in-place O_TRUNC rewrite changes the same inode, so :meth:`LocalFile.check_unchanged`
-compares size and mtime after the upload and the commit is abandoned when they moved.
+correct file. An in-place rewrite changes the same inode, so :meth:`LocalFile.check_unchanged`
+compares size, mtime, ctime and inode after the upload and the commit is abandoned when one moved
+(the ctime catches a same-size rewrite that sets the mtime back, ``rsync --inplace -t`` style).
 
 Safety rules (DESIGN.md: "no file outside the watched folder is ever read"): symlinks are recorded,
 never followed; only regular files are opened, with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO swapped in
@@ -29,7 +30,8 @@ class LocalFile:
     """One regular file of a checkpoint, held open.
 
     ``relpath`` is ``""`` for a single-file checkpoint, else the ``/``-separated path inside the folder.
-    ``size`` is bytes, ``mtime_ns`` nanoseconds since the epoch, as ``fstat`` saw them at capture.
+    ``size`` is bytes; ``mtime_ns``, ``ctime_ns`` nanoseconds since the epoch; ``ino`` and ``nlink``
+    (hard links) as ``fstat`` saw them at capture.
     """
 
     relpath: str
@@ -37,14 +39,33 @@ class LocalFile:
     mtime_ns: int
     fd: int
     display: str
+    ino: int = 0
+    ctime_ns: int = 0
+    nlink: int = 1
 
     def check_unchanged(self) -> None:
-        """Raise :class:`~kresume.store.errors.SourceChanged` if the file's size or mtime moved."""
+        """Raise :class:`~kresume.store.errors.SourceChanged` unless size, mtime, inode and ctime all
+        still match the capture.
+
+        A ctime that moved together with a fall of the link count is accepted: the file was
+        unlinked or renamed over after capture (Lightning deletes the previous checkpoint 0.1-6 ms
+        after the next save, writers.md §2), and the open descriptor still reads the complete
+        bytes (writers.md "What this means for the sidecar" §3). Any other ctime change (a
+        rewrite with the mtime set back, a ``chmod``) abandons the commit; the sidecar captures
+        the file again.
+        """
         st = os.fstat(self.fd)
-        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+        moved = [what for what, was, now in (("size", self.size, st.st_size), ("mtime", self.mtime_ns, st.st_mtime_ns),
+                                             ("inode", self.ino, st.st_ino)) if was != now]
+        if st.st_ctime_ns != self.ctime_ns and not st.st_nlink < self.nlink:
+            moved.append("ctime")
+        if moved:
+            detail = (f"size {self.size}→{st.st_size} B" if "size" in moved else " and ".join(moved) + " changed")
             raise errors.SourceChanged(
                 self.display,
-                f"size {self.size}→{st.st_size} B or mtime changed while uploading (rewritten in place)",
+                f"{detail} while uploading ("
+                + ("rewritten in place with its mtime set back, or its permissions changed)" if moved == ["ctime"]
+                   else "rewritten in place)"),
                 fix="nothing was committed; the sidecar commits the next complete version, by hand run "
                     "kresume commit again once the writer is done",
             )
@@ -108,7 +129,7 @@ def _open_regular(path: str, relpath: str, display: str) -> LocalFile:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise errors.SourceError(display, "not a regular file")
-    return LocalFile(relpath, st.st_size, st.st_mtime_ns, fd, display)
+    return LocalFile(relpath, st.st_size, st.st_mtime_ns, fd, display, st.st_ino, st.st_ctime_ns, st.st_nlink)
 
 
 def snapshot(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> LocalCheckpoint:

@@ -1,0 +1,92 @@
+"""What a captured file may and may not do before its commit (issue 11 item 8), on moto S3.
+
+- A same-size rewrite that sets the mtime back (``rsync --inplace -t``) aborts the commit: the
+  ctime cannot be set back.
+- An unlink during the upload does not (Lightning deletes the previous checkpoint right after the
+  next save, writers.md §2): the open descriptor still reads the whole file.
+- A checkpoint refused as unreadable (mode 0600, another uid: writers.md §4) is judged again when
+  its permissions or owner change. The sidecar runs as root without CAP_DAC_OVERRIDE and
+  CAP_DAC_READ_SEARCH (``setpriv``), so file modes bind it as they bind another uid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from kresume.store import errors
+from kresume.store.local import snapshot
+
+
+def _ckpt(path, step: int, mib: float) -> None:
+    torch.save({"w": torch.randn(int(mib * 2**18)), "global_step": step}, path)
+
+
+def test_same_size_rewrite_with_mtime_set_back_aborts_the_commit(tmp_path, moto_run):
+    store = moto_run[3]
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    _ckpt(path, 10, 20)
+    st = os.stat(path)
+    rewritten = []
+
+    def rewrite_once(_n: int) -> None:
+        if rewritten:
+            return
+        with open(path, "r+b") as f:  # same size, other bytes, in place
+            f.seek(st.st_size // 2)
+            f.write(os.urandom(4096))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what rsync -t does
+        rewritten.append(True)
+        assert os.stat(path).st_mtime_ns == st.st_mtime_ns and os.stat(path).st_size == st.st_size
+
+    with snapshot(path) as captured, pytest.raises(errors.SourceChanged, match="mtime set back"):
+        store.commit(captured, progress=rewrite_once)
+    assert rewritten
+    assert store.list() == [] and store.read_pointer() is None
+
+
+def test_unlink_during_upload_still_commits_the_whole_file(tmp_path, moto_run):
+    store = moto_run[3]
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    _ckpt(path, 10, 20)
+    data = path.read_bytes()
+
+    def unlink_once(_n: int) -> None:
+        if path.exists():
+            path.unlink()
+
+    with snapshot(path) as captured:
+        manifest = store.commit(captured, progress=unlink_once)
+    assert not path.exists()
+    restored = store.restore(tmp_path / "restored", manifest.id)
+    assert restored.read_bytes() == data
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another uid")  # tests run as root here
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) drops the DAC capabilities")
+def test_unreadable_checkpoint_is_judged_again_when_permissions_or_owner_change(
+        tmp_path, moto_run, start_sidecar, wait_committed):
+    store = moto_run[3]
+    watch = tmp_path / "ckpt"
+    watch.mkdir()
+    fixed_by_chmod, fixed_by_chown = watch / "epoch=0-step=10.ckpt", watch / "epoch=0-step=20.ckpt"
+    for step, p in ((10, fixed_by_chmod), (20, fixed_by_chown)):
+        _ckpt(p, step, 1)
+        os.chown(p, 65534, 65534)
+        os.chmod(p, 0o600)  # what safetensors' mkstemp leaves, owned by the trainer's uid
+    no_dac = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--")
+    sc = start_sidecar(watch, moto_run, prefix=no_dac)
+    for p in (fixed_by_chmod, fixed_by_chown):
+        rec = sc.wait_log(lambda r, n=p.name: r.get("unit") == n and r.get("state") == "unreadable", 60)
+        assert "0600" in rec["reason"] and "runAsUser: 65534" in rec["reason"], rec
+    assert store.list() == []
+    os.chmod(fixed_by_chmod, 0o644)
+    wait_committed(store, {fixed_by_chmod.name}, 60)
+    os.chown(fixed_by_chown, 0, 0)
+    by = wait_committed(store, {fixed_by_chmod.name, fixed_by_chown.name}, 60)
+    assert {n: len(ms) for n, ms in by.items()} == {fixed_by_chmod.name: 1, fixed_by_chown.name: 1}
+    assert store.verify(checksums=True) == []
+    assert sc.stop()[0] == 0

@@ -25,6 +25,7 @@ from _fixtures.operator import (
 )
 from kresume import contract
 from kresume.devtools.cluster import ControlPlane
+from kresume.injection import validity
 from kresume.store.runstore import RunStore
 
 
@@ -194,6 +195,18 @@ def test_malformed_pod_is_never_blocked(control_plane, op, ns, file_store):
     pod["spec"]["containers"] = "oops"
     _, resp = admit(op, pod, ns)
     assert resp["allowed"] is True and "patch" not in resp
+
+
+def test_injection_that_would_break_the_annotation_limit_admits_the_pod_unchanged(control_plane, op, ns, file_store):
+    policy(control_plane, ns, {"storage": file_store})
+    pod = job_pod()
+    room = validity.ANNOTATIONS_MAX_BYTES - validity.annotation_bytes(pod["metadata"]["annotations"])
+    pod["metadata"]["annotations"]["notes"] = "x" * (room - len("notes") - 40)  # kresume's would tip it over
+    _, resp = admit(op, pod, ns)
+    assert resp["allowed"] is True and "patch" not in resp
+    assert any("would make the API server refuse the pod" in w and "shorten the pod's own annotations" in w
+               for w in resp["warnings"]), resp
+    assert op.admissions(ns, "train")[-1][0] == "skipped"
 
 
 def test_reinjecting_an_injected_pod_changes_nothing(control_plane, op, ns, file_store):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kresume import contract, identity
-from kresume.injection import InjectionError, Resume, inject
+from kresume.injection import InjectionError, Resume, inject, validity
 from kresume.operator import credentials, decisions, metrics
 from kresume.operator.notes import Note, Notes
 from kresume.operator.resolution import Resolver
@@ -227,6 +227,11 @@ async def _admit(
         )
     except InjectionError as exc:
         return _skip(state, pod, namespace, run, exc.reason, f"{exc}; pod admitted without kresume")
+    broken = validity.introduced(pod, result.pod) if result.changed else []
+    if broken:  # the API server would refuse the pod kresume made: never block its creation (issue 11 item 7)
+        return _skip(state, pod, namespace, run, "InjectionWouldInvalidate",
+                     "kresume's changes would make the API server refuse the pod: " + "; ".join(broken)
+                     + "; pod admitted without kresume")
     if not dry_run and state.resolver.activity is not None:
         state.resolver.activity.admitted(url)  # the pod will run a sidecar: the run is busy until it ends
 

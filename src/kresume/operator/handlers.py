@@ -191,7 +191,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         try:
             if run is not None:
                 refresher.observe(pod, etype, state, run, indices)
-            if etype in (None, "ADDED") and uid and podevents.recent(pod, state.config.runs.event_window) and seen.add(uid):
+            injected = contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {})
+            # Admission events only for recent pods (an operator restart lists old ones); a live opted-in pod that
+            # kresume is off for is reported whatever its age.
+            fresh = podevents.recent(pod, state.config.runs.event_window) or (not injected and decisions.is_live(pod))
+            if etype in (None, "ADDED") and uid and fresh and seen.add(uid):
                 podevents.post_admission_events(body, pod, state, run.run if run else None)
             if run is not None and contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {}):
                 await podevents.record(pod, etype, state, run)

@@ -9,6 +9,7 @@ name                                       type       labels / meaning
 ``kresume_refresh_errors_total``           counter    background refreshes that failed
 ``kresume_crashloop_failures_total``       counter    failed attempts counted toward a crash-loop fallback
 ``kresume_fallbacks_total``                counter    checkpoints the operator marked bad after a crash loop
+``kresume_uninjected_pods_total``          counter    opted-in pods the webhook never saw (kresume is off for them)
 =========================================  =========  =================================================
 """
 
@@ -26,6 +27,8 @@ RESOLUTIONS = Counter("kresume_resolutions_total", "Where the injected checkpoin
 CRASHLOOP_FAILURES = Counter("kresume_crashloop_failures_total",
                              "Failed attempts counted toward a crash-loop fallback.")
 FALLBACKS = Counter("kresume_fallbacks_total", "Checkpoints marked bad by the operator after a crash loop.")
+UNINJECTED_PODS = Counter("kresume_uninjected_pods_total",
+                          "Opted-in pods created without kresume's webhook (operator down, webhook timed out).")
 REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from kresume import contract, identity
-from kresume.operator import admission, decisions
+from kresume.operator import admission, decisions, metrics
 from kresume.operator.kube import Kube
 
 
@@ -56,12 +56,34 @@ class Seen:
         return True
 
 
+def has_sidecar(pod: dict[str, Any]) -> bool:
+    """True when kresume's sidecar is among the pod's containers (init or regular)."""
+    spec = pod.get("spec") or {}
+    return any(c.get("name") == contract.SIDECAR_CONTAINER_NAME
+               for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])])
+
+
+#: The Warning on an opted-in pod kresume's webhook never saw.
+NOT_INJECTED = ("the pod has the label {label}=true but kresume's webhook never saw it (the operator was down, "
+                "or the API server gave up on the webhook: failurePolicy Ignore admits pods unchanged); kresume is "
+                "off for this pod: no sidecar, so nothing it writes is committed, and no resume. Delete it once the "
+                "operator runs again (its controller recreates it through the webhook)")
+
+
 def post_admission_events(body: Any, pod: dict[str, Any], state: admission.State, run: str | None) -> None:
+    """Events for a pod that just appeared (first watch event): the admission's held Warnings, then Resumed /
+    FreshStart / ResolveFailed from its annotations; or, for an opted-in pod that is not injected and that the
+    admission left no note about, ``KresumeNotInjected`` (and ``kresume_uninjected_pods_total``)."""
     meta = pod.get("metadata") or {}
     ann = meta.get("annotations") or {}
-    for note in state.notes.pop(meta.get("namespace") or "", admission.note_key(pod, run)):
+    notes = state.notes.pop(meta.get("namespace") or "", admission.note_key(pod, run))
+    for note in notes:
         kopf.event(body, type="Warning", reason=note.reason, message=note.message)
     if contract.ANN_INJECTED not in ann:
+        if not notes and not has_sidecar(pod):
+            metrics.UNINJECTED_PODS.inc()
+            kopf.event(body, type="Warning", reason="KresumeNotInjected",
+                       message=NOT_INJECTED.format(label=contract.LABEL_INJECT))
         return
     resumed = ann.get(contract.ANN_RESUMED_FROM, "none")
     if resumed and resumed != "none":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from typing import Any
 
 from kresume.formats.judge import ContentReader, judge
@@ -23,7 +22,7 @@ from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Metrics
 from kresume.sidecar.settings import SidecarSettings
 from kresume.sidecar.tasks import CommitKey, CommitTask, captured_as_listed, unit_key
-from kresume.store import errors
+from kresume.store import clock, errors
 from kresume.store.local import snapshot
 
 
@@ -61,7 +60,7 @@ class Scanner:
             self.log.error("cannot list %s: %s", self.root, exc)
             return False
         found = find_units(listing, self.rules)
-        now_ns = time.time_ns()
+        now_ns = clock.time_ns()
         settle_ns = int(self.settings.settle_seconds * 1e9)
         writing = False
         for unit in found.units:

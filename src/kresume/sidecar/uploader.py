@@ -20,7 +20,7 @@ from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Metrics
 from kresume.sidecar.settings import SidecarSettings
 from kresume.sidecar.tasks import CommitTask, UploadCancelled
-from kresume.store import errors
+from kresume.store import clock, errors
 from kresume.store.runstore import RunStore
 from kresume.store.storage import backoff
 
@@ -136,7 +136,7 @@ class Uploader:
         if self.ledger.record_commit(job, manifest.step):
             self.metrics.last_step.set(manifest.step)
         self.metrics.commits.inc()
-        self.metrics.commit_lag.observe(max(0.0, time.time() - job.written_at))
+        self.metrics.commit_lag.observe(max(0.0, clock.time() - job.written_at))
         self.log.info("committed %s as %s (step %s, %d B in %.2f s)", job.rel, manifest.id, manifest.step,
                       job.size, elapsed, extra={"fields": {**log_fields, "id": manifest.id, "step": manifest.step}})
         self._prune()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kresume import contract
+from kresume.store import clock
 
 _ID_RE = re.compile(r"^(?P<step>\d{10,}|x)-(?P<ts>\d{8}T\d{12}Z)-(?P<rand>[0-9a-f]{6})$")
 _TS_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -37,7 +38,7 @@ class CheckpointKey:
 
 def new_checkpoint_id(step: int | None, now: datetime | None = None, rand: str | None = None) -> str:
     """Return a fresh checkpoint id for a commit of a checkpoint at ``step`` starting ``now`` (UTC)."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     ts = now.astimezone(UTC).strftime(_TS_FORMAT)
     step_part = f"{step:010d}" if step is not None and step >= 0 else "x"
     return f"{step_part}-{ts}-{rand or secrets.token_hex(3)}"

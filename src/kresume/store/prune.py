@@ -8,7 +8,6 @@ committed), then its data objects.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -49,7 +48,7 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
     orphans: list[str] = []
     if orphans_older_than is not None:
         committed = set(ids)
-        cutoff = time.time() - orphans_older_than
+        cutoff = clock.time() - orphans_older_than
         for cid in store._ls_names(contract.CHECKPOINTS_DIR):
             started = layout.id_started_at(cid)
             if cid not in committed and started is not None and started.timestamp() < cutoff:

@@ -172,7 +172,8 @@ def is_transient(exc: BaseException) -> bool:
     """Return True when retrying the same request may succeed (throttling, 5xx, timeouts, resets).
 
     Rules: HTTP 429/500/502/503/504 and S3's ``SlowDown``/``RequestTimeout``/``InternalError``
-    codes (AWS S3 error-code table), connection errors and timeouts of aiohttp/botocore/requests.
+    codes (AWS S3 error-code table), connection errors and timeouts of aiohttp/botocore/requests,
+    and bodies that arrived cut or corrupted (checksum or length mismatch of a response).
     Authentication, permission, missing-object and local errors are never transient.
     """
     if isinstance(exc, StoreError):
@@ -196,6 +197,15 @@ def is_transient(exc: BaseException) -> bool:
         "ServiceRequestError",
         "ServiceResponseError",
         "TransportError",
+        # A body cut or corrupted on the way: botocore's response checksum check (x-amz-checksum-*),
+        # its Content-Length check, aiohttp's payload errors. Committed objects never change, so a
+        # new request reads the right bytes (seen with a truncating proxy in tests/faults).
+        "FlexibleChecksumError",
+        "IncompleteReadError",
+        "ResponseStreamingError",
+        "ClientPayloadError",
+        "ContentLengthError",
+        "ResponseParserError",  # botocore: an XML/JSON answer cut on the way (listings carry no checksum)
     }:
         return True
     status = getattr(exc, "status", None) or getattr(exc, "status_code", None) or getattr(exc, "code", None)

@@ -19,13 +19,33 @@ if TYPE_CHECKING:
     from kresume.store.runstore import RunStore
 
 
+MALFORMED_REREADS = 2
+"""Times a manifest or the pointer that does not parse is read again before it counts as damaged.
+Both are written whole in one request (a PUT is all or nothing), so a body that does not parse is
+most likely one cut on the way: a 200 whose Content-Length matched the cut body, from a server or
+middlebox that sends no checksum (tests/faults: without this, one such answer made ``latest`` skip
+the only checkpoint of a run, and the next pod start from scratch)."""
+
+
+def _reread_until_parsed(store: RunStore, key: str, parse):  # type: ignore[no-untyped-def]
+    """``parse(bytes)`` of the object at ``key`` (``None`` when absent), read again up to
+    :data:`MALFORMED_REREADS` times while it raises ``ManifestInvalid``; the last error is raised."""
+    for attempt in range(MALFORMED_REREADS + 1):
+        data = store._read(key)
+        if data is None:
+            return None
+        try:
+            return parse(data)
+        except ManifestInvalid:
+            if attempt == MALFORMED_REREADS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def read_pointer(store: RunStore) -> Pointer | None:
-    """The pointer, or ``None`` when absent or unreadable."""
-    data = store._read(contract.POINTER_NAME)
-    if data is None:
-        return None
+    """The pointer, or ``None`` when absent or unreadable (after :data:`MALFORMED_REREADS` re-reads)."""
     try:
-        return Pointer.from_json(data)
+        return _reread_until_parsed(store, contract.POINTER_NAME, Pointer.from_json)
     except ManifestInvalid:
         return None
 
@@ -47,12 +67,11 @@ def is_bad(store: RunStore, checkpoint_id: str) -> bool:
 
 
 def read_manifest(store: RunStore, checkpoint_id: str) -> Manifest | None:
-    """The manifest of ``checkpoint_id``; ``None`` when absent. Raises CorruptCheckpoint when malformed."""
-    data = store._read(layout.manifest_key(checkpoint_id))
-    if data is None:
-        return None
+    """The manifest of ``checkpoint_id``; ``None`` when absent. Raises CorruptCheckpoint when it
+    stays malformed over :data:`MALFORMED_REREADS` re-reads."""
     try:
-        return Manifest.from_json(data, expected_id=checkpoint_id)
+        return _reread_until_parsed(store, layout.manifest_key(checkpoint_id),
+                                    lambda data: Manifest.from_json(data, expected_id=checkpoint_id))
     except ManifestInvalid as exc:
         raise errors.CorruptCheckpoint(store.key_url(layout.manifest_key(checkpoint_id)), str(exc)) from exc
 

@@ -54,10 +54,13 @@ def test_torch_zip_truncations_are_incomplete(torch_file, tmp_path, cut):
     assert v.state == "incomplete", v
 
 
-def test_non_zip_torch_name_has_no_rule(tmp_path):
+def test_legacy_torch_file_has_a_rule_and_other_content_none(tmp_path):
     p = tmp_path / "legacy.pt"
     torch.save({"x": 1}, p, _use_new_zipfile_serialization=False)
-    assert _fd_check(p, lambda fd, s: checks.check_file(fd, s, "legacy.pt")) is None
+    assert _fd_check(p, lambda fd, s: checks.check_file(fd, s, "legacy.pt")).ok  # judged from content
+    q = tmp_path / "other.pt"
+    q.write_bytes(b"\x00" * 100)  # neither torch format: no rule (the judge refuses it as unknown)
+    assert _fd_check(q, lambda fd, s: checks.check_file(fd, s, "other.pt")) is None
 
 
 def test_safetensors_complete_and_truncated(st_file, tmp_path):

@@ -49,17 +49,19 @@ def test_torch_file_complete_truncated_then_corrupt(tmp_path):
     assert "truncated" in later["epoch=0-step=10.ckpt"].reason
 
 
-def test_empty_and_legacy_and_unknown_files_wait_for_settle(tmp_path):
+def test_empty_legacy_and_unknown_files(tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     torch.save({"x": 1}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     (tmp_path / "state.npz").write_bytes(b"123")
+    (tmp_path / "notes.pt").write_text("not torch")
     rules = Rules(include=("*.npz", "*.pt"))
     now = verdicts(tmp_path, rules=rules)
-    assert {k: v.state for k, v in now.items()} == {
-        "empty.pt": "incomplete", "legacy.pt": "incomplete", "state.npz": "incomplete"}
+    assert {k: v.state for k, v in now.items()} == {  # a whole legacy file needs no settle window
+        "empty.pt": "incomplete", "legacy.pt": "complete", "state.npz": "incomplete", "notes.pt": "incomplete"}
     later = verdicts(tmp_path, now_ns=time.time_ns() + 2 * SETTLE, rules=rules)
     assert later["legacy.pt"].ok and later["state.npz"].ok
     assert later["empty.pt"].state == "corrupt"
+    assert later["notes.pt"].state == "corrupt" and "unknown format" in later["notes.pt"].reason
 
 
 def _hf_folder(d):

@@ -209,19 +209,46 @@ def register(app: typer.Typer) -> None:
     def commit_cmd(path: Path = typer.Argument(..., help="Local checkpoint: a file or a folder."),
                    url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
                    no_pointer: bool = typer.Option(False, "--no-pointer", help="Commit without moving latest.json."),
+                   allow_unknown: bool = typer.Option(
+                       False, "--allow-unknown",
+                       help="Commit a file or folder whose format kresume does not recognise (format 'unknown', "
+                            "no content check, no step from its content); without it that is refused (exit 10)."),
                    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                            help="Progress bar (default: when stderr is a terminal).")
                    ) -> None:
         """Upload a local checkpoint and commit it (the same code path the sidecar uses).
 
+        The content is checked first: a truncated torch file (zip or legacy torch.save), safetensors
+        or JSON is refused (exit 10). A checkpoint of unknown format (neither a torch zip nor a legacy
+        torch.save file, safetensors, an HF/DCP/DeepSpeed folder nor a folder with a
+        .kresume-complete marker) holding a file no content check applies to is refused too
+        unless --allow-unknown is given.
+
         Prints the committed checkpoint's URL and step.
         """
+        from kresume.formats import checks
+        from kresume.formats.metadata import describe
+        from kresume.store.commit import check_content
         from kresume.store.local import snapshot
 
         store = _open(url, storage_option)
         show = sys.stderr.isatty() if progress is None else progress
-        with snapshot(path) as captured, _bar(captured.total_bytes, f"commit {captured.name}", show) as advance:
-            manifest = store.commit(captured, progress=advance, move_pointer=not no_pointer)
+        with snapshot(path) as captured:
+            check_content(captured)
+            info = describe(captured.path)
+            unjudged = [f.relpath or captured.name for f in captured.files
+                        if checks.check_file(f.fd, f.size, f.relpath.rsplit("/", 1)[-1] or captured.name) is None]
+            if info.format == "unknown" and unjudged:
+                named = ", ".join(unjudged[:3]) + (f" and {len(unjudged) - 3} more" if len(unjudged) > 3 else "")
+                why = ("not a torch zip or legacy torch.save file, safetensors, an HF/DCP/DeepSpeed folder, nor a "
+                       "folder with a .kresume-complete marker, and no content check applies to "
+                       f"{named}, so kresume cannot tell whether it is complete")
+                if not allow_unknown:
+                    raise errors.SourceError(str(path), f"its format is unknown ({why})",
+                                             fix="nothing was committed; pass --allow-unknown to commit it as format 'unknown'")
+                err.print(f"warning: {path}: format unknown ({why}); committing it as format 'unknown'", soft_wrap=True)
+            with _bar(captured.total_bytes, f"commit {captured.name}", show) as advance:
+                manifest = store.commit(captured, info=info, progress=advance, move_pointer=not no_pointer)
         print(f"{store.checkpoint_url(manifest)}\tstep={'' if manifest.step is None else manifest.step}")
 
     @app.command("mark-bad")

@@ -1,7 +1,8 @@
 """Cheap content checks of one open file (an fd), each reading a few bytes.
 
 Sources: writers.md §1 (torch writes the zip central directory and EOCD last, so an EOCD plus a
-``zipfile.ZipFile`` open catches every truncation, 0.06 ms on 50 MB) and the safetensors format
+``zipfile.ZipFile`` open catches every truncation, 0.06 ms on 50 MB), torch's legacy format
+(:mod:`kresume.formats.legacy`: the pickles declare every storage's size) and the safetensors format
 (8-byte little-endian header length N, N bytes of JSON, then data whose largest ``data_offsets`` end
 is exactly ``size - 8 - N``).
 """
@@ -136,5 +137,7 @@ def check_file(fd: int, size: int, name: str) -> Verdict | None:
             return incomplete("empty file (torch.save has not written yet)")
         if sniff(fd)[:4] == ZIP_LOCAL_MAGIC:
             return check_zip(fd, size)
-        return None  # legacy pickle or another format: no footer to check
+        from kresume.formats import legacy
+
+        return legacy.check(fd, size)  # None: neither torch format (the caller decides)
     return None

@@ -2,9 +2,11 @@
 
 Rules and their sources (writers.md):
 
-- ``torch`` file: zip end record + ``ZipFile`` open (§1); a non-zip file (legacy pickle) falls back
-  to the settle window. A zip that stays unfinished longer than the settle window is ``corrupt``
-  (truncated), so the log says so once instead of "still writing" forever.
+- ``torch`` file: zip end record + ``ZipFile`` open (§1), or a legacy (non-zip) ``torch.save``
+  stream whose pickles declare every storage (:mod:`kresume.formats.legacy`). A file that stays
+  unfinished longer than the settle window is ``corrupt`` (truncated), so the log says so once
+  instead of "still writing" forever; a file that is neither torch format is refused as an
+  unknown format once it has settled (it may still be being written before).
 - ``safetensors`` file: header length vs size.
 - ``unknown`` file: unmodified for the settle window.
 - ``hf`` folder: ``trainer_state.json`` (written last, §4) parses, is at least as new as every other
@@ -136,6 +138,13 @@ def _single(unit: Unit, listing: Listing, reader: ContentReader, now_ns: int, se
         if _settled(e, now_ns, settle_ns):
             return COMPLETE
         return incomplete(f"{e.rel}: modified less than {settle_ns / 1e9:g} s ago")
+    if unit.format == "torch" and reader.check(e) is None:
+        if not _settled(e, now_ns, settle_ns):
+            return incomplete(f"{e.rel}: not a torch zip or legacy torch.save file (yet); waiting until "
+                              f"unmodified for {settle_ns / 1e9:g} s")
+        return corrupt(f"{e.rel}: unknown format — neither a torch zip archive nor a legacy torch.save stream, "
+                       "so its completeness cannot be judged; not committed. Save it with torch.save, or put "
+                       "other data in a folder with a .kresume-complete marker written last")
     return _file_verdict(e, reader, now_ns, settle_ns)
 
 

@@ -2,7 +2,8 @@
 
 Sources of each rule (writers.md, measured on this machine):
 - Lightning ``.ckpt`` and ``torch.save`` files are zip archives whose ``*/data.pkl`` holds the
-  top-level dict; Lightning writes ``epoch`` and ``global_step`` keys. We scan the pickle's opcodes
+  top-level dict (or, saved with ``_use_new_zipfile_serialization=False``, a legacy stream whose
+  fourth pickle holds it: :mod:`kresume.formats.legacy`); Lightning writes ``epoch`` and ``global_step`` keys. We scan the pickle's opcodes
   with :mod:`pickletools` (no unpickling, so no code runs) for a ``'global_step'`` key followed by an int.
 - HF Trainer ``checkpoint-N/`` folders hold ``trainer_state.json`` with ``global_step`` and ``epoch``.
 - DCP folders hold ``.metadata`` and ``__R_0.distcp`` shards; DeepSpeed ``global_stepN/`` folders
@@ -20,6 +21,9 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from kresume.formats import legacy
+from kresume.formats.units import MARKER_DEFAULT
 
 _STEP_PATTERNS = [
     re.compile(r"(?:^|[^a-z])global_step[=_-]?(\d+)", re.I),
@@ -52,20 +56,9 @@ def parse_name(name: str) -> tuple[int | None, int | None]:
     return step, (int(m.group(1)) if m else None)
 
 
-def torch_zip_counters(path: str | os.PathLike[str]) -> tuple[str, int | None, int | None]:
-    """Read ``(format, global_step, epoch)`` from a torch zip checkpoint without unpickling.
-
-    Returns ``("unknown", None, None)`` when the file is not a torch zip archive.
-    """
-    try:
-        with zipfile.ZipFile(path) as zf:
-            pkl = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if pkl is None:
-                return "unknown", None, None
-            with zf.open(pkl) as f:
-                data = f.read(_PICKLE_SCAN_LIMIT)
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return "unknown", None, None
+def pickle_counters(data: bytes) -> dict[str, int]:
+    """``{"global_step": N, "epoch": E}`` (those found) from a pickle's opcodes, without unpickling:
+    the first int that follows each key string (a memo put may sit between them)."""
     found: dict[str, int] = {}
     pending: str | None = None
     try:
@@ -82,8 +75,47 @@ def torch_zip_counters(path: str | os.PathLike[str]) -> tuple[str, int | None, i
                 break
     except (ValueError, EOFError, KeyError, IndexError):
         pass  # truncated scan window or odd pickle: keep what was found
-    fmt = "lightning" if "global_step" in found else "torch"
-    return fmt, found.get("global_step"), found.get("epoch")
+    return found
+
+
+def _torch_format(found: dict[str, int]) -> tuple[str, int | None, int | None]:
+    return ("lightning" if "global_step" in found else "torch"), found.get("global_step"), found.get("epoch")
+
+
+def torch_zip_counters(path: str | os.PathLike[str]) -> tuple[str, int | None, int | None]:
+    """Read ``(format, global_step, epoch)`` from a torch zip checkpoint without unpickling.
+
+    Returns ``("unknown", None, None)`` when the file is not a torch zip archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pkl = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if pkl is None:
+                return "unknown", None, None
+            with zf.open(pkl) as f:
+                data = f.read(_PICKLE_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return "unknown", None, None
+    return _torch_format(pickle_counters(data))
+
+
+def legacy_counters(path: str | os.PathLike[str]) -> tuple[str, int | None, int | None]:
+    """``(format, global_step, epoch)`` of a legacy (non-zip) ``torch.save`` file, read from its
+    object pickle without unpickling (:mod:`kresume.formats.legacy`); ``("unknown", None, None)``
+    when it is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return "unknown", None, None
+    try:
+        data = legacy.object_pickle(fd, os.fstat(fd).st_size)
+    except OSError:
+        data = None
+    finally:
+        os.close(fd)
+    if data is None:
+        return "unknown", None, None
+    return _torch_format(pickle_counters(data[:_PICKLE_SCAN_LIMIT]))
 
 
 def describe(path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -109,12 +141,16 @@ def describe(path: str | os.PathLike[str]) -> CheckpointInfo:
             return CheckpointInfo("dcp", step, epoch)
         if any(p.glob("*model_states.pt")):
             return CheckpointInfo("deepspeed", step, epoch)
+        if (p / MARKER_DEFAULT).is_file():
+            return CheckpointInfo("marker", step, epoch)
         return CheckpointInfo("unknown", step, epoch)
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
         return CheckpointInfo("safetensors", step, epoch)
     if suffix in (".ckpt", ".pt", ".pth", ".bin"):
         fmt, gs, ep = torch_zip_counters(p)
+        if fmt == "unknown":
+            fmt, gs, ep = legacy_counters(p)
         if fmt == "unknown":
             return CheckpointInfo("unknown", step, epoch)
         return CheckpointInfo(fmt, gs if gs is not None else step, ep if ep is not None else epoch)

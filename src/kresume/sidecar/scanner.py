@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import replace
 from typing import Any
 
 from kresume.formats.judge import ContentReader, judge
@@ -121,6 +122,8 @@ class Scanner:
             info = describe(path)
         except Exception:  # noqa: BLE001 - describe is best effort; the name still carries the step
             info = CheckpointInfo(unit.format)
+        if info.format == "unknown" and unit.format != "unknown":
+            info = replace(info, format=unit.format)  # e.g. a folder with a custom --marker
         job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9, access=access)
         self.log.info("complete: %s (%s, step %s, %d B), queued", unit.rel, info.format, info.step, job.size,
                       extra={"fields": {"unit": unit.rel, "step": info.step, "bytes": job.size}})

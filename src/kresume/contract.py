@@ -25,6 +25,9 @@ ANN_CHECKPOINT_DIR = f"{GROUP}/checkpoint-dir"
 ANN_VOLUME = f"{GROUP}/volume"
 ANN_CONTAINERS = f"{GROUP}/containers"
 ANN_RESTORE = f"{GROUP}/restore"
+ANN_RANK = f"{GROUP}/rank"  # a pod's rank in a multi-rank run (with ANN_WORLD_SIZE), when no controller gives it
+ANN_WORLD_SIZE = f"{GROUP}/world-size"
+ANN_PARTS = f"{GROUP}/parts"  # "all-ranks": every unit goes through per-rank parts (docs/store-protocol.md)
 
 # --- Written by the operator on the pod ---------------------------------------------------------
 ANN_RESUMED_FROM = f"{GROUP}/resumed-from"  # URL or "none"
@@ -44,6 +47,10 @@ ENV_RESUME_STEP = "KRESUME_RESUME_STEP"
 ENV_RESUME_PATH = "KRESUME_RESUME_PATH"
 ENV_CHECKPOINT_DIR = "KRESUME_CHECKPOINT_DIR"
 ENV_RUN_URL = "KRESUME_RUN_URL"
+ENV_RANK = "KRESUME_RANK"  # multi-rank runs only: the pod's rank, world size and resume epoch token
+ENV_WORLD_SIZE = "KRESUME_WORLD_SIZE"
+ENV_EPOCH = "KRESUME_EPOCH"
+ENV_PARTS = "KRESUME_PARTS"  # the sidecar's copy of ANN_PARTS
 
 # --- Remote layout of one run (store protocol, DESIGN.md invariants 1-3) ------------------------
 #   <run>/checkpoints/<id>/<name>[/<relpath>]   data objects; <name> is the local file/folder name
@@ -80,9 +87,14 @@ K8S_STATEFULSET_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 JOBSET_REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 JOBSET_JOB_INDEX_LABEL = "jobset.sigs.k8s.io/job-index"
+JOBSET_JOB_GLOBAL_INDEX_LABEL = "jobset.sigs.k8s.io/job-global-index"
+JOBSET_GLOBAL_REPLICAS_LABEL = "jobset.sigs.k8s.io/global-replicas"
+JOBSET_REPLICATED_JOB_REPLICAS_LABEL = "jobset.sigs.k8s.io/replicatedjob-replicas"
 KUBEFLOW_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 KUBEFLOW_REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 KUBEFLOW_REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+KUBEFLOW_OLD_REPLICA_TYPE_LABEL = "replica-type"  # the training-operator's labels before training.kubeflow.org/
+KUBEFLOW_OLD_REPLICA_INDEX_LABEL = "replica-index"
 
 # --- Names of CRD short names, for kubectl -------------------------------------------------------
 POLICY_SHORT_NAME = "ckptpolicy"

@@ -156,6 +156,9 @@ class Policy(_Model):
     resolve_timeout_seconds : float (default 2, ``resolveTimeoutSeconds``) — the webhook's budget
         for finding the newest committed checkpoint, > 0 and ≤ 8 (the webhook times out at 10 s).
     crash_loop : CrashLoop (``crashLoop``) — when the operator marks a checkpoint that keeps failing bad.
+    epoch_join_seconds : float (default 60, ``epochJoinSeconds``) — a multi-rank run's resume epoch stays open for
+        ranks not admitted yet this long after it started, and for as long as a pod of it is live
+        (docs/store-protocol.md "Resume epochs"); > 0, ≤ 86400.
 
     Raises
     ------
@@ -171,6 +174,7 @@ class Policy(_Model):
     restore: bool = False
     resolve_timeout_seconds: float = Field(2.0, gt=0, le=8)
     crash_loop: CrashLoop = Field(default_factory=CrashLoop)
+    epoch_join_seconds: float = Field(60.0, gt=0, le=86400)
 
     @field_validator("storage")
     @classmethod

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from kresume import contract
-from kresume.identity import IdentityError, run_identity
-from kresume.injection import Resume, inject, json_patch, replace_body
+from kresume.identity import IdentityError, OwnerFacts, ranks, run_identity
+from kresume.injection import RankEnv, Resume, inject, json_patch, replace_body
 from kresume.policy import Policy, run_url
 
 DATA = Path(__file__).parent / "testdata"
@@ -61,7 +61,19 @@ CASES: dict[str, tuple[dict, bool]] = {
     "policy-full": (FULL_POLICY, True),
     "root-trainer": (BASE_POLICY, False),
     "restricted-pod": (BASE_POLICY, True),
+    "pytorchjob-old-labels-pod": (BASE_POLICY, True),
+    "parallel-job-pod": (BASE_POLICY, True),
+    "annotated-ranks-pod": (BASE_POLICY, True),
 }
+#: The controller facts the operator reads through the API for a case (identity.ranks needs them).
+FACTS: dict[str, OwnerFacts] = {
+    "job-pod": OwnerFacts("Job", "train", completions=1, parallelism=1),
+    "indexed-job-pod": OwnerFacts("Job", "ddp", completions=4, parallelism=4, indexed=True),
+    "jobset-pod": OwnerFacts("Job", "llm-workers-1", completions=2, parallelism=2, indexed=True),
+    "statefulset-pod": OwnerFacts("StatefulSet", "web", replicas=2),
+    "parallel-job-pod": OwnerFacts("Job", "sweep", completions=6, parallelism=3),
+}
+EPOCH = "20261129T103000123456Z-e90c41"  # a fixed resume epoch token
 
 
 def resume_for(url: str) -> Resume:
@@ -81,9 +93,14 @@ def run_case(case: str, mode: str, pod: dict | None = None) -> tuple[dict, tuple
     identity = run_identity(pod)
     if isinstance(identity, IdentityError):
         return copy.deepcopy(pod), (f"{identity.reason}: {identity.message}",)
+    place = ranks(pod, identity, FACTS.get(case))
+    if isinstance(place, IdentityError):
+        return copy.deepcopy(pod), (f"{place.reason}: {place.message}",)
+    rank_env = RankEnv(place.rank, place.world_size, EPOCH) if place is not None and place.world_size > 1 else None
     policy = Policy.from_spec(spec)
     resume = resume_for(run_url(policy, namespace, identity.run)) if has_ckpt else None
-    result = inject(pod, policy, resume, run=identity.run, namespace=namespace, native_sidecar=mode == "native", image=IMAGE)
+    result = inject(pod, policy, resume, run=identity.run, namespace=namespace, native_sidecar=mode == "native",
+                    image=IMAGE, ranks=rank_env)
     return result.pod, result.warnings
 
 
@@ -115,7 +132,7 @@ def test_injection_idempotent(case, mode):
     twice, warnings = run_case(case, mode, copy.deepcopy(once))
     assert twice == once
     assert json_patch(once, twice) == []
-    if case != "bare-pod-no-run":
+    if case not in ("bare-pod-no-run", "parallel-job-pod"):
         assert warnings == ()
         # Structural idempotency too: without the marker, re-injecting changes nothing and warns
         # only about real user overrides (our own env entries are identical, not overrides).
@@ -170,4 +187,4 @@ def test_injection_patch_reproduces_output(case, mode):
     body = copy.deepcopy(pod_in)
     replace_body(pod)(body)
     assert body == pod
-    assert (ops == []) == (case == "bare-pod-no-run")
+    assert (ops == []) == (case in ("bare-pod-no-run", "parallel-job-pod"))

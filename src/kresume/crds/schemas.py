@@ -139,6 +139,13 @@ def policy_spec() -> Schema:
                 "maximum": 8,
                 "default": _default(p.Policy, "resolve_timeout_seconds"),
             },
+            "epochJoinSeconds": {
+                "type": "number",
+                "description": "Seconds a multi-rank run's resume epoch stays open for ranks not admitted yet (and "
+                               "while a pod of it is live).",
+                "minimum": 0, "exclusiveMinimum": True, "maximum": 86400,
+                "default": _default(p.Policy, "epoch_join_seconds"),
+            },
             "crashLoop": _obj(
                 "Crash-loop fallback: mark a checkpoint bad after pods fail in a row on it.",
                 {
@@ -245,6 +252,20 @@ def run_status() -> Schema:
                     "fallbacks": _int("Fallbacks in a row without a newer commit.", minimum=0),
                     "held": {"type": "boolean", "description": "The threshold was reached with the fallbacks used "
                              "up: reported, nothing marked; cleared by a newer commit."},
+                },
+            ),
+            "epoch": _obj(
+                "The current resume epoch of a multi-rank run: every rank admitted into it resumes from its "
+                "checkpoint (docs/store-protocol.md \"Resume epochs\").",
+                {
+                    "token": _str("KRESUME_EPOCH of its pods."),
+                    "checkpoint": _str("Checkpoint id its ranks resume from (absent: a fresh start)."),
+                    "url": _str("That checkpoint's URL."),
+                    "name": _str("Its local name."),
+                    "step": _int("Its step."),
+                    "ranks": {"type": "array", "description": "Ranks admitted into it.", "items": {"type": "integer"}},
+                    "worldSize": _int("World size of the run.", minimum=1),
+                    "started": _time("When it started."),
                 },
             ),
             "lastFallback": _obj(

@@ -15,6 +15,7 @@ from kresume.injection.params import (
     GRACE_MARGIN_SECONDS,
     Injection,
     InjectionError,
+    RankEnv,
     Resume,
 )
 from kresume.injection.patches import json_patch, replace_body
@@ -27,6 +28,7 @@ __all__ = [
     "MODE_LEGACY",
     "MODE_NATIVE",
     "PodOptions",
+    "RankEnv",
     "Resume",
     "inject",
     "json_patch",

@@ -57,17 +57,27 @@ def _user_value(pod: dict[str, Any], container: str, name: str) -> str | None:
     return None
 
 
+def rank_env(ranks: RankEnv | None) -> list[envs.EnvVar]:
+    """``KRESUME_RANK``, ``KRESUME_WORLD_SIZE``, ``KRESUME_EPOCH`` of a multi-rank pod ([] otherwise)."""
+    if ranks is None:
+        return []
+    return [envs.value(contract.ENV_RANK, str(ranks.rank)), envs.value(contract.ENV_WORLD_SIZE, str(ranks.world_size)),
+            envs.value(contract.ENV_EPOCH, ranks.epoch)]
+
+
 def trainer_env(
-    *, checkpoint_dir: str, run_url: str, resume: Resume | None, restore: bool
+    *, checkpoint_dir: str, run_url: str, resume: Resume | None, restore: bool, ranks: RankEnv | None = None
 ) -> list[envs.EnvVar]:
     """The env of DESIGN.md "Env injected into training containers", in a fixed order.
 
-    ``KRESUME_RESUME_FROM``/``_STEP`` only when there is a checkpoint (absent means fresh start);
-    ``KRESUME_RESUME_PATH`` = ``<checkpoint dir>/<resume.name>`` only with restore.
+    ``KRESUME_RANK``/``_WORLD_SIZE``/``_EPOCH`` for a multi-rank pod; ``KRESUME_RESUME_FROM``/``_STEP`` only when
+    there is a checkpoint (absent means fresh start); ``KRESUME_RESUME_PATH`` = ``<checkpoint dir>/<resume.name>``
+    only with restore.
     """
     env = [
         envs.value(contract.ENV_CHECKPOINT_DIR, checkpoint_dir),
         envs.value(contract.ENV_RUN_URL, run_url),
+        *rank_env(ranks),
     ]
     if resume is not None:
         env.append(envs.value(contract.ENV_RESUME_FROM, resume.url))
@@ -77,6 +87,21 @@ def trainer_env(
             path = checkpoint_dir.rstrip("/") + "/" + resume.name
             env.append(envs.value(contract.ENV_RESUME_PATH, path))
     return env
+
+
+def sidecar_env(pod: dict[str, Any], resume: Resume | None, ranks: RankEnv | None, parts: str | None
+                ) -> list[envs.EnvVar]:
+    """The sidecar's share of the pod's resume and rank env: ``KRESUME_RESUME_FROM`` (so it can pin what its pod
+    resumed from; the user's own value when the trainer's env pins one), the rank env, ``KRESUME_PARTS``."""
+    out: list[envs.EnvVar] = []
+    first = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name") or ""
+    pinned = _user_value(pod, first, contract.ENV_RESUME_FROM)
+    if pinned is not None or resume is not None:
+        out.append(envs.value(contract.ENV_RESUME_FROM, pinned if pinned is not None else resume.url))  # type: ignore[union-attr]
+    out += rank_env(ranks)
+    if parts is not None:
+        out.append(envs.value(contract.ENV_PARTS, parts))
+    return out
 
 
 def inject(
@@ -90,6 +115,7 @@ def inject(
     image: str,
     resolve_error: str | None = None,
     default_resources: dict[str, Any] | None = None,
+    ranks: RankEnv | None = None,
 ) -> Injection:
     """Return a new pod with kresume's sidecar, volume, env, restore step and annotations.
 
@@ -110,6 +136,9 @@ def inject(
         The operator's image, used unless ``policy.sidecar.image`` is set.
     resolve_error : str, optional
         Why resolution fell back (timeout, error); written to ``kresume.dev/resolve-error``.
+    ranks : RankEnv, optional
+        A multi-rank pod's rank, world size and resume epoch: env of the trainers and the sidecar, and the
+        ``kresume.dev/epoch`` annotation.
     default_resources : dict, optional
         core/v1 ResourceRequirements of the sidecar and restore containers when the policy sets none
         (the operator's ``--sidecar-resources``); None: :data:`~kresume.injection.params.DEFAULT_RESOURCES`.
@@ -141,7 +170,7 @@ def inject(
     plan = volumes.plan_volume(spec, opts)
     ckpt_dir = volumes.checkpoint_dir(plan, opts)
     restoring = opts.restore and resume is not None
-    wanted = trainer_env(checkpoint_dir=ckpt_dir, run_url=url, resume=resume, restore=restoring)
+    wanted = trainer_env(checkpoint_dir=ckpt_dir, run_url=url, resume=resume, restore=restoring, ranks=ranks)
 
     warnings: list[str] = []
     containers: list[dict[str, Any]] = []
@@ -167,6 +196,7 @@ def inject(
         security=security,
         native=native_sidecar,
         default_resources=DEFAULT_RESOURCES if default_resources is None else default_resources,
+        extra=sidecar_env(pod, resume, ranks, opts.parts),
     )
     inits = list(spec.get("initContainers") or [])
     if native_sidecar:
@@ -204,6 +234,8 @@ def inject(
             ann[contract.ANN_RESUMED_STEP] = str(resume.step)
     if resolve_error:
         ann[contract.ANN_RESOLVE_ERROR] = resolve_error
+    if ranks is not None:
+        ann[contract.ANN_EPOCH] = ranks.epoch
     ann[contract.ANN_INJECTED] = MODE_NATIVE if native_sidecar else MODE_LEGACY
     meta["annotations"] = ann
     return Injection(out, tuple(warnings), url, changed=True)

@@ -9,6 +9,8 @@ from typing import Any
 from kresume import contract
 from kresume.injection.params import InjectionError
 
+#: ``kresume.dev/parts`` values (docs/store-protocol.md "Which units go through parts").
+PARTS_MODES = ("all-ranks",)
 #: Longest accepted checkpoint dir (Linux PATH_MAX is 4096; a mount path far shorter is sane).
 MAX_DIR_LEN = 1024
 
@@ -22,6 +24,8 @@ class PodOptions:
     volume : str or None — ``kresume.dev/volume``: a pod volume to use instead of an emptyDir.
     containers : tuple of str — the training containers that get the env, in pod order.
     restore : bool — ``kresume.dev/restore: "true"`` or the policy's ``restore``.
+    parts : str or None — ``kresume.dev/parts`` (``all-ranks``: every unit of a multi-rank run goes through
+        per-rank parts; docs/store-protocol.md).
     """
 
     checkpoint_dir: str
@@ -29,6 +33,7 @@ class PodOptions:
     volume: str | None
     containers: tuple[str, ...]
     restore: bool
+    parts: str | None = None
 
 
 def _bool(value: str, key: str) -> bool:
@@ -113,7 +118,13 @@ def parse_options(pod: dict[str, Any], *, policy_restore: bool) -> PodOptions:
     if contract.ANN_RESTORE in ann:
         restore = _bool(ann[contract.ANN_RESTORE], contract.ANN_RESTORE)
 
+    parts = ann.get(contract.ANN_PARTS)
+    if parts is not None and parts not in PARTS_MODES:
+        raise InjectionError("InvalidAnnotation", f"annotation {contract.ANN_PARTS}: {parts!r}; the one mode is "
+                                                  f"{', '.join(PARTS_MODES)} (leave it out for the format's own rule)")
+
     return PodOptions(
+        parts=parts,
         checkpoint_dir=checkpoint_dir,
         dir_explicit=raw_dir is not None,
         volume=volume,

@@ -62,6 +62,16 @@ class Resume:
 
 
 @dataclass(frozen=True)
+class RankEnv:
+    """A multi-rank pod's place: ``rank`` in ``0..world_size-1`` and its resume ``epoch`` token
+    (``KRESUME_RANK``, ``KRESUME_WORLD_SIZE``, ``KRESUME_EPOCH``; docs/store-protocol.md "Resume epochs")."""
+
+    rank: int
+    world_size: int
+    epoch: str
+
+
+@dataclass(frozen=True)
 class Injection:
     """The result of :func:`kresume.injection.inject`.
 

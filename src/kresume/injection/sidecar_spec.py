@@ -114,8 +114,10 @@ def sidecar_container(
     security: dict[str, Any],
     native: bool,
     default_resources: dict[str, Any] = DEFAULT_RESOURCES,
+    extra: list[envs.EnvVar] | None = None,
 ) -> dict[str, Any]:
-    """The ``kresume-sidecar`` container; ``native`` adds ``restartPolicy: Always`` (K8s ≥ 1.29)."""
+    """The ``kresume-sidecar`` container; ``native`` adds ``restartPolicy: Always`` (K8s ≥ 1.29). ``extra``
+    env (the resume checkpoint, rank, world size, epoch, parts mode) goes after the run's own."""
     env = [
         envs.value(contract.ENV_WATCH, watch_dir),
         envs.value(contract.ENV_RUN_URL, run_url),
@@ -127,6 +129,7 @@ def sidecar_container(
     ]
     if policy.retention.keep_every is not None:
         env.append(envs.value(contract.ENV_KEEP_EVERY, str(policy.retention.keep_every)))
+    env += list(extra or [])
     env += _storage_env(policy)
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
     c: dict[str, Any] = {"name": contract.SIDECAR_CONTAINER_NAME}

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kresume import contract, identity
-from kresume.injection import InjectionError, Resume, inject, validity
-from kresume.operator import credentials, decisions, metrics
+from kresume.injection import InjectionError, RankEnv, Resume, inject, validity
+from kresume.operator import credentials, decisions, epochbook, metrics
 from kresume.operator.notes import Note, Notes
 from kresume.operator.resolution import Resolver
 from kresume.operator.settings import OperatorConfig
@@ -37,6 +37,10 @@ class Api(Protocol):
 
     async def secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
     async def policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def owner(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
+    async def run(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_run(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any] | None: ...
+    async def replace_run_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -49,6 +53,8 @@ class State:
     notes: Notes = field(default_factory=Notes)
     native: bool = False
     """Inject native sidecars (decided at startup from ``--native-sidecar`` and the server version)."""
+    live: epochbook.LivePods = field(default_factory=epochbook.LivePods)
+    """Live pods per resume epoch (fed by the pod watch)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,19 @@ async def admit(
     return result
 
 
+async def _owner_facts(state: State, namespace: str, ident: identity.RunIdentity) -> identity.OwnerFacts | None:
+    """The facts of the pod's Job or StatefulSet (cached by :class:`~kresume.operator.kube.Kube`); None when it
+    has none or the read fails (a rank that needs them is then refused, never guessed)."""
+    if ident.controller is None:
+        return None
+    try:
+        obj = await state.api.owner(namespace, *ident.controller)
+    except Exception as exc:  # noqa: BLE001 - identity.ranks decides what an unknown owner means
+        logger.warning("reading %s %s/%s failed: %s", ident.controller[0], namespace, ident.controller[1], exc)
+        return None
+    return identity.OwnerFacts.from_object(obj) if obj else None
+
+
 def _skip(state: State, pod: dict[str, Any], namespace: str, run: str | None, reason: str, message: str,
           *, outcome: str = "skipped") -> Admission:
     state.notes.add(namespace, note_key(pod, run), [Note(reason, message)])
@@ -184,6 +203,9 @@ async def _admit(
     if isinstance(ident, identity.IdentityError):
         return _skip(state, pod, namespace, None, ident.reason, ident.message + "; pod admitted without kresume")
     run = ident.run
+    place = identity.ranks(pod, ident, await _owner_facts(state, namespace, ident))
+    if isinstance(place, identity.IdentityError):
+        return _skip(state, pod, namespace, run, place.reason, place.message)
     try:
         pname = decisions.policy_name(pod)
     except decisions.PolicyNameError as exc:
@@ -216,13 +238,24 @@ async def _admit(
     fallback = status_fallback(_first(runs, (namespace, run)))
     # The budget counts from the start of the handler (policy and Secret reads included), at least 50 ms.
     budget = max(0.05, min(deadline - time.monotonic(), policy.resolve_timeout_seconds))
-    outcome = await state.resolver.resolve(url, options, budget=budget, fallback=fallback)
+    rank_env = None
+    if place is not None and place.world_size > 1:  # every rank of one epoch gets the same checkpoint and token
+        spec_of_run = decisions.run_spec(run=run, policy=pname, url=url, source=ident.source, group=ident.group,
+                                         rank=None)
+        admitted = await epochbook.admit(
+            state.api, state.resolver, state.live, namespace=namespace, run=run, spec=spec_of_run, url=url,
+            options=options, rank=place.rank, world_size=place.world_size, join_seconds=policy.epoch_join_seconds,
+            budget=budget, fallback=fallback, dry_run=dry_run)
+        outcome = admitted.outcome
+        rank_env = RankEnv(place.rank, place.world_size, admitted.epoch.token)
+    else:
+        outcome = await state.resolver.resolve(url, options, budget=budget, fallback=fallback)
     t_inject = time.monotonic()
 
     try:
         result = inject(
             pod, policy, outcome.resume, run=run, namespace=namespace, native_sidecar=state.native,
-            image=state.config.injection.sidecar_image, resolve_error=outcome.error,
+            image=state.config.injection.sidecar_image, resolve_error=outcome.error, ranks=rank_env,
             default_resources=state.config.injection.sidecar_resources,
         )
     except InjectionError as exc:

@@ -191,6 +191,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         try:
             if run is not None:
                 refresher.observe(pod, etype, state, run, indices)
+                state.live.observed(pod, deleted=etype == "DELETED")
             injected = contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {})
             # Admission events only for recent pods (an operator restart lists old ones); a live opted-in pod that
             # kresume is off for is reported whatever its age.

@@ -30,9 +30,11 @@ class Kube:
     ``api`` is a ``kubernetes.client.ApiClient`` (default: one built from the global config).
     """
 
-    def __init__(self, api: k8s.ApiClient | None = None, *, secret_ttl: float = 60.0) -> None:
+    def __init__(self, api: k8s.ApiClient | None = None, *, secret_ttl: float = 60.0, owner_ttl: float = 30.0) -> None:
         self._api = api
         self._secret_ttl = secret_ttl
+        self._owner_ttl = owner_ttl
+        self._owners: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self._refreshing: set[tuple[str, str]] = set()
 
@@ -153,6 +155,66 @@ class Kube:
                 if exc.status != 409:
                     raise
         raise RuntimeError(f"CheckpointRun {namespace}/{name}: status kept conflicting after {CONFLICT_RETRIES} tries")
+
+    async def owner(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A pod's controller, ``Job`` (batch/v1) or ``StatefulSet`` (apps/v1), as a camelCase dict; None when
+        missing. Cached ``owner_ttl`` seconds (admissions of a job's pods come in bursts; replicas and
+        parallelism rarely change). RBAC: jobs get, statefulsets get."""
+        key = (namespace, kind, name)
+        hit = self._owners.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self._owner_ttl:
+            return hit[1]
+        if kind == "Job":
+            fn = k8s.BatchV1Api(self.api).read_namespaced_job
+        elif kind == "StatefulSet":
+            fn = k8s.AppsV1Api(self.api).read_namespaced_stateful_set
+        else:
+            return None
+        try:
+            obj = self.api.sanitize_for_serialization(await self._call(fn, name, namespace))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            obj = None
+        if obj is not None:
+            obj.setdefault("kind", kind)
+        self._owners[key] = (time.monotonic(), obj)
+        return obj
+
+    async def create_run(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a ``CheckpointRun`` (owner: none) with ``spec``; None when it exists already (409).
+        RBAC: checkpointruns create."""
+        api = k8s.CustomObjectsApi(self.api)
+        body = {
+            "apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.RUN_KIND,
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "kresume"}},
+            "spec": spec,
+        }
+        try:
+            created: dict[str, Any] = await self._call(api.create_namespaced_custom_object, contract.GROUP,
+                                                        contract.VERSION, namespace, contract.RUN_PLURAL, body)
+            return created
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def replace_run_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+        """Compare-and-swap ``status`` onto the ``CheckpointRun`` ``obj`` as read (its ``resourceVersion``); None
+        when another writer changed it since (409 Conflict: read again and decide again). RBAC: checkpointruns/status
+        update."""
+        api = k8s.CustomObjectsApi(self.api)
+        meta = obj.get("metadata") or {}
+        body = {**obj, "status": status}
+        try:
+            written: dict[str, Any] = await self._call(
+                api.replace_namespaced_custom_object_status, contract.GROUP, contract.VERSION, meta.get("namespace"),
+                contract.RUN_PLURAL, meta.get("name"), body)
+            return written
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
 
     async def delete_run(self, namespace: str, name: str) -> None:
         """Delete a ``CheckpointRun`` (TTL expiry); a missing one is fine. RBAC: checkpointruns delete."""

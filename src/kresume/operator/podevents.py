@@ -110,7 +110,7 @@ async def record(pod: dict[str, Any], event_type: str | None, state: admission.S
             except decisions.PolicyNameError:
                 pname = contract.DEFAULT_POLICY_NAME
             spec = decisions.run_spec(run=run.run, policy=pname, url=url, source=run.source, group=run.group,
-                                      rank=run.rank)
+                                      rank=None)
             entry = decisions.admission_entry(pod, meta.get("creationTimestamp") or decisions.now_iso())
             await api.update_run_status(ns, run.run, lambda s: decisions.record_admission(s, entry, limit=limit),
                                         spec=spec)

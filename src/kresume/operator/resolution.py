@@ -43,6 +43,8 @@ from kresume.store.runstore import RunStore
 
 #: Outcome sources.
 SOURCE_STORE, SOURCE_MEMORY, SOURCE_CACHE, SOURCE_STATUS, SOURCE_NONE = "store", "memory", "cache", "status", "none"
+#: A rank that joined its run's resume epoch: the epoch's checkpoint (:mod:`kresume.operator.epochbook`).
+SOURCE_EPOCH = "epoch"
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ class Resolver:
         loop = asyncio.get_running_loop()
         entry = self.cached(url)
         if entry is not None and self.exact(url, entry, start):
-            if entry.resume is None or await self._still_good(url, options, entry.resume.checkpoint, budget):
+            if entry.resume is None or await self.bad_mark(url, options, entry.resume.checkpoint, budget) is False:
                 return Outcome(entry.resume, SOURCE_MEMORY, None, self._clock() - start)
             budget = max(0.05, budget - (time.monotonic() - t0))
         deadline = time.monotonic() + budget
@@ -232,23 +234,24 @@ class Resolver:
             error = _describe(exc)
         return self._fallback(url, fallback, error, start)
 
-    async def _still_good(self, url: str, options: Mapping[str, Any], checkpoint: str, budget: float) -> bool:
-        """True when ``checkpoint`` carries no bad mark (one store read within ``budget`` seconds); False when it
-        does (it is then :meth:`note_bad`-ed) or when the store did not say in time."""
+    async def bad_mark(self, url: str, options: Mapping[str, Any], checkpoint: str, budget: float) -> bool | None:
+        """Whether ``checkpoint`` of run ``url`` carries a bad mark: one store read within ``budget`` seconds (none
+        when this process knows it is bad). True (it is then :meth:`note_bad`-ed), False, or None when the store
+        did not say in time."""
         if self.known_bad(url, checkpoint):
-            return False
+            return True
         future = asyncio.get_running_loop().run_in_executor(
             self._pool, lambda: self._store(url, dict(options)).is_bad(checkpoint))
         try:
-            bad = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+            bad = bool(await asyncio.wait_for(asyncio.shield(future), timeout=budget))
         except asyncio.CancelledError:
             raise
-        except BaseException:  # noqa: BLE001 - unknown: let the store lookup decide
+        except BaseException:  # noqa: BLE001 - unknown
             future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
-            return False
+            return None
         if bad:
             self.note_bad(url, checkpoint)
-        return not bad
+        return bad
 
     def _fallback(self, url: str, fallback: Resume | None, error: str, start: float) -> Outcome:
         """The last known value that is not known to be bad: this cache's, else ``status.latest``, else none."""

@@ -1,0 +1,120 @@
+"""The resume epoch of a multi-rank admission, the shell around :mod:`kresume.operator.epochs`.
+
+``CheckpointRun.status.epoch`` is the shared state: an admission reads the run (one GET), decides with
+:func:`epochs.decide`, and writes the result back with the run's ``resourceVersion`` (compare-and-swap); when
+another admission — of another rank, or on another replica of the operator — wrote first, it reads and decides
+again, and then usually joins what the other one started. So every pod admitted into one epoch gets the same
+checkpoint and token. A rank joining an epoch reads the bad mark of the epoch's checkpoint first (one GET, as an
+answer from memory does); a mark closes the epoch. A new epoch resolves the newest valid checkpoint through the
+:class:`~kresume.operator.resolution.Resolver` (same budget and fallbacks as any admission).
+
+:class:`LivePods` (fed by the pod watch) tells which epochs still have a live pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kresume import contract
+from kresume.injection import Resume
+from kresume.operator import decisions, epochs
+from kresume.operator.resolution import SOURCE_EPOCH, Outcome, Resolver
+
+logger = logging.getLogger(__name__)
+
+#: Compare-and-swap rounds before an admission gives up writing the epoch (it still injects what it decided).
+CAS_ROUNDS = 5
+
+
+class LivePods:
+    """Pods of each epoch token that may still run (fed by the pod watch; event-loop only)."""
+
+    def __init__(self) -> None:
+        self._pods: dict[str, set[str]] = {}
+
+    def observed(self, pod: Mapping[str, Any], *, deleted: bool) -> None:
+        meta = pod.get("metadata") or {}
+        token = ((meta.get("annotations") or {}).get(contract.ANN_EPOCH) or "").strip()
+        if not token:
+            return
+        key = str(meta.get("uid") or meta.get("name") or "")
+        pods = self._pods.setdefault(token, set())
+        if not deleted and decisions.is_live(dict(pod)):
+            pods.add(key)
+        else:
+            pods.discard(key)
+            if not pods:
+                del self._pods[token]
+
+    def live(self, token: str) -> bool:
+        """True while a pod admitted into epoch ``token`` has been seen and has not finished."""
+        return bool(self._pods.get(token))
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The epoch a rank was admitted into, and how its checkpoint was found (``outcome.source`` is ``epoch``
+    for a join)."""
+
+    epoch: epochs.Epoch
+    outcome: Outcome
+    joined: bool
+
+
+async def admit(api: Any, resolver: Resolver, live: LivePods, *, namespace: str, run: str, spec: dict[str, Any],
+                url: str, options: Mapping[str, Any], rank: int, world_size: int, join_seconds: float,
+                budget: float, fallback: Resume | None, dry_run: bool) -> Admitted:
+    """Admit ``rank`` of ``world_size`` into the run's current epoch or a new one (module docstring).
+
+    ``spec`` is the ``CheckpointRun.spec`` to create the run with when it does not exist yet. A dry run decides
+    but writes nothing. Raises what the API raises (the caller admits the pod without kresume then).
+    """
+    decided: Admitted | None = None
+    basis: str | None = "-"  # the epoch token ``decided`` was decided on ("-": nothing decided yet)
+    for _ in range(CAS_ROUNDS):
+        obj = await api.run(namespace, run)
+        current = epochs.Epoch.from_status(((obj or {}).get("status") or {}).get("epoch"))
+        if decided is not None and (current.token if current else None) == basis:
+            pass  # the run was only created meanwhile: what was decided still holds
+        else:
+            decided = await _decide(resolver, live, namespace, run, url, options, rank, world_size, join_seconds,
+                                    budget, fallback, current)
+            basis = current.token if current else None
+        if dry_run:
+            return decided
+        if obj is None:
+            await api.create_run(namespace, run, spec)  # None: created meanwhile; either way read it again
+            continue
+        status = dict(obj.get("status") or {})
+        status["epoch"] = decided.epoch.to_status()
+        if await api.replace_run_status(obj, status) is not None:
+            return decided
+        await asyncio.sleep(0)  # another writer won: read and decide again
+    logger.warning("run %s/%s: epoch not recorded after %d conflicting writes; admitting rank %d into %s",
+                   namespace, run, CAS_ROUNDS, rank, decided.epoch.token if decided else "-")
+    assert decided is not None
+    return decided
+
+
+async def _decide(resolver: Resolver, live: LivePods, namespace: str, run: str, url: str, options: Mapping[str, Any],
+                  rank: int, world_size: int, join_seconds: float, budget: float, fallback: Resume | None,
+                  current: epochs.Epoch | None) -> Admitted:
+    bad = False
+    if current is not None and current.checkpoint is not None:
+        # A mark closes the epoch; a store that does not say in time does not (the ranks must agree).
+        bad = bool(await resolver.bad_mark(url, options, current.checkpoint, budget))
+    now = datetime.now(UTC)
+    action, why = epochs.decide(current, rank, world_size, now, live=current is not None and live.live(
+        current.token), bad=bad, join_seconds=join_seconds)
+    if action == epochs.JOIN and current is not None:
+        return Admitted(current.joined(rank), Outcome(current.resume, SOURCE_EPOCH, None, 0.0), True)
+    outcome = await resolver.resolve(url, options, budget=budget, fallback=fallback)
+    fresh = epochs.Epoch(epochs.new_token(now), outcome.resume, world_size, decisions.now_iso(now), (rank,))
+    logger.info("run %s/%s: new resume epoch %s (%s) at rank %d/%d: %s", namespace, run, fresh.token, why,
+                rank, world_size, fresh.checkpoint or "fresh start")
+    return Admitted(fresh, outcome, False)

@@ -91,12 +91,13 @@ OPERATOR_NEEDS = [
     ("create", "checkpointruns.kresume.dev", ""), ("update", "checkpointruns.kresume.dev", ""),
     ("delete", "checkpointruns.kresume.dev", ""), ("patch", "checkpointruns.kresume.dev", "status"),
     ("get", "secrets", ""), ("list", "customresourcedefinitions.apiextensions.k8s.io", ""),
-    ("watch", "namespaces", ""),
+    ("watch", "namespaces", ""), ("get", "jobs.batch", ""), ("get", "statefulsets.apps", ""),
 ]  # fmt: skip
 OPERATOR_MUST_NOT = [
     ("create", "pods", ""), ("delete", "pods", ""), ("patch", "pods", ""), ("update", "pods", ""),
     ("list", "secrets", ""), ("watch", "secrets", ""), ("create", "secrets", ""),
-    ("create", "deployments.apps", ""), ("create", "jobs.batch", ""),
+    ("create", "deployments.apps", ""), ("create", "jobs.batch", ""), ("list", "jobs.batch", ""),
+    ("list", "statefulsets.apps", ""),
     ("create", "checkpointpolicies.kresume.dev", ""), ("update", "checkpointpolicies.kresume.dev", ""),
     ("delete", "checkpointpolicies.kresume.dev", ""), ("patch", "checkpointpolicies.kresume.dev", "status"),
     ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", ""),

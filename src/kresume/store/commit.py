@@ -118,7 +118,8 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
 
 
 def write_manifest(store: RunStore, manifest: Manifest) -> None:
-    """Write ``manifest`` create-only: the commit (docs/store-protocol.md "Commit", step 4).
+    """Write ``manifest`` create-only: the commit (docs/store-protocol.md "Commit", step 4), then read
+    it back: a manifest stored other than sent is removed and the commit fails (``CorruptCheckpoint``).
 
     "Already exists" is success when the stored bytes are identical (a retried write whose first
     attempt landed; racing committers of one multi-rank checkpoint write the same bytes), and
@@ -127,7 +128,14 @@ def write_manifest(store: RunStore, manifest: Manifest) -> None:
     key = layout.manifest_key(manifest.id)
     data = manifest.to_json()
     if store._retry(lambda: conditional.create_if_absent(store.fs, store._path(key), data), key):
-        return
+        if any(store._read(key) == data for _ in range(2)):  # read back (twice: a read may be cut too)
+            return
+        # The store kept other bytes than were sent (a server that checks no checksum stored a body cut
+        # on the way: tests/faults "wrong_length"). The record is ours (a fresh id): remove it, so no
+        # reader meets a damaged commit, and fail the commit (the sidecar retries it under a new id).
+        store._retry(lambda: store._rm(key), key)
+        raise errors.CorruptCheckpoint(store.key_url(key), "the manifest did not land intact (the store kept other "
+                                                            "bytes than were sent); it was removed")
     existing = store._read(key)
     if existing != data:
         raise errors.CommitConflict(store.key_url(key), "a different manifest is already committed under this id",

@@ -27,7 +27,7 @@ from kresume.sidecar.scanner import Scanner
 from kresume.sidecar.settings import SidecarSettings
 from kresume.sidecar.shutdown import Shutdown
 from kresume.sidecar.uploader import Uploader
-from kresume.store import errors
+from kresume.store import errors, layout
 from kresume.store.deadline import Deadline
 from kresume.store.runstore import RunStore
 from kresume.store.storage import TransferSettings
@@ -95,6 +95,7 @@ class Sidecar:
                 self.store = RunStore.open(self.settings.run_url, self.settings.storage_options,
                                            TransferSettings(deadline=self.requests))
             manifests = self.store.list()
+            layout.observe_checkpoint_ids(m.id for m in manifests)  # new ids sort after these (clock steps)
             repaired = self.store.repair_pointer()
             if repaired:
                 self.log.info("pointer named an older, incomplete or bad-marked checkpoint (e.g. a commit killed "

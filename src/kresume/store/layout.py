@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kresume import contract
 from kresume.store import clock
@@ -36,9 +38,38 @@ class CheckpointKey:
     rand: str
 
 
+_floor_lock = threading.Lock()
+_floor: datetime | None = None
+"""The newest id time this process issued or saw (:func:`observe_checkpoint_ids`)."""
+
+
+def observe_checkpoint_ids(ids: Iterable[str]) -> None:
+    """Raise this process's id-time floor to the newest time among ``ids`` (foreign names ignored).
+
+    The sidecar calls it with the run's committed ids when it starts, so that its new ids sort after them
+    even when the node's clock now reads earlier (stepped back, or ahead when they were written)."""
+    global _floor
+    times = [t for t in map(id_started_at, ids) if t is not None]
+    if times:
+        with _floor_lock:
+            _floor = max([t for t in (_floor, *times) if t is not None])
+
+
 def new_checkpoint_id(step: int | None, now: datetime | None = None, rand: str | None = None) -> str:
-    """Return a fresh checkpoint id for a commit of a checkpoint at ``step`` starting ``now`` (UTC)."""
-    now = now or clock.now()
+    """Return a fresh checkpoint id for a commit of a checkpoint at ``step`` starting ``now`` (UTC).
+
+    Without ``now`` the time is the wall clock (:mod:`kresume.store.clock`), but never earlier than 1 µs
+    after the newest id this process issued or observed (:func:`observe_checkpoint_ids`), like a hybrid
+    logical clock: ids of checkpoints without a step are ordered by this time, and a clock stepped back by
+    an hour made every new one sort older than the last, so retention deleted the newest right after its
+    commit (tests/faults ``clock_jump``)."""
+    global _floor
+    if now is None:
+        with _floor_lock:
+            now = clock.now()
+            if _floor is not None and now <= _floor:
+                now = _floor + timedelta(microseconds=1)
+            _floor = now
     ts = now.astimezone(UTC).strftime(_TS_FORMAT)
     step_part = f"{step:010d}" if step is not None and step >= 0 else "x"
     return f"{step_part}-{ts}-{rand or secrets.token_hex(3)}"

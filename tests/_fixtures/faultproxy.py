@@ -22,9 +22,12 @@ headers including the ``Host`` the client signed with SigV4, body) to one upstre
    - ``"reset_mid"``: about half of the request body is read, then the TCP connection is aborted
      (RST): a connection reset in the middle of a part upload;
    - ``"wrong_length"``: on an upload (PUT/POST with a body), only the first half of the body is
-     forwarded upstream with a Content-Length to match, and the upstream's answer (usually 200) goes
-     back to the client, which sent the whole body; on a download (GET), the response declares the
-     object's full Content-Length, sends half the body and closes the connection;
+     forwarded upstream with a Content-Length to match and without the body's checksum headers
+     (``x-amz-checksum-*``, ``Content-MD5``), and the upstream's answer (usually 200) goes back to the
+     client, which sent the whole body: a server that verifies nothing stores half the object (AWS S3
+     itself would reject the cut body by its signed SHA-256; moto and other lax servers do not); on a
+     download (GET), the response declares the object's full Content-Length, sends half the body and
+     closes the connection;
    - ``"truncated"``: a 200/206 download whose body is cut to half with a Content-Length that
      matches the cut body — well-formed HTTP, wrong data (only sizes and checksums can tell).
 
@@ -393,6 +396,7 @@ class FaultProxy:
             self._fire(shot, method, path, f"read {len(got)} of {declared} B of the body, then RST")
             self._abort(request)
         body = await self._read_body(request)
+        strip: set[str] = set()
         if shot is not None:
             if shot.kind == "reset":
                 self._fire(shot, method, path, f"read the whole body ({len(body)} B), then RST")
@@ -401,8 +405,11 @@ class FaultProxy:
                 self._fire(shot, method, path, f"answered {_ERRORS[shot.kind][0]} {_ERRORS[shot.kind][1]}")
                 return self._error(request, shot.kind)
             if shot.kind == "wrong_length":
-                self._fire(shot, method, path, f"forwarded {len(body) // 2} of {len(body)} B upstream")
+                self._fire(shot, method, path, f"forwarded {len(body) // 2} of {len(body)} B upstream, "
+                                               "without its checksum headers")
                 body = body[: len(body) // 2]
+                strip = {k for k in request.headers if k.lower().startswith("x-amz-checksum")
+                         or k.lower() in ("x-amz-sdk-checksum-algorithm", "content-md5")}
         kind = self.plan.decide(method, path)
         if kind is not None:
             self.stats.faults[kind] += 1
@@ -411,6 +418,8 @@ class FaultProxy:
                 self._abort(request)
             return self._error(request, kind)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        if strip:
+            headers = {k: v for k, v in headers.items() if k not in strip}
         assert self._session is not None
         async with self._session.request(method, self.upstream + request.rel_url.raw_path_qs,
                                          headers=headers, data=body if body else None,

@@ -32,3 +32,23 @@ def test_now_is_exact_to_the_microsecond():
         assert clock.now_iso().endswith(".123456+00:00")
     finally:
         clock.set_source(None)
+
+
+def test_ids_never_go_back_when_the_clock_does(monkeypatch):
+    """A clock stepped back an hour: new ids still sort after the ones issued before, and after ids the
+    process observed (the sidecar observes the run's committed ids when it starts)."""
+    monkeypatch.setattr(layout, "_floor", None)  # the process's floor is put back afterwards
+    real = time.time_ns()
+    offset = [0]
+    clock.set_source(lambda: time.time_ns() + offset[0])
+    try:
+        first = layout.new_checkpoint_id(None)
+        offset[0] = -HOUR_NS
+        second = layout.new_checkpoint_id(None)
+        assert layout.parse_checkpoint_id(second) > layout.parse_checkpoint_id(first)
+        ahead = layout.new_checkpoint_id(None, now=datetime.fromtimestamp(real / 1e9 + 7200, UTC))
+        layout.observe_checkpoint_ids([ahead, "not-an-id"])
+        third = layout.new_checkpoint_id(None)
+        assert layout.parse_checkpoint_id(third) > layout.parse_checkpoint_id(ahead)
+    finally:
+        clock.set_source(None)

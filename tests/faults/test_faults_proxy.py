@@ -113,3 +113,23 @@ def test_short_windows_are_ridden_out(stores, proxy, ckpt, tmp_path, kind):
     assert time.monotonic() - t0 >= 1.0  # the window really slowed it down
     assert truth.verify(checksums=True) == [] and truth.latest().checkpoint_id == m.id
     assert _restored_equal(truth, m.id, ckpt, tmp_path / "r")
+
+
+@pytest.mark.parametrize("doc", ["manifests", "latest.json"])
+def test_a_manifest_or_pointer_stored_cut_never_stands_as_a_commit(stores, proxy, ckpt, tmp_path, doc):
+    """wrong_length on the manifest's (pointer's) PUT: a server that checks no checksum stores half of it
+    and answers 200. The manifest is read back, removed and the commit fails (retried: a new id); a cut
+    pointer is only a hint that resolution does not trust."""
+    faulty, truth = stores
+    shot = proxy.arm("wrong_length", methods=("PUT",), path_regex=doc.replace(".", r"\."))
+    if doc == "manifests":
+        with pytest.raises(errors.CorruptCheckpoint, match="did not land intact"):
+            faulty.commit(ckpt)
+        assert truth.manifest_ids() == [] and truth.verify() == []
+        m = faulty.commit(ckpt)
+    else:
+        m = faulty.commit(ckpt)
+    assert shot.fired.is_set()
+    found = truth.latest()
+    assert found is not None and found.checkpoint_id == m.id and truth.verify(checksums=True) == []
+    assert _restored_equal(truth, m.id, ckpt, tmp_path / "r")

@@ -37,6 +37,16 @@ ANN_INJECTED = f"{GROUP}/injected"  # marker making injection idempotent
 ANN_EPOCH = f"{GROUP}/epoch"  # the resume epoch token of a multi-rank run's pod (KRESUME_EPOCH)
 
 DEFAULT_CHECKPOINT_DIR = "/checkpoints"
+
+# --- Trainer <-> sidecar handshake in the checkpoint folder (kresume.preemption) -----------------
+# Each trainer process that uses a kresume preemption hook holds a shared flock(2) on TRAINER_LOCK
+# for its whole life (the kernel drops it when the process dies, however it dies), and on SIGTERM
+# writes TRAINER_NOTICE (JSON: signal_at, state saving|saved|failed|none, checkpoint, step, pid).
+# The sidecar keeps committing while the lock is held, within its grace period. Neither is a
+# checkpoint: the sidecar never uploads them.
+TRAINER_LOCK = ".kresume-trainer.lock"
+TRAINER_NOTICE = ".kresume-trainer.json"
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a trainer that saved on SIGTERM exits non-zero, never 0
 SIDECAR_CONTAINER_NAME = "kresume-sidecar"
 RESTORE_CONTAINER_NAME = "kresume-restore"
 VOLUME_NAME = "kresume-checkpoints"

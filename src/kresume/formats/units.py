@@ -18,7 +18,7 @@ Outside claimed folders, regular files named ``*.ckpt``, ``*.pt``, ``*.pth``, ``
 ``torch``) or ``*.safetensors`` are single-file units, and any other file matching an include glob
 is an ``unknown`` unit (judged by the settle window). Symlinks there are :class:`Alias` records
 (Lightning ``save_last="link"``), never units. Temp names (``*.tmp``, ``.tmp*``, ``*.partial``,
-``*.part``, ``*~``) are ignored.
+``*.part``, ``*~``) and kresume's own handshake files (``.kresume-trainer.*``) are ignored.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from kresume import contract
 from kresume.formats.listing import Entry, Listing, children, descendants
 
 MARKER_DEFAULT = ".kresume-complete"
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 TEMP_PATTERNS = ("*.tmp", ".tmp*", "tmp*.tmp", "*.partial", "*.part", "*~", ".*.swp")
+OWN_FILES = (contract.TRAINER_LOCK, contract.TRAINER_NOTICE)
+"""kresume's own trainer/sidecar handshake files (:mod:`kresume.preemption`): never checkpoints."""
 _HF_NAME = re.compile(r"^checkpoint-\d+$")
 _DS_FILE = re.compile(r"(^|_)(model_states|optim_states)\.pt$")
 
@@ -175,7 +178,7 @@ def find_units(listing: Listing, rules: Rules = Rules()) -> Discovery:
                 res = resolve_link(e.rel, e.target or "")
                 aliases.append(Alias(e.rel, e.target or "", res, res is None))
             elif e.kind == "file":
-                if is_temp(e.name):
+                if is_temp(e.name) or e.name in OWN_FILES:
                     ignored.append(e.rel)
                     continue
                 low = e.name.lower()

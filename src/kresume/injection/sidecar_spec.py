@@ -30,8 +30,9 @@ def grace_seconds(pod_spec: dict[str, Any], policy: Policy) -> int:
     ``policy.sidecar.graceSeconds`` when set, else the pod's ``terminationGracePeriodSeconds``
     T (default 30, core/v1 PodSpec) minus a margin of ``min(GRACE_MARGIN_SECONDS, T // 4)``
     (30 → 25, 10 → 8, 3 → 3, 120 → 115): time left to finish the pointer write and exit before
-    SIGKILL. A native sidecar is stopped only after the trainer exited, so its real budget may be
-    shorter; the sidecar also keeps its own deadline.
+    SIGKILL (docs/preemption.md). A native sidecar is stopped only after the trainer exited, so its real
+    budget may be shorter: it counts its deadline from the trainer's SIGTERM when the trainer's
+    preemption hook recorded it (:func:`kresume.sidecar.presence.aligned_deadline`).
     """
     if policy.sidecar.grace_seconds is not None:
         return policy.sidecar.grace_seconds

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from kresume.sidecar import logs
+from kresume.sidecar import logs, presence
 from kresume.sidecar.discovery import Hints, choose_mode, start_observer
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Health, Metrics, serve
@@ -109,6 +109,8 @@ class Sidecar:
         return True
 
     def _finish(self) -> int:
+        if self.shutdown.deadline is not None:
+            self.shutdown.report_left(self.uploader.bw.value if self.uploader else None)
         self.shutdown.finish()
         if self.server is not None:
             self.server.shutdown()
@@ -121,12 +123,19 @@ class Sidecar:
         while True:
             self.health.beat()
             self.hints.wake.clear()
+            # Probe the trainer before the rescan: a trainer that exits after the probe left its final
+            # checkpoint for this rescan or the next one, never for none.
+            trainer = presence.probe(self.root) if self.shutdown.deadline is not None else None
             writing = self.scanner.rescan()
             deadline = self.shutdown.deadline
             self.health.ready = deadline is None
             if deadline is not None:
+                assert trainer is not None
+                deadline = self.shutdown.follow_trainer(trainer)
                 now = time.monotonic()
-                if now >= deadline or (not writing and self.shutdown.flush_done(
+                if trainer.alive is False:
+                    writing = False  # the writer is gone: an incomplete unit never completes
+                if now >= deadline or (not trainer.alive and not writing and self.shutdown.flush_done(
                         now, self.uploader.pick_locked, self.uploader.bw.value)):
                     return
             self.metrics.pending.set(self.ledger.pending_count())

@@ -14,6 +14,12 @@ The deadline is hard (issue 11 item 8):
 
 Leaving then loses nothing: an upload stopped here never wrote its manifest, so the pointer never
 names a partial checkpoint (DESIGN.md invariant 1).
+
+A trainer that uses a kresume preemption hook (:mod:`kresume.preemption`) is followed through
+:mod:`kresume.sidecar.presence`: while it still runs (finishing its step, writing its final
+checkpoint) the sidecar waits for it within the deadline; once it has exited, what is complete is
+committed and nothing else is waited for. In native-sidecar mode the deadline counts from the
+trainer's SIGTERM (:meth:`Shutdown.follow_trainer`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kresume.sidecar import scheduling
+from kresume.sidecar import presence, scheduling
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Health
 from kresume.store.deadline import Deadline, watch
@@ -72,6 +78,8 @@ class Shutdown:
         self._lock = threading.Lock()
         self._now = threading.Event()
         self._printed = False
+        self._aligned = False
+        self._trainer_state: tuple[bool | None, str | None] | None = None
 
     def on_signal(self, signum: int, frame: Any = None) -> None:
         """Signal handler: the first signal starts the grace period, a second one ends the process."""
@@ -90,6 +98,38 @@ class Shutdown:
             self._now.set()  # the watchdog thread ends the process (no I/O in the handler)
         self.wake()
 
+    def follow_trainer(self, trainer: presence.Trainer) -> float:
+        """During the grace period: align the deadline to the trainer's SIGTERM once
+        (:func:`presence.aligned_deadline`) and log each change of the trainer's state; returns the
+        deadline (monotonic seconds)."""
+        assert self.deadline is not None
+        if not self._aligned and trainer.signal_at is not None:
+            self._aligned = True
+            new = presence.aligned_deadline(self.deadline, signal_at=trainer.signal_at,
+                                            grace_seconds=self.grace_seconds, now_mono=time.monotonic(),
+                                            now_wall=time.time())
+            if new < self.deadline - 0.5:
+                self.log.info("the trainer got SIGTERM %.1f s before the sidecar: %.1f s of the grace period left",
+                              time.time() - trainer.signal_at, max(0.0, new - time.monotonic()))
+            with self._lock:
+                self.deadline = min(self.deadline, new)
+            self.requests.set(self.deadline - request_margin(self.grace_seconds))
+        state = (trainer.alive, (trainer.notice or {}).get("state"))
+        if state != self._trainer_state:
+            self._trainer_state = state
+            notice = trainer.notice or {}
+            fields = {"trainer_alive": trainer.alive, "trainer_state": state[1],
+                      "checkpoint": notice.get("checkpoint"), "signal_at": notice.get("signal_at"),
+                      "saved_at": notice.get("saved_at")}
+            if trainer.alive:
+                self.log.info("trainer still running (%s): waiting for its final checkpoint", state[1] or "no notice",
+                              extra={"fields": fields})
+            elif trainer.alive is False:
+                self.log.info("trainer exited (final save: %s%s): committing what is complete", state[1] or "none",
+                              f", {notice['checkpoint']}" if notice.get("checkpoint") else "",
+                              extra={"fields": fields})
+        return self.deadline
+
     def flush_done(self, now: float, pick_locked: Callable[[float], Any], bandwidth: float | None) -> bool:
         """During the grace period: True when nothing is uploading and nothing left may start.
 
@@ -103,6 +143,22 @@ class Shutdown:
                     job.cancel_reason = "cannot finish within the grace period"
                     job.cancel.set()
             return not self.ledger.inflight and pick_locked(now) is None
+
+    def report_left(self, bandwidth: float | None) -> None:
+        """Log each checkpoint the grace period left behind (queued, never started, or still uploading), with
+        the reason: the time left at the measured bandwidth, or the deadline itself."""
+        now = time.monotonic()
+        left = max(0.0, (self.deadline or now) - now)
+        rate = f"{bandwidth / 1e6:.1f} MB/s" if bandwidth else "unknown bandwidth"
+        with self.ledger.cv:
+            jobs = [(j, "queued") for j in self.ledger.pending.values()]
+            jobs += [(j, "uploading") for j in self.ledger.inflight.values()]
+        for job, where in jobs:
+            self.log.warning("not committed: %s (%d B, %s): %s", job.rel, job.size, where,
+                             f"cannot upload in the {left:.1f} s left at {rate}" if left > 0
+                             else "the grace period ended", extra={"fields": {
+                                 "unit": job.rel, "bytes": job.size, "state": where, "seconds_left": round(left, 3),
+                                 "bandwidth": bandwidth}})  # fmt: skip
 
     def summary_line(self) -> str:
         """``kresume sidecar: committed=N abandoned=M bytes=B newest_step=S`` (README "Signals and exit")."""

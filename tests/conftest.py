@@ -7,3 +7,13 @@ pytest_plugins = [
     "_fixtures.faultproxy",
     "_fixtures.operator",
 ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``campaign`` (many-repetition runs, tens of minutes) run only when ``-m`` names them."""
+    if "campaign" in (config.getoption("markexpr") or ""):
+        return
+    kept = [i for i in items if i.get_closest_marker("campaign") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("campaign") is not None])
+        items[:] = kept

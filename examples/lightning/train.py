@@ -1,22 +1,30 @@
 """A small PyTorch Lightning training that survives preemption with kresume.
 
-The only kresume code a trainer needs is ``resume_from()``; checkpoints are written by a stock
-``ModelCheckpoint`` into ``KRESUME_CHECKPOINT_DIR`` (injected by the operator), where the kresume
-sidecar picks them up. Used by ``kresume demo`` and the tests; runs in seconds on a CPU.
+The kresume code a trainer needs: ``resume_from()`` (where to resume) and, to lose no step on a
+graceful preemption, the ``PreemptionCheckpoint`` callback (on SIGTERM: finish the step, save into
+the watched folder, exit 143). Checkpoints are written by a stock ``ModelCheckpoint`` into
+``KRESUME_CHECKPOINT_DIR`` (injected by the operator), where the kresume sidecar picks them up.
+Used by ``kresume demo`` and the tests; runs in seconds on a CPU.
 
-It prints one JSON line per event on stdout (``start``, ``progress``, ``done``) so a supervisor
-can check where a restarted run resumed.
+It prints one JSON line per event on stdout (``launched`` as the script starts, before the heavy
+imports; ``start`` with the step training starts at and the seconds spent importing and loading the
+checkpoint; ``progress``; ``preempted`` after the final save; ``done``) so a supervisor can check
+where a restarted run resumed and split its start-up time.
 
     python examples/lightning/train.py --max-steps 200 --every-n-steps 20
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
+
+LAUNCHED = time.time()
+print(json.dumps({"event": "launched", "time": LAUNCHED, "pid": os.getpid()}), flush=True)
+
+import argparse  # noqa: E402 - the line above times the interpreter start, before the heavy imports
 
 import lightning as L
 import torch
@@ -24,6 +32,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from kresume import resume_from
+from kresume.lightning import PreemptionCheckpoint
+
+IMPORTED = time.time()
 
 
 class Regressor(L.LightningModule):
@@ -63,9 +74,16 @@ class Report(Callback):
         self.step_seconds = step_seconds
         self.every = every
         self.resumed_from = resumed_from
+        self.fit_called = 0.0
 
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
-        emit("start", global_step=trainer.global_step, resumed_from=self.resumed_from, pid=os.getpid())
+    def setup(self, trainer, pl_module, stage) -> None:  # noqa: D102 - fit begins; the checkpoint loads next
+        self.fit_called = self.fit_called or time.time()
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102 - the checkpoint is loaded
+        now = time.time()
+        emit("start", global_step=trainer.global_step, resumed_from=self.resumed_from, pid=os.getpid(),
+             launched=LAUNCHED, imports_s=round(IMPORTED - LAUNCHED, 3),
+             load_s=round(now - (self.fit_called or now), 3))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
         if self.step_seconds:
@@ -84,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where ModelCheckpoint writes (default: $KRESUME_CHECKPOINT_DIR)")
     p.add_argument("--report-every", type=int, default=0,
                    help="print a progress line every N steps (default: --every-n-steps)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden units (checkpoint size ~ 136 B per unit)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -94,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                                  save_top_k=args.save_top_k, monitor="step", mode="max")
     trainer = L.Trainer(max_steps=args.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[checkpoint, Report(args.step_seconds, args.report_every or args.every_n_steps, ckpt_path)],
+                        callbacks=[checkpoint, Report(args.step_seconds, args.report_every or args.every_n_steps, ckpt_path),
+                                   PreemptionCheckpoint(dirpath=args.ckpt_dir,
+                                                        report=lambda r: emit("preempted", **r))],
                         default_root_dir=args.ckpt_dir)
     data = DataLoader(make_data(seed=args.seed), batch_size=32, shuffle=True,
                       generator=torch.Generator().manual_seed(args.seed))
-    trainer.fit(Regressor(), data, ckpt_path=ckpt_path)
+    trainer.fit(Regressor(hidden=args.hidden), data, ckpt_path=ckpt_path)
     emit("done", global_step=trainer.global_step)
     return 0
 

@@ -48,3 +48,23 @@ def test_a_failed_admission_has_that_one_problem():
     assert checks.check(a, []) == ["pod p-1: container trainer could not start (…)"]
     a.failure = None
     assert checks.check(a, []) == []
+
+
+@pytest.mark.parametrize(("mode", "lost", "ok"), [
+    ("step", 0, True), ("write", 0, True), ("upload", 0, True), ("upload", 3, False), ("step", -1, False),
+    ("kill", 0, True), ("kill", 20, True), ("kill", 21, False), ("kill", None, True),
+])  # fmt: skip
+def test_lost_steps_rule_zero_after_a_graceful_preemption_one_interval_after_sigkill(mode, lost, ok):
+    from kresume.devtools.demo import chaos
+
+    assert (chaos.lost_steps_problem(mode, lost, 20) is None) is ok
+
+
+def test_plan_cycles_through_the_chosen_modes_and_refuses_unknown_ones():
+    from kresume.devtools.demo import chaos
+
+    plan = chaos.plan(8, 3, 20)
+    assert sorted(p.mode for p in plan[:4]) == sorted(chaos.MODES) == sorted(p.mode for p in plan[4:])
+    assert {p.mode for p in chaos.plan(6, 1, 20, ("step", "upload"))} == {"step", "upload"}
+    with pytest.raises(ValueError, match="nope"):
+        chaos.plan(1, 0, 20, ("step", "nope"))

@@ -17,8 +17,8 @@ import typer
 
 def command(
     preemptions: int = typer.Option(2, "--preemptions", "-p", min=0,
-                                    help="Preemptions to inject (modes cycle: during a checkpoint write, during an "
-                                         "upload, SIGKILL without grace)."),
+                                    help="Preemptions to inject (modes cycle: during a step, during a checkpoint "
+                                         "write, during an upload, SIGKILL without grace; see --modes)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the preemption plan (modes and moments)."),
     store: Optional[str] = typer.Option(None, "--store",
                                         help="Store base URL (any fsspec URL; file:///path needs no server). "
@@ -32,6 +32,11 @@ def command(
     work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Logs and results (default: .cache/demo/<time>)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Write the result as JSON to this file."),
     timeout: float = typer.Option(900.0, "--timeout", help="Fail when the Job has not finished after this long, s."),
+    modes: str = typer.Option("step,write,upload,kill", "--modes",
+                              help="Preemption modes to cycle through (comma list of step, write, upload, kill); "
+                                   "e.g. step,write,upload for graceful preemptions only."),
+    grace: int = typer.Option(15, "--grace", help="The Job's terminationGracePeriodSeconds (the sidecar's grace "
+                                                  "period is derived from it: T - min(5, T // 4))."),
 ) -> None:
     """Run a real Lightning Job on a local control plane, preempt it, and watch it resume by itself.
 
@@ -43,6 +48,13 @@ def command(
     from kresume.devtools.demo.run import run_demo
     from kresume.devtools.demo.settings import DemoSettings
 
+    from kresume.devtools.demo import chaos
+
+    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+    try:
+        chaos.plan(1, 0, 2, mode_list)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--modes: "), param_hint="--modes") from None
     options = {}
     for item in store_option or []:
         key, sep, value = item.partition("=")
@@ -54,7 +66,8 @@ def command(
             options[key] = value
     settings = DemoSettings(preemptions=preemptions, seed=seed, store=store, store_options=options,
                             max_steps=max_steps, every_n_steps=every_n_steps, step_seconds=step_seconds,
-                            work_dir=work_dir, json_out=json_out, timeout=timeout)  # fmt: skip
+                            work_dir=work_dir, json_out=json_out, timeout=timeout, grace_seconds=grace,
+                            modes=mode_list)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     display = Display()
     try:

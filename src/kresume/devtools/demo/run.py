@@ -91,7 +91,7 @@ class _Demo:
         self.s, self.stack, self.d = settings, stack, display
         assert stack.node is not None
         self.node = stack.node
-        self.plan = chaos.plan(settings.preemptions, settings.seed, settings.every_n_steps)
+        self.plan = chaos.plan(settings.preemptions, settings.seed, settings.every_n_steps, settings.modes)
         self.pods: list[Tracked] = []
         self.preemptions: list[Preemption] = []
         self.poller: StorePoller | None = None
@@ -232,6 +232,11 @@ class _Demo:
         moment = ""
         if planned.mode == "kill":
             moment = f"SIGKILL at step {last}"
+        elif planned.mode == "step":
+            every = self.s.every_n_steps
+            recent = [e for e in cur.log.events[-2:] if e.get("event") == "progress"]
+            if recent and recent[-1]["global_step"] == last and last % every not in (0, every - 1):
+                moment = f"SIGTERM during step {last + 1}"
         elif planned.mode == "write":
             recent = [e for e in cur.log.events[-3:] if e.get("event") == "progress"]
             if recent and recent[-1]["global_step"] % self.s.every_n_steps == 0 and recent[-1]["global_step"] == last:
@@ -287,6 +292,11 @@ class _Demo:
                 found.insert(0, f"{a.pod}: admitted without the kresume sidecar (see the operator log)")
             problems += found
             restarts.append({**asdict(a), "problems": found})
+        if self.s.expect_zero_loss:
+            for p in self.preemptions:
+                rule = chaos.lost_steps_problem(p.mode, p.lost_steps, self.s.every_n_steps)
+                if rule:
+                    problems.append(f"preemption {p.index} of {p.pod}: {rule}")
         final = self.done_event.get("global_step") if self.done_event else None
         failed = next((t for t in self.pods if t.admission.failure), None)
         if failed is not None:
@@ -307,7 +317,9 @@ class _Demo:
             "timed_out": timed_out,
             "settings": {"preemptions": self.s.preemptions, "seed": self.s.seed, "store": self.stack.storage,
                          "max_steps": self.s.planned_steps, "every_n_steps": self.s.every_n_steps,
-                         "step_seconds": self.s.step_seconds, "grace_seconds": self.s.grace_seconds},
+                         "step_seconds": self.s.step_seconds, "grace_seconds": self.s.grace_seconds,
+                         "sidecar_grace_seconds": self.s.sidecar_grace_seconds, "modes": list(self.s.modes),
+                         "hidden": self.s.hidden},
             "final_step": final,
             "preemptions": [{**asdict(p), "lost_steps": p.lost_steps, "time_to_resume_s": p.time_to_resume}
                             for p in self.preemptions],

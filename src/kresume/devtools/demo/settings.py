@@ -30,7 +30,17 @@ class DemoSettings:
     step_seconds: float = 0.1
     """Sleep after each training step (so there is something to watch)."""
     grace_seconds: int = 15
-    """The Job pod's ``terminationGracePeriodSeconds``."""
+    """The Job pod's ``terminationGracePeriodSeconds``; the sidecar's grace period is derived from it by the
+    webhook (T − min(5, T // 4): 15 → 12 s, docs/preemption.md) unless ``sidecar_grace_seconds`` is set."""
+    sidecar_grace_seconds: int | None = None
+    """The policy's ``sidecar.graceSeconds`` (seconds the sidecar keeps committing after SIGTERM); None: derived."""
+    modes: tuple[str, ...] = ("step", "write", "upload", "kill")
+    """Preemption modes to cycle through (:data:`kresume.devtools.demo.chaos.MODES`)."""
+    hidden: int = 64
+    """Hidden units of the example model (its checkpoint is about 136 B per unit + 5 KiB)."""
+    expect_zero_loss: bool = True
+    """Check issue 15's rule: 0 lost steps after a graceful preemption, ≤ one interval after SIGKILL. Off when
+    the grace period is made too short on purpose."""
     namespace: str = "kresume-demo"
     job_name: str = "demo-train"
     work_dir: Path | None = None

@@ -165,11 +165,14 @@ class Stack:
                                "--timeout=60s")  # fmt: skip
         ns = self.s.namespace
         objs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}]
+        # Pods share the host network on the dev node: the sidecar's metrics port must not collide. The sidecar's
+        # grace period is the one the webhook derives from the Job's terminationGracePeriodSeconds, unless set.
+        sidecar: dict[str, Any] = {"extraEnv": [{"name": "KRESUME_METRICS_PORT", "value": "0"}]}
+        if self.s.sidecar_grace_seconds is not None:
+            sidecar["graceSeconds"] = self.s.sidecar_grace_seconds
         policy: dict[str, Any] = {
             "storage": self.storage, "storageOptions": self.storage_options,
-            "retention": {"keepLast": 5},
-            # Pods share the host network on the dev node: the sidecar's metrics port must not collide.
-            "sidecar": {"extraEnv": [{"name": "KRESUME_METRICS_PORT", "value": "0"}], "graceSeconds": 8},
+            "retention": {"keepLast": 5}, "sidecar": sidecar,
         }  # fmt: skip
         if self.store_env:
             keys = {k: self.store_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -218,7 +221,8 @@ class Stack:
             env = [{"name": f"FSSPEC_{self.storage.split('://')[0].upper()}",
                     "value": json.dumps(self.storage_options)}]  # fmt: skip
         args = ["--max-steps", str(s.planned_steps), "--every-n-steps", str(s.every_n_steps),
-                "--step-seconds", str(s.step_seconds), "--report-every", "1", "--save-top-k", "2"]  # fmt: skip
+                "--step-seconds", str(s.step_seconds), "--report-every", "1", "--save-top-k", "2",
+                "--hidden", str(s.hidden)]  # fmt: skip
         return {
             "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": s.job_name, "namespace": s.namespace},
             "spec": {"backoffLimit": 100, "template": {

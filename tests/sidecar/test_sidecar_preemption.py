@@ -2,7 +2,9 @@
 process on moto S3) beside a real trainer using a kresume hook (plain loop, HF Trainer), both signalled the way
 a kubelet does it (legacy mode: at once; native mode: the sidecar after the trainer exited).
 
-The Kubernetes end of it (control plane, operator, node agent, a real Lightning Job) is tests/e2e/.
+The Kubernetes end of it (control plane, operator, node agent, a real Lightning Job) is tests/e2e/, which also
+holds the grace period too short for the upload (on SeaweedFS, whose bandwidth makes it deterministic; moto's
+in-memory uploads here are fast enough to fit a 1 s grace period now and then).
 """
 
 from __future__ import annotations
@@ -183,31 +185,6 @@ def test_native_mode_the_sidecar_commits_the_final_save_and_counts_its_deadline_
     assert left <= 12 - 2 + 0.5, line  # the trainer's save alone took 2 s of the 12
     assert used >= 2
     assert store.latest().manifest.name == f"preempted-step={last}.pt"
-
-
-def test_a_grace_period_too_short_for_the_upload_leaves_the_pointer_on_the_previous_checkpoint(
-        tmp_path, moto_run, start_sidecar, start_trainer):
-    """40 MiB saves and a 1 s sidecar grace period: the sidecar measured its bandwidth on the earlier commits, so it
-    does not start (or it cancels) the final upload; the pointer still names the previous checkpoint."""
-    watch = tmp_path / "ckpt"
-    watch.mkdir()
-    store = moto_run[3]
-    sc = start_sidecar(watch, moto_run, "--grace-seconds", "1")
-    trainer = start_trainer("plain", watch, "--every", "8", "--mb", "40", "--step-seconds", "0.1")
-    trainer.wait_event(lambda e: e.get("event") == "saved" and e["step"] == 16, 240)
-    before = _wait_commits(store, 2, 120)
-    newest = max(before, key=lambda m: m.step)
-    trainer.wait_event(lambda e: e.get("event") == "step" and e["step"] >= 18)
-    for proc in (trainer.proc, sc.proc):
-        proc.send_signal(signal.SIGTERM)
-    assert trainer.wait(120) == contract.PREEMPTED_EXIT_CODE
-    rc, out = sc.stop(timeout=60)
-    assert rc == 0
-    latest = store.latest()
-    assert latest is not None and latest.checkpoint_id in {m.id for m in before}
-    assert not any(m.name.startswith("preempted") for m in store.list()), sc.tail()
-    assert latest.step >= newest.step
-    assert store.verify() == []
 
 
 @pytest.mark.timeout(900)

@@ -78,6 +78,7 @@ class Sidecar:
         observer = start_observer(self.root, self.hints) if mode == "inotify" else None
         self.uploader = Uploader(self.store, self.settings, self.ledger, self.metrics, self.hints, self.log,
                                  lambda: self.shutdown.deadline)
+        self.shutdown.bandwidth = lambda: self.uploader.bw.value if self.uploader else None
         self.uploader.start()
         try:
             self._loop(mode)
@@ -109,8 +110,6 @@ class Sidecar:
         return True
 
     def _finish(self) -> int:
-        if self.shutdown.deadline is not None:
-            self.shutdown.report_left(self.uploader.bw.value if self.uploader else None)
         self.shutdown.finish()
         if self.server is not None:
             self.server.shutdown()

@@ -78,6 +78,8 @@ class Shutdown:
         self._lock = threading.Lock()
         self._now = threading.Event()
         self._printed = False
+        self.bandwidth: Callable[[], float | None] = lambda: None
+        """The measured upload bandwidth, bytes/s (set by the sidecar to its uploader's estimate)."""
         self._aligned = False
         self._trainer_state: tuple[bool | None, str | None] | None = None
 
@@ -144,15 +146,20 @@ class Shutdown:
                     job.cancel.set()
             return not self.ledger.inflight and pick_locked(now) is None
 
-    def report_left(self, bandwidth: float | None) -> None:
+    def report_left(self, *, lock_timeout: float = -1) -> None:
         """Log each checkpoint the grace period left behind (queued, never started, or still uploading), with
-        the reason: the time left at the measured bandwidth, or the deadline itself."""
+        the reason: the time left at the measured bandwidth (:attr:`bandwidth`), or the deadline itself."""
         now = time.monotonic()
         left = max(0.0, (self.deadline or now) - now)
+        bandwidth = self.bandwidth()
         rate = f"{bandwidth / 1e6:.1f} MB/s" if bandwidth else "unknown bandwidth"
-        with self.ledger.cv:
-            jobs = [(j, "queued") for j in self.ledger.pending.values()]
-            jobs += [(j, "uploading") for j in self.ledger.inflight.values()]
+        locked = self.ledger.cv.acquire(timeout=lock_timeout)
+        try:
+            jobs = [(j, "queued") for j in list(self.ledger.pending.values())]
+            jobs += [(j, "uploading") for j in list(self.ledger.inflight.values())]
+        finally:
+            if locked:
+                self.ledger.cv.release()
         for job, where in jobs:
             self.log.warning("not committed: %s (%d B, %s): %s", job.rel, job.size, where,
                              f"cannot upload in the {left:.1f} s left at {rate}" if left > 0
@@ -173,6 +180,8 @@ class Shutdown:
             if self._printed:
                 return
             self._printed = True
+        if self.deadline is not None:
+            self.report_left(lock_timeout=lock_timeout)
         self.ledger.drain(timeout=lock_timeout)
         line = self.summary_line()
         self.log.info(line, extra={"fields": dict(self.ledger.summary)})

@@ -71,6 +71,14 @@ def test_crds_run_status_and_columns(installed, k8s_namespace):
     status = {
         "latest": {"url": "s3://b/p/x.ckpt", "step": 400, "committedAt": now, "checkpoint": "0000000400-x"},
         "checkpoints": 3,
+        "worldSize": 2,
+        "pending": {"step": 500, "count": 1},
+        "epoch": {"token": "20261201T120000000000Z-abc123", "checkpoint": "0000000400-x", "url": "s3://b/p/x.ckpt",
+                  "name": "x.ckpt", "step": 400, "ranks": [0, 1], "worldSize": 2, "started": now},
+        "crashLoop": {"checkpoint": "0000000400-x", "fallbacks": 0, "held": False, "failures": [
+            {"attempt": "u/0", "pod": "p", "container": "trainer", "exitCode": 1, "reason": "Error", "time": now}]},
+        "lastFallback": {"checkpoint": "0000000300-x", "next": "0000000200-x", "reason": "r", "time": now,
+                         "marked": True},
         "restarts": 2,
         "lastPreemption": {"pod": "train-abc", "reason": "EvictionByEvictionAPI", "time": now},
         "history": [{"pod": "train-abc", "resumedFrom": "none", "time": now}],
@@ -85,6 +93,8 @@ def test_crds_run_status_and_columns(installed, k8s_namespace):
         assert "notInSchema" not in got["status"]  # pruned: the schema is structural
         assert got["status"]["kopf"] == status["kopf"]  # preserved: kopf's own records
         assert got["status"]["latest"]["step"] == 400
+        for kept in ("worldSize", "pending", "epoch", "crashLoop", "lastFallback"):  # in the schema: not pruned
+            assert got["status"][kept] == status[kept], kept
         # spec writes through /status are ignored, status writes through the main resource too
         api.patch_namespaced_custom_object(*args, {"status": {"restarts": 99}})
         assert api.get_namespaced_custom_object(*args)["status"]["restarts"] == 2
@@ -92,8 +102,9 @@ def test_crds_run_status_and_columns(installed, k8s_namespace):
             api.patch_namespaced_custom_object_status(*args, {"status": {"history": [{"pod": "p"}] * 51}})
         assert info.value.status == 422
     table = installed.kubectl("get", "ckptrun", "-n", k8s_namespace).stdout.splitlines()
-    assert table[0].split()[:7] == ["NAME", "RUN", "LATEST", "STEP", "LATEST", "AGE", "RESTARTS"]
-    name, run_name, step, _age, restarts = table[1].split()[:5]
-    assert (name, run_name, step, restarts) == ("train-0", "train-0", "400", "2")
+    assert table[0].split()[:10] == ["NAME", "RUN", "WORLD", "LATEST", "STEP", "PENDING", "STEP", "LATEST", "AGE",
+                                     "RESTARTS"]
+    name, run_name, world, step, pending, _age, restarts = table[1].split()[:7]
+    assert (name, run_name, world, step, pending, restarts) == ("train-0", "train-0", "2", "400", "500", "2")
     short = installed.kubectl("get", "ckptrun,ckptpolicy", "-n", k8s_namespace, "-o", "name").stdout
     assert "checkpointrun.kresume.dev/train-0" in short

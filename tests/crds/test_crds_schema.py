@@ -54,9 +54,11 @@ def test_crds_names_and_scope():
 
 def test_crds_run_printer_columns():
     cols = {c["name"]: c for c in crds.run_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert [n for n, c in cols.items() if not c.get("priority")] == ["Run", "Latest Step", "Latest Age", "Restarts", "Age"]
+    assert [n for n, c in cols.items() if not c.get("priority")] == ["Run", "World", "Latest Step", "Pending Step",
+                                                                 "Latest Age", "Restarts", "Age"]
     assert cols["Latest Age"] == {**cols["Latest Age"], "type": "date", "jsonPath": ".status.latest.committedAt"}
     assert cols["Latest Step"]["type"] == "integer" and cols["Restarts"]["jsonPath"] == ".status.restarts"
+    assert cols["World"]["jsonPath"] == ".status.worldSize" and cols["Pending Step"]["jsonPath"] == ".status.pending.step"
 
 
 def _walk(node, path=""):

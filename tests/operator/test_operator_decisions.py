@@ -153,3 +153,19 @@ def test_notes_expire_and_pop_once():
     notes.add("ns", "run", [Note("C", "c")])
     t[0] = 11
     assert notes.pop("ns", "run") == []
+
+
+def test_pending_steps_summary_and_record():
+    assert decisions.pending_summary(None) is False  # the store cannot say: leave status.pending alone
+    assert decisions.pending_summary([]) is None
+    assert decisions.pending_summary([30, 20]) == {"step": 30, "count": 2}
+    status = {"latest": {"url": "u", "checkpoint": "c"}, "pending": {"step": 30, "count": 1}}
+    assert decisions.record_latest(status, status["latest"], None, pending=False) is None
+    assert "pending" not in decisions.record_latest(status, status["latest"], None, pending=None)
+    assert decisions.record_latest(status, status["latest"], None, pending={"step": 40, "count": 2})["pending"] == \
+        {"step": 40, "count": 2}
+
+
+def test_world_size_is_recorded_once():
+    assert decisions.record_world_size({}, 2) == {"worldSize": 2}
+    assert decisions.record_world_size({"worldSize": 2}, 2) is None

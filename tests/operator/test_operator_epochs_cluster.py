@@ -111,4 +111,5 @@ def test_ranks_share_checkpoint_and_epoch_and_a_replacement_starts_one_the_other
     epoch = run["status"]["epoch"]
     assert epoch["token"] == second and epoch["ranks"] == [0, 1] and epoch["worldSize"] == 2
     assert epoch["url"] == b
+    assert run["status"]["worldSize"] == 2  # `kubectl get ckptrun`: WORLD 2
     assert [s for _, s in op.admissions(ns, "ranks")][-2:] == ["store", "epoch"]

@@ -114,7 +114,10 @@ def run_crd() -> dict[str, Any]:
         status=schemas.run_status(),
         columns=[
             _col("Run", ".spec.run", "string", "Run name."),
-            _col("Latest Step", ".status.latest.step", "integer", "Step of the newest committed checkpoint."),
+            _col("World", ".status.worldSize", "integer", "Pods (ranks) of the run."),
+            _col("Latest Step", ".status.latest.step", "integer", "Newest whole step: the newest committed checkpoint."),
+            _col("Pending Step", ".status.pending.step", "integer",
+                 "Newest step some rank has not finished (multi-rank; empty when none waits)."),
             _col("Latest Age", ".status.latest.committedAt", "date", "Age of the newest committed checkpoint."),
             _col("Restarts", ".status.restarts", "integer", "Pods ended by disruption (preemption, eviction) and replaced."),
             _col("URL", ".spec.url", "string", "The run's store URL.", priority=1),

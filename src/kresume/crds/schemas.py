@@ -218,6 +218,15 @@ def run_status() -> Schema:
                 },
             ),
             "checkpoints": _int("Committed checkpoints in the store.", minimum=0),
+            "worldSize": _int("Pods (ranks) of the run: 1 for a single-rank run.", minimum=1),
+            "pending": _obj(
+                "Multi-rank steps some rank has written its part of but that are not whole yet (a stuck rank "
+                "shows here).",
+                {
+                    "step": _int("The newest such step."),
+                    "count": _int("How many steps wait for ranks.", minimum=0),
+                },
+            ),
             "restarts": _int("Pods of this run that ended by disruption (preemption, eviction, node loss, deletion "
                              "of a live pod) and were replaced; a pod that failed by itself (start failure, crash) "
                              "is not counted.", minimum=0),

@@ -198,8 +198,13 @@ def record_disruption(status: dict[str, Any] | None, pod_name: str, reason: str,
     return status
 
 
-def record_latest(status: dict[str, Any] | None, latest: dict[str, Any] | None, count: int | None) -> dict[str, Any] | None:
-    """The next status with ``latest`` (and ``checkpoints`` when known), or ``None`` if unchanged."""
+def record_latest(status: dict[str, Any] | None, latest: dict[str, Any] | None, count: int | None, *,
+                  pending: dict[str, Any] | None | bool = False) -> dict[str, Any] | None:
+    """The next status with ``latest`` (and ``checkpoints`` when known), or ``None`` if unchanged.
+
+    ``pending`` (:func:`pending_summary`): ``status.pending`` — a dict sets it, None removes it, False (the
+    store cannot say) leaves it as it is.
+    """
     status = copy.deepcopy(status or {})
     changed = False
     if latest is not None and status.get("latest") != latest:
@@ -208,7 +213,30 @@ def record_latest(status: dict[str, Any] | None, latest: dict[str, Any] | None, 
     if count is not None and status.get("checkpoints") != count:
         status["checkpoints"] = count
         changed = True
+    if pending is not False and status.get("pending") != pending:
+        if pending is None:
+            status.pop("pending", None)
+        else:
+            status["pending"] = pending
+        changed = True
     return status if changed else None
+
+
+def pending_summary(steps: list[int] | None) -> dict[str, Any] | None | bool:
+    """``status.pending`` from the steps waiting for ranks (newest first): ``{"step": newest, "count": n}``;
+    None when none waits; False when the store cannot say (``steps`` None)."""
+    if steps is None:
+        return False
+    return {"step": steps[0], "count": len(steps)} if steps else None
+
+
+def record_world_size(status: dict[str, Any] | None, world_size: int) -> dict[str, Any] | None:
+    """The next status with ``worldSize`` (pods of the run), or ``None`` when unchanged."""
+    status = copy.deepcopy(status or {})
+    if status.get("worldSize") == world_size:
+        return None
+    status["worldSize"] = world_size
+    return status
 
 
 def last_activity(run_obj: dict[str, Any]) -> str:

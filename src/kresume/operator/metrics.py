@@ -10,12 +10,13 @@ name                                       type       labels / meaning
 ``kresume_crashloop_failures_total``       counter    failed attempts counted toward a crash-loop fallback
 ``kresume_fallbacks_total``                counter    checkpoints the operator marked bad after a crash loop
 ``kresume_uninjected_pods_total``          counter    opted-in pods the webhook never saw (kresume is off for them)
+``kresume_steps_waiting_for_ranks``        gauge      steps of live multi-rank runs some rank has not finished
 =========================================  =========  =================================================
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 ADMISSION_SECONDS = Histogram(
     "kresume_admission_seconds",
@@ -29,6 +30,8 @@ CRASHLOOP_FAILURES = Counter("kresume_crashloop_failures_total",
 FALLBACKS = Counter("kresume_fallbacks_total", "Checkpoints marked bad by the operator after a crash loop.")
 UNINJECTED_PODS = Counter("kresume_uninjected_pods_total",
                           "Opted-in pods created without kresume's webhook (operator down, webhook timed out).")
+STEPS_WAITING = Gauge("kresume_steps_waiting_for_ranks",
+                      "Steps of live multi-rank runs with a part from some rank but not every rank (not committed).")
 REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
 
 

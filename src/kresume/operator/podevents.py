@@ -56,6 +56,17 @@ class Seen:
         return True
 
 
+def sidecar_world_size(pod: dict[str, Any]) -> int:
+    """The world size injected into the pod's sidecar (``KRESUME_WORLD_SIZE``), 1 for a single-rank run."""
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if c.get("name") == contract.SIDECAR_CONTAINER_NAME:
+            for e in c.get("env") or []:
+                if e.get("name") == contract.ENV_WORLD_SIZE and str(e.get("value") or "").isdigit():
+                    return max(1, int(e["value"]))
+    return 1
+
+
 def has_sidecar(pod: dict[str, Any]) -> bool:
     """True when kresume's sidecar is among the pod's containers (init or regular)."""
     spec = pod.get("spec") or {}
@@ -112,8 +123,14 @@ async def record(pod: dict[str, Any], event_type: str | None, state: admission.S
             spec = decisions.run_spec(run=run.run, policy=pname, url=url, source=run.source, group=run.group,
                                       rank=None)
             entry = decisions.admission_entry(pod, meta.get("creationTimestamp") or decisions.now_iso())
-            await api.update_run_status(ns, run.run, lambda s: decisions.record_admission(s, entry, limit=limit),
-                                        spec=spec)
+            world = sidecar_world_size(pod)
+
+            def change(status: dict[str, Any] | None) -> dict[str, Any] | None:
+                admitted = decisions.record_admission(status, entry, limit=limit)
+                sized = decisions.record_world_size(admitted if admitted is not None else status, world)
+                return sized if sized is not None else admitted
+
+            await api.update_run_status(ns, run.run, change, spec=spec)
     reason = decisions.disruption(pod)
     if reason and name:
         when = decisions.now_iso()

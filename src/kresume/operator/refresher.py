@@ -82,10 +82,41 @@ async def refresh_run(state: admission.State, key: tuple[str, str], url: str, po
                 latest["step"] = entry.resume.step
             if entry.committed_at:
                 latest["committedAt"] = rfc3339(entry.committed_at)
-        await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(s, latest, entry.checkpoints))
+        waiting = await pending_steps(state, url, options)
+        WAITING[url] = len(waiting or [])
+        metrics.STEPS_WAITING.set(sum(WAITING.values()))
+        await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(
+            s, latest, entry.checkpoints, pending=decisions.pending_summary(waiting)))
     except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
         metrics.REFRESH_ERRORS.inc()
         logger.warning("refreshing run %s/%s failed: %s", key[0], key[1], exc)
+
+
+#: Steps waiting for ranks, per run URL (the sum is ``kresume_steps_waiting_for_ranks``).
+WAITING: dict[str, int] = {}
+
+
+async def pending_steps(state: admission.State, url: str, options: dict[str, Any]) -> list[int] | None:
+    """Steps of multi-rank checkpoints some rank has written its part of but that are not committed yet, newest
+    first — the hook for the store's ``RunStore.pending()`` (docs/store-protocol.md, parts). None while the store
+    has no such method (single-rank stores, or before the multi-rank commit lands): nothing is reported then.
+
+    Accepts what ``pending()`` yields: step numbers, objects with a ``step`` attribute, or dicts with ``"step"``;
+    items without a step are left out.
+    """
+    def read(store: Any) -> list[int] | None:
+        pending = getattr(store, "pending", None)
+        if pending is None:
+            return None
+        steps = []
+        for item in pending():
+            step = item if isinstance(item, int) else getattr(item, "step", None) if not isinstance(item, dict) \
+                else item.get("step")
+            if isinstance(step, int) and step >= 0:
+                steps.append(step)
+        return sorted(steps, reverse=True)
+
+    return await state.resolver.call(url, options, read)  # type: ignore[no-any-return]
 
 
 def observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity,

@@ -35,6 +35,20 @@ def _runner(family: str) -> Callable[..., Tally]:
     return run_k8s_fault
 
 
+def _shrink(workdir: Path) -> None:
+    """Delete the session's checkpoint files (keep logs): a long campaign writes gigabytes."""
+    if not workdir.exists():
+        return
+    for path in sorted(workdir.rglob("*"), reverse=True):
+        try:
+            if path.is_symlink() or (path.is_file() and path.suffix not in (".log", ".out")):
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError:
+            pass
+
+
 def run(world: World, total: int, seed: int, *, kinds: list[str] | None = None, profile: str = "full",
         log: Callable[[str], None] = print) -> list[Tally]:
     """Run the campaign; a session that crashes the harness itself is recorded as a note (and its kind's
@@ -58,6 +72,8 @@ def run(world: World, total: int, seed: int, *, kinds: list[str] | None = None, 
             result.recovery["harness error"] += 1
             result.notes.append(f"session {i} crashed the harness: {exc!r}\n{traceback.format_exc(limit=6)}")
         tallies[kind].add(result)
+        world.forget_runs()
+        _shrink(workdir)
         log(f"[{i}/{len(plan)}] {kind}: {n} planned, {result.injected} injected, {len(result.violations)} "
             f"violations, {time.monotonic() - t0:.0f} s")
     return [tallies[k] for k in KINDS if k in tallies]

@@ -28,6 +28,7 @@ VIOLATIONS = {
     "outside_read": "bytes of a file outside the watched folder reached the store",
     "pod_blocked": "a pod create failed or took longer than the webhook timeout allows",
     "bad_injected": "a pod was given a checkpoint that is bad-marked, uncommitted or incomplete",
+    "stale_injected": "a pod was given an older checkpoint than the newest valid one committed before it, or none",
     "deadline_missed": "the sidecar outlived its SIGTERM deadline",
     "silent_outage": "an opted-in pod kresume never saw got no Warning saying kresume is off for it",
 }

@@ -80,8 +80,10 @@ def sessions(kind: str, count: int) -> list[int]:
 @dataclass
 class Tally:
     """What the sessions of one kind measured. ``committed``: manifests read back from the store;
-    ``abandoned``: checkpoints the sidecar said it gave up (its summary line); ``retried``: retries its log
-    shows (whole-commit and per-request); ``recovery``: how each session ended."""
+    ``abandoned``: checkpoints the sidecar said it gave up (its summary line); ``retried``: retries kresume's
+    own log shows (whole-commit retries and kresume.store's per-request retries; s3fs's and botocore's own
+    retries underneath are not logged); ``requests_hit``: requests the proxy faulted (each one was retried by
+    some layer, or failed its commit); ``recovery``: how each session ended."""
 
     kind: str
     injected: int = 0
@@ -89,6 +91,7 @@ class Tally:
     committed: int = 0
     abandoned: int = 0
     retried: int = 0
+    requests_hit: int = 0
     violations: list[Violation] = field(default_factory=list)
     recovery: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
@@ -100,6 +103,7 @@ class Tally:
         self.committed += other.committed
         self.abandoned += other.abandoned
         self.retried += other.retried
+        self.requests_hit += other.requests_hit
         self.violations += other.violations
         self.recovery.update(other.recovery)
         self.notes += other.notes
@@ -108,18 +112,18 @@ class Tally:
 
 def render(tallies: list[Tally]) -> str:
     """The campaign table (Markdown), a totals row, then every violation and note."""
-    head = ("| fault kind | injected | sessions | committed | abandoned | retried | violations | recovery |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---|")
+    head = ("| fault kind | injected | sessions | committed | abandoned | retried | requests hit | violations | "
+            "recovery |\n|---|---:|---:|---:|---:|---:|---:|---:|---|")
     rows = []
     for t in tallies:
         rec = ", ".join(f"{k} {v}" for k, v in sorted(t.recovery.items())) or "-"
         rows.append(f"| {t.kind} | {t.injected} | {t.sessions} | {t.committed} | {t.abandoned} | {t.retried} | "
-                    f"{len(t.violations)} | {rec} |")
+                    f"{t.requests_hit or '-'} | {len(t.violations)} | {rec} |")
     total = Tally("**total**")
     for t in tallies:
         total.add(t)
     rows.append(f"| **total** | **{total.injected}** | {total.sessions} | {total.committed} | {total.abandoned} | "
-                f"{total.retried} | **{len(total.violations)}** | |")
+                f"{total.retried} | {total.requests_hit} | **{len(total.violations)}** | |")
     lines = [head, *rows]
     by_kind = Counter(v.kind for v in total.violations)
     if by_kind:

@@ -26,7 +26,6 @@ import torch
 from _fixtures.common import file_crc32c
 
 MARKER = ".kresume-complete"
-warnings.filterwarnings("ignore", message="torch.distributed is disabled")
 
 
 @dataclass
@@ -103,8 +102,10 @@ class Trainer:
             elif kind == "dcp":
                 import torch.distributed.checkpoint as dcp
 
-                dcp.save({"w": torch.randn(numel // 2), "b": torch.randn(numel // 2), "step": torch.tensor(step)},
-                         checkpoint_id=str(path))
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+                    dcp.save({"w": torch.randn(numel // 2), "b": torch.randn(numel // 2),
+                              "step": torch.tensor(step)}, checkpoint_id=str(path))
             else:
                 path.mkdir()
                 torch.save({"w": torch.randn(numel)}, path / "weights.pt")

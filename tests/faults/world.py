@@ -52,6 +52,7 @@ class World:
         self._plane = control_plane
         self._own_plane: Any = None
         self._crds = False
+        self._prefixes: list[str] = []
 
     # ------------------------------------------------------------------ store
     @property
@@ -73,9 +74,24 @@ class World:
             self._proxy = FaultProxy(self.moto.endpoint).start()
         return self._proxy
 
+    def prefix(self, tag: str) -> str:
+        """A fresh ``s3://kresume-faults/<tag>-<random>`` base, removed by :meth:`forget_runs`."""
+        url = self.moto.url(BUCKET, f"{tag}-{uuid.uuid4().hex[:8]}")
+        self._prefixes.append(url)
+        return url
+
+    def forget_runs(self) -> None:
+        """Delete every prefix handed out so far (moto keeps objects in memory: a long campaign would fill it)."""
+        fs = self.moto.filesystem()
+        for url in self._prefixes:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(url.split("://", 1)[1], recursive=True)
+        self._prefixes.clear()
+        fs.invalidate_cache()
+
     def fresh_run(self, tag: str) -> Run:
         """A run URL no other session uses (``s3://kresume-faults/<tag>-<random>/ns/run/``)."""
-        url = self.moto.url(BUCKET, f"{tag}-{uuid.uuid4().hex[:8]}/ns/run") + "/"
+        url = self.prefix(tag) + "/ns/run/"
         direct = dict(self.moto.storage_options)
         return Run(url, self.proxy.storage_options(direct), direct, RunStore.open(url, direct))
 

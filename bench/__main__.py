@@ -6,6 +6,8 @@
     python -m bench --write bench/RESULTS.md
 
 Rows (``--only``): ``transfer`` (upload + restore of the file and the folder, and ``cp``),
+``clients`` (native obstore client vs the fsspec backends: commit, restore, one-shot ``latest`` and
+the in-process lookup on SeaweedFS, Azurite and fake-gcs-server; ``--client-servers``),
 ``durable`` (sidecar time to durable minus pure upload), ``memory`` (peak RSS), ``training``
 (steps/s with and without a sidecar), ``webhook`` (operator's bench/webhook_latency.py when present).
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from bench import inputs, machine, peers, report, servers, transfer_rows
 
-ROWS = ("transfer", "durable", "memory", "training", "webhook")
+ROWS = ("transfer", "clients", "durable", "memory", "training", "webhook")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -29,6 +31,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny inputs and 1 round (smoke run; numbers meaningless)")
     p.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows out of {', '.join(ROWS)}")
     p.add_argument("--servers", default="seaweedfs,rclone", help="comma-separated: seaweedfs, rclone")
+    p.add_argument("--client-servers", default="seaweedfs,azurite,fake-gcs",
+                   help="servers of the clients row: seaweedfs, azurite, fake-gcs")
+    p.add_argument("--client-file-mb", type=int, default=None,
+                   help="file size of the clients row, MB (default 1000; 8 with --quick)")
     p.add_argument("--tools", default=",".join((*peers.PEERS, "cp")), help="transfer tools to compare")
     p.add_argument("--inputs", default="file,folder", help="transfer inputs: file (one big file), folder (shards)")
     p.add_argument("--direction", default=",".join(transfer_rows.DIRECTIONS),
@@ -81,6 +87,14 @@ def main(argv: list[str] | None = None) -> str:
                                                   args.tools, args.repeats, work, log, args.direction)
             ckpt.unlink()
             shutil.rmtree(shard_dir)
+        if "clients" in args.only:
+            from bench import client_rows
+
+            mb = args.client_file_mb or (8 if args.quick else 1000)
+            src = inputs.torch_checkpoint(data / "client.ckpt", mb * inputs.MB)
+            metrics += client_rows.measure([s.strip() for s in args.client_servers.split(",") if s.strip()],
+                                           src, args.repeats, work, log)
+            src.unlink()
         first = targets[args.servers[0]] if args.servers else None
         if first is not None and {"durable", "memory"} & set(args.only):
             from bench import sidecar_rows

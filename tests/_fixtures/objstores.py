@@ -28,8 +28,12 @@ import pytest
 
 from kresume.devtools import objstores  # first: sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT before gcsfs loads
 
-BACKENDS = ["file", "memory", "s3-seaweedfs", "s3-moto", "gcs", "azure"]
-"""All store backends; the remote ones are keys of ``objstores.SERVERS``."""
+BACKENDS = ["file", "memory", "s3-seaweedfs", "s3-moto", "gcs", "azure", "s3-fsspec"]
+"""The default store backends; the remote ones are keys of ``objstores.SERVERS`` or of :data:`FSSPEC_CLIENT`."""
+FSSPEC_CLIENT = {"s3-fsspec": "s3-seaweedfs", "azure-fsspec": "azure"}
+"""Backends that reach a server through the fsspec backend (s3fs, adlfs) instead of kresume's native
+client (storage option ``kresume_client: fsspec``); ``azure-fsspec`` only when named in
+``KRESUME_TEST_BACKENDS`` (the generic fsspec path is also covered by ``gcs``)."""
 SESSION_BUCKET = "kresume-test"
 """Bucket/container created once per server; every ``store_base`` is a unique prefix in it."""
 ENV_BACKENDS = "KRESUME_TEST_BACKENDS"
@@ -44,9 +48,9 @@ def selected_backends(value: str | None = None) -> list[str]:
     names = [n.strip() for n in raw.split(",") if n.strip()]
     if not names:
         return list(BACKENDS)
-    unknown = [n for n in names if n not in BACKENDS]
+    unknown = [n for n in names if n not in BACKENDS and n not in FSSPEC_CLIENT]
     if unknown:
-        raise ValueError(f"{ENV_BACKENDS}: unknown backend(s) {unknown}; choose from {BACKENDS}")
+        raise ValueError(f"{ENV_BACKENDS}: unknown backend(s) {unknown}; choose from {BACKENDS + ['azure-fsspec']}")
     return names
 
 
@@ -74,7 +78,7 @@ class StoreBase:
         """``fsspec.url_to_fs(self.url, **self.options)``: (filesystem, path of the base)."""
         import fsspec
 
-        return fsspec.url_to_fs(self.url, **self.options)
+        return fsspec.url_to_fs(self.url, **{k: v for k, v in self.options.items() if k != "kresume_client"})
 
 
 class ServerPool:
@@ -153,6 +157,10 @@ def make_store_base(backend: str, pool: ServerPool, tmp_path: Path) -> StoreBase
         return StoreBase(backend, root.as_uri())
     if backend == "memory":
         return StoreBase(backend, f"memory://kresume/{unique}")
+    if backend in FSSPEC_CLIENT:
+        server = pool.get(FSSPEC_CLIENT[backend])
+        return StoreBase(backend, server.url(SESSION_BUCKET, unique), {**server.storage_options, "kresume_client": "fsspec"},
+                         {**server.env, "KRESUME_STORE_CLIENT": "fsspec"}, server)
     server = pool.get(backend)
     return StoreBase(backend, server.url(SESSION_BUCKET, unique), server.storage_options, server.env, server)
 

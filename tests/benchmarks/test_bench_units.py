@@ -1,4 +1,4 @@
-"""Pure parts of the bench and of the S3 upload path it tuned: medians/ratios, part sizing, exact RSS."""
+"""Pure parts of the bench and of the upload path it tuned: medians/ratios, part sizing, exact RSS."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ def test_ratio_is_peer_time_over_ours() -> None:
     assert round(ours.mb_per_s) == round(1000 / 11)
 
 
-def test_s3_part_size_grows_past_10000_parts() -> None:
+def test_part_size_grows_past_10000_parts() -> None:
     mib = 2**20
-    assert transfer.s3_part_size(10**9, 8 * mib) == 8 * mib
+    assert transfer.part_size_for(10**9, 8 * mib) == 8 * mib
     big = 200 * 2**30
-    size = transfer.s3_part_size(big, 8 * mib)
-    assert size % mib == 0 and -(-big // size) <= transfer.S3_MAX_PARTS
-    assert transfer.s3_part_size(big, size) == size
+    size = transfer.part_size_for(big, 8 * mib)
+    assert size % mib == 0 and -(-big // size) <= transfer.MAX_PARTS
+    assert transfer.part_size_for(big, size) == size
 
 
 def test_run_reports_the_commands_own_peak_rss_not_ours() -> None:

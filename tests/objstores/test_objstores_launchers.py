@@ -139,7 +139,8 @@ def test_objstores_store_base_is_fresh_and_usable(store_base: StoreBase) -> None
 
 
 def test_objstores_selected_backends_parses_env() -> None:
-    assert selected_backends("") == ["file", "memory", "s3-seaweedfs", "s3-moto", "gcs", "azure"]
+    assert selected_backends("") == ["file", "memory", "s3-seaweedfs", "s3-moto", "gcs", "azure", "s3-fsspec"]
+    assert selected_backends("azure-fsspec") == ["azure-fsspec"]
     assert selected_backends(" gcs, file ") == ["gcs", "file"]
     with pytest.raises(ValueError, match="unknown backend.*'s4'"):
         selected_backends("s3-moto,s4")

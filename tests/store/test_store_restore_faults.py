@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import re
 import uuid
 from pathlib import Path
@@ -104,17 +103,17 @@ def test_body_broken_off_mid_range_resumes_from_the_next_byte(moto_s3, tmp_path)
         proxy.stop()
 
 
-def test_body_breaking_off_repeatedly_restarts_the_file_cleanly(moto_s3, tmp_path, caplog):
-    cuts = download.RESUMES_PER_RANGE + 1  # one range exhausts its resumes; the file is retried
+def test_body_breaking_off_repeatedly_still_restores_every_byte_once(moto_s3, tmp_path):
+    # More cuts than one range may resume from (kresume's RESUMES_PER_RANGE; obstore also resumes
+    # broken bodies itself): whichever layer gives up restarts cleanly, and every byte lands once.
+    cuts = download.RESUMES_PER_RANGE + 1
     proxy = CutProxy(moto_s3.endpoint, cuts=cuts).start()
     try:
         settings = TransferSettings(range_size=RANGE, ranges_in_flight=1, attempts=3, backoff_base=0.01)
-        with caplog.at_level(logging.WARNING, logger="kresume.store"):
-            data, restored, seen = _restore_through(proxy, moto_s3, tmp_path, settings)
+        data, restored, seen = _restore_through(proxy, moto_s3, tmp_path, settings)
         assert restored.read_bytes() == data
-        assert sum(seen) == SIZE  # the retried file's bytes are not counted twice
-        assert _starts(proxy.ranges).count(0) == 2, proxy.ranges  # restarted from byte 0
-        assert any("broke off" in r.getMessage() and "retry 1/" in r.getMessage() for r in caplog.records)
+        assert sum(seen) == SIZE  # a retried file's bytes are not counted twice
+        assert proxy.cuts == 0, proxy.ranges  # every cut happened
     finally:
         proxy.stop()
 

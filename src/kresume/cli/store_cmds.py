@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         manifest = store.resolve_checkpoint(checkpoint)
         try:
             with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
-                path = store.restore(dest, manifest.id, progress=advance)
+                path = store.restore(dest, manifest, progress=advance)
         except errors.CorruptCheckpoint as exc:
             if exc.fix:
                 raise

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kresume.store import download, errors, layout, reading, transfer
+from kresume.store import download, errors, layout, native, reading
 from kresume.store.manifest import FileEntry, Manifest
 from kresume.store.transfer import Progress
 
@@ -22,13 +22,13 @@ if TYPE_CHECKING:
     from kresume.store.runstore import RunStore
 
 
-def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | None = None, *,
+def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Manifest | None = None, *,
             progress: Progress = None, on_start: Callable[[Manifest], None] | None = None) -> Path:
     """Download a committed checkpoint into folder ``dest``; return the local path of the
     checkpoint (``dest/<name>``).
 
     Files are downloaded into ``dest/.kresume-restore-<id>/`` (:func:`kresume.store.download.download_file`:
-    on S3 concurrent ranges of all files share ``TransferSettings.ranges_in_flight``), each
+    on the native path (s3://, az://) concurrent ranges of all files share ``TransferSettings.ranges_in_flight``), each
     checked against its size and the CRC-32C computed as its bytes arrived, and only then
     renamed to ``dest/<name>``, replacing an older copy; a half restore never looks complete.
     A file whose download fails transiently is restarted from scratch (``TransferSettings.attempts``).
@@ -36,7 +36,8 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Non
     retries included). Raises ``CorruptCheckpoint`` on a mismatch, naming the object's URL
     (the temporary folder is removed).
     """
-    manifest = reading.resolve_checkpoint(store, checkpoint)
+    # A manifest the caller already resolved is used as it is (no second lookup; manifests are immutable).
+    manifest = checkpoint if isinstance(checkpoint, Manifest) else reading.resolve_checkpoint(store, checkpoint)
     if on_start:
         on_start(manifest)
     dest_dir = Path(dest)
@@ -78,11 +79,11 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Non
             if crc != f.crc32c:
                 raise errors.CorruptCheckpoint(store.key_url(key), f"crc32c {crc} ≠ manifest {f.crc32c}")
 
-        # On S3 the files' ranges share the process-wide ``ranges_in_flight`` slots. Twice as many
+        # On the native path the files' ranges share the process-wide ``ranges_in_flight`` slots. Twice as many
         # files are started, so a shard's request is already queued when another finishes (measured,
         # 64 x 16 MB: all slots busy 93 % of the time instead of 75 %); waiting files hold no buffers.
         width = max(store.settings.max_workers,
-                    2 * store.settings.ranges_in_flight if transfer.is_s3_async(store.fs) else 0)
+                    2 * store.settings.ranges_in_flight if native.is_native(store.fs) else 0)
         with ThreadPoolExecutor(max(1, min(width, len(manifest.files))), thread_name_prefix="kresume-restore") as pool:
             futures = [pool.submit(fetch, f) for f in manifest.files]
             try:

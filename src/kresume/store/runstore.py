@@ -214,7 +214,7 @@ class RunStore:
         return verify.check(self, checkpoint_id, checksums=checksums, allow_empty=allow_empty)
 
     # ---------------------------------------------------------------- restore
-    def restore(self, dest: str | os.PathLike[str], checkpoint: str | None = None, *,
+    def restore(self, dest: str | os.PathLike[str], checkpoint: str | Manifest | None = None, *,
                 progress: Progress = None, on_start: Callable[[Manifest], None] | None = None) -> Path:
         """Download a committed checkpoint into folder ``dest``; the local path of the checkpoint
         (``dest/<name>``) (:func:`kresume.store.restore.restore`)."""

@@ -1,9 +1,12 @@
 """Opening a run's filesystem, backend defaults that keep memory bounded, and retries.
 
-This is the only module that calls :func:`fsspec.url_to_fs`. Storage options come, in order of
-precedence, from the caller, then fsspec's own config (``FSSPEC_<PROTOCOL>_<KEY>`` environment
-variables and ``~/.config/fsspec/*.json``; fsspec applies those in its filesystem metaclass),
-then :data:`BACKEND_DEFAULTS`.
+This is the only module that calls :func:`fsspec.url_to_fs`. s3:// and az:// runs open kresume's
+native client first (:mod:`kresume.store.native`, an fsspec filesystem over obstore) unless the
+storage option ``kresume_client`` or ``KRESUME_STORE_CLIENT`` says ``fsspec`` or an option has no
+exact native equivalent. Storage options come, in order of precedence, from the caller, then
+fsspec's own config (``FSSPEC_<PROTOCOL>_<KEY>`` environment variables and
+``~/.config/fsspec/*.json``; fsspec applies those in its filesystem metaclass, the native client
+reads the same ``fsspec.config.conf``), then :data:`BACKEND_DEFAULTS` (fsspec backends only).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import fsspec  # noqa: E402
 
+from kresume.store import native  # noqa: E402
+
 T = TypeVar("T")
 logger = logging.getLogger("kresume.store")
 
@@ -36,7 +41,7 @@ logger = logging.getLogger("kresume.store")
 #: s3fs's ``get_file`` with its default ``max_concurrency=10`` downloads 10 ranges of 50 MiB at once:
 #: measured on SeaweedFS (400 MB, bench/RESULTS.md) 52-83 MB/s at 711-751 MiB peak RSS, against
 #: 70-121 MB/s at 80 MiB with one stream (``max_concurrency=1``). kresume's own uploads and restores
-#: do not use it (they stream ranges themselves); it bounds anything else calling get_file/put_file.
+#: do not use it; it bounds anything else calling get_file/put_file.
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
     "s3": {"max_concurrency": 1},
     "s3a": {"max_concurrency": 1},
@@ -54,33 +59,33 @@ class TransferSettings:
     """
 
     part_size: int = 8 * 2**20
-    """Block size of remote writes and local reads (S3 multipart part size, raised for objects over
-    10,000 parts; gcsfs chunk size, a multiple of 256 KiB), and of sequential reads when restoring
-    from backends other than S3. Peak memory per file in flight is about two parts. 8 MiB with 2 parts in flight measured fastest and leanest on the local S3 servers
-    (bench/RESULTS.md)."""
+    """Bytes per part of a multipart upload (raised for objects over 10,000 parts), per block of
+    remote writes on fsspec backends (gcsfs: a multiple of 256 KiB), and per sequential read when
+    restoring through an fsspec backend. It is also the unit of :attr:`parts_in_flight`."""
 
     max_workers: int = 4
-    """Files transferred in parallel within one checkpoint (S3 restores start
-    ``max(max_workers, 2 * ranges_in_flight)`` files; their ranges share ``ranges_in_flight``)."""
+    """Files transferred in parallel within one checkpoint (native restores start
+    ``max(max_workers, 2 * ranges_in_flight)`` files; their ranges share ``ranges_in_flight``).
+    Upload workers only start reading once the :attr:`parts_in_flight` budget grants their buffers."""
 
     parts_in_flight: int = 2
-    """S3 multipart parts uploading at once, across all files of the process (see
-    :mod:`kresume.store.transfer`). Peak buffer memory ≈ ``(parts_in_flight + max_workers) * part_size``."""
+    """Upload buffers of ``part_size`` bytes held at once across the whole process
+    (:mod:`kresume.store.inflight`), counting the part being read: the bound on upload memory,
+    ``parts_in_flight * part_size`` bytes, for one big file, many big files and many small files
+    alike. A native multipart upload granted ``g`` buffers keeps ``g - 1`` parts in flight; a file
+    of at most two parts (one PUT) holds that many; an fsspec-backend upload holds two."""
 
     range_size: int = 32 * 2**20
-    """Bytes per ranged GET when restoring from S3 (an object's last range is shorter). Bodies are
-    streamed, so this does not bound memory; larger ranges mean fewer requests, and botocore spends
-    a few ms of CPU per request. Measured in-process on SeaweedFS, 1 GB file, 2 shared cores
-    (bench/RESULTS.md): 16-64 MiB x 2-8 in flight all restore in 1.7-2.1 s (median; within the
-    machine's noise; 32 x 4 was best in the closest-run set, 1.52 s), 8 MiB ranges in 3.2-3.4 s
-    with +0.5 s of server CPU. Other backends read sequentially in ``part_size`` pieces
-    (:mod:`kresume.store.download`)."""
+    """Bytes per ranged GET of native restores (an object's last range is shorter). Bodies are
+    streamed, so this does not bound memory; larger ranges mean fewer requests. Measured
+    in-process on SeaweedFS, 1 GB file, 2 shared cores (bench/RESULTS.md): 16-64 MiB ranges
+    within the machine's noise of each other, 8 MiB clearly slower. fsspec backends read
+    sequentially in ``part_size`` pieces (:mod:`kresume.store.download`)."""
 
     ranges_in_flight: int = 4
-    """Ranged GETs of S3 restores running at once, across all files of the process (one semaphore
-    per distinct value). Peak buffer memory ≈ ``ranges_in_flight * 3.25 MiB``
-    (:mod:`kresume.store.download`); 2 and 8 measured no faster than 4 (each step of 2x adds
-    ~0.1 s of client CPU per GB and 1-2 MiB of peak RSS)."""
+    """Ranged GETs of native restores running at once, across all files of the process (one
+    pool of this many threads per distinct value). Memory: about one 1 MiB piece per range plus
+    the HTTP client's buffers."""
 
     attempts: int = 8
     """Tries per request group for transient errors (throttling, 5xx, timeouts), first included.
@@ -179,8 +184,15 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
         Other construction failures (``NoCredentials`` for Azure without an account).
     """
     protocol = check_url(url)
+    try:
+        opened = native.open_native(url, storage_options or {})
+    except ValueError as exc:  # an unknown client name
+        raise errors.BadOption(url, str(exc), fix=f"set {native.OPTION} (storage option) or {native.ENV} to "
+                                                  "native or fsspec") from exc
+    if opened is not None:
+        return opened
     opts = dict(BACKEND_DEFAULTS.get(protocol, {}))
-    opts.update(storage_options or {})
+    opts.update({k: v for k, v in (storage_options or {}).items() if k != native.OPTION})
     try:
         fs, path = fsspec.url_to_fs(url, **opts)
     except ImportError as exc:

@@ -1,0 +1,336 @@
+"""The native client for s3:// and az:// runs: an fsspec filesystem over obstore (Rust ``object_store``).
+
+Why: measured side by side with s3fs/aiobotocore in one run (bench/RESULTS.md "Client cost"),
+obstore starts in a fraction of the time (no aiobotocore import, no botocore session), signs
+without hashing payloads over plain http, and moves each GB for a fraction of the CPU. fsspec
+stays the interface: :class:`NativeFileSystem` is an ``AbstractFileSystem`` with the primitives
+kresume's store uses (``ls``, ``find``, ``info``, ``cat_file``, ``pipe_file``, ``rm``, ``open``),
+and :mod:`kresume.store.transfer` / :mod:`kresume.store.download` use its obstore store directly
+for the data path. Every other URL, and any configuration :mod:`kresume.store.native_options`
+cannot translate exactly, opens the fsspec backend as before.
+
+Selection (:func:`choose_client`): storage option ``kresume_client`` (``native`` | ``fsspec``),
+else environment ``KRESUME_STORE_CLIENT``, else ``native`` where it applies.
+
+Errors leave this module as fsspec backends raise them (builtin ``OSError`` subclasses, so
+:mod:`kresume.store.errors` maps them): missing object or bucket → ``FileNotFoundError``; 401/403
+→ ``PermissionError``; connection failures and timeouts → ``ConnectionError``; anything else as
+obstore raised it (its message carries the HTTP status and the store's error code).
+gs:// is not served natively: fake-gcs-server (the GCS server here) rejects object_store's XML-API
+uploads ("invalid uploadType"), so that path could not be tested against a real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+from fsspec.spec import AbstractFileSystem
+
+from kresume.store import native_options
+from kresume.store.native_options import NativeConfig, Untranslatable
+
+logger = logging.getLogger("kresume.store")
+
+OPTION = "kresume_client"
+"""Storage option selecting the client of a run: ``native`` (default where it applies) or ``fsspec``."""
+ENV = "KRESUME_STORE_CLIENT"
+"""Environment variable with the same meaning; the storage option wins."""
+CLIENTS = ("native", "fsspec")
+
+#: obstore's own request retries (connection errors, 5xx, timeouts of safe requests), kept short:
+#: kresume's :func:`kresume.store.storage.retrying` retries whole operations with full jitter.
+RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=60),
+         "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}}
+#: Request timeouts unless storage options set them: obstore's default 30 s per request would cut a
+#: 32 MiB ranged GET below ~1 MB/s; connections still fail fast.
+CLIENT_DEFAULTS = {"timeout": "300s", "connect_timeout": "10s"}
+
+
+def choose_client(options: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> str:
+    """``native`` or ``fsspec`` (see module doc). Raises ``ValueError`` naming the setting for any other value."""
+    value = str(options.get(OPTION) or env.get(ENV) or "native").strip().lower()
+    if value not in CLIENTS:
+        where = f"storage option {OPTION}" if options.get(OPTION) else f"{ENV}"
+        raise ValueError(f"{where}={value!r}: use one of {', '.join(CLIENTS)}")
+    return value
+
+
+def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> tuple[Any, str] | None:
+    """``(NativeFileSystem, root path)`` for ``url``, or ``None`` when the native path does not apply
+    (other protocol, ``fsspec`` selected, or an option without an exact equivalent: logged at INFO once
+    per key). Makes no request."""
+    if choose_client(options, env) != "native" or "://" not in url:
+        return None
+    import fsspec.config
+
+    # fsspec's own configuration (FSSPEC_<PROTOCOL>_<KEY>, ~/.config/fsspec/*.json) applies as it
+    # would to the fsspec backend; the caller's options win.
+    protocol = url.split("://", 1)[0]
+    opts = {**fsspec.config.conf.get(protocol, {}), **{k: v for k, v in options.items() if k != OPTION}}
+    try:
+        cfg = native_options.translate(url, opts, env)
+    except Untranslatable as exc:
+        if exc.key not in _LOGGED:
+            _LOGGED.add(exc.key)
+            logger.info("%s: using the fsspec backend (%s)", url.split("://", 1)[0], exc)
+        return None
+    _, _, path = native_options.split_url(url)
+    fs = NativeFileSystem(protocol, cfg, _build_store(cfg))
+    return fs, f"{cfg.bucket}/{path}".rstrip("/")
+
+
+_LOGGED: set[str] = set()
+
+
+def _build_store(cfg: NativeConfig) -> Any:
+    from obstore.store import AzureStore, S3Store
+
+    client = {**CLIENT_DEFAULTS, **cfg.client_options}
+    if cfg.kind == "s3":
+        provider = _BotocoreCredentials(cfg.profile) if cfg.use_botocore_chain else None
+        return S3Store(cfg.bucket, config=cfg.config, client_options=client, retry_config=RETRY,
+                       credential_provider=provider)
+    provider = None
+    if cfg.use_azure_default_credential:
+        from azure.identity import DefaultAzureCredential
+        from obstore.auth.azure import AzureCredentialProvider
+
+        provider = AzureCredentialProvider(credential=DefaultAzureCredential())
+    return AzureStore(cfg.bucket, config=cfg.config, client_options=client, retry_config=RETRY,
+                      credential_provider=provider)
+
+
+class _BotocoreCredentials:
+    """obstore credential provider resolving with botocore's chain (what s3fs uses): shared files,
+    profiles, SSO, ``credential_process``, assume-role, container and instance metadata."""
+
+    def __init__(self, profile: str | None) -> None:
+        self._profile = profile
+        self._creds: Any = None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._creds is None:
+            import botocore.session
+
+            self._creds = botocore.session.Session(profile=self._profile).get_credentials()
+            if self._creds is None:
+                raise PermissionError("NoCredentialsError: unable to locate credentials (botocore chain)")
+        frozen = self._creds.get_frozen_credentials()
+        expiry = getattr(self._creds, "_expiry_time", None)
+        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key,
+                "token": frozen.token, "expires_at": expiry}
+
+
+# ------------------------------------------------------------------------------------------ errors
+_CONNECTION_MARKERS = ("error sending request", "connection refused", "connection reset", "connect error",
+                       "timed out", "timeout", "connection closed", "broken pipe", "incomplete message",
+                       "body error", "error decoding response body", "unexpected eof")
+_MISSING_BUCKET = ("nosuchbucket", "containernotfound", "the specified container does not exist")
+
+
+def mapped(exc: BaseException) -> BaseException:
+    """The builtin exception fsspec backends would raise for an obstore error (module doc), or ``exc``."""
+    from obstore import exceptions as ox
+
+    text = str(exc).split("\n\nDebug source:", 1)[0].strip()
+    low = text.lower()
+    if any(m in low for m in _MISSING_BUCKET):
+        # The store's error code sits in the XML body, past the first line that callers show.
+        return FileNotFoundError(f"NoSuchBucket (bucket or container does not exist): {text.splitlines()[0]}")
+    if isinstance(exc, FileNotFoundError):
+        return exc
+    if isinstance(exc, (ox.PermissionDeniedError, ox.UnauthenticatedError)):
+        return PermissionError(text)
+    if isinstance(exc, ox.AlreadyExistsError):
+        return FileExistsError(text)
+    if isinstance(exc, ox.GenericError) and any(m in low for m in _CONNECTION_MARKERS) \
+            and "non-2xx" not in low:
+        return ConnectionError(text)
+    return exc
+
+
+@contextlib.contextmanager
+def errors_mapped() -> Iterator[None]:
+    """Re-raise obstore errors as :func:`mapped` says (the original chained as ``__cause__``)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - mapped or re-raised unchanged
+        out = mapped(exc)
+        if out is exc:
+            raise
+        raise out from exc
+
+
+# ------------------------------------------------------------------------------------- filesystem
+class NativeFileSystem(AbstractFileSystem):
+    """fsspec filesystem of ONE bucket/container over an obstore store (module doc).
+
+    Paths are fsspec's ``bucket/key`` (protocol optional). ``store`` is the obstore store;
+    :meth:`key` turns a path into its key. Listings are never cached (kresume's callers ask for
+    fresh ones); ``invalidate_cache`` is accepted and does nothing.
+    """
+
+    protocol = tuple(native_options.NATIVE_PROTOCOLS)
+    root_marker = ""
+    cachable = False
+
+    def __init__(self, url_protocol: str, cfg: NativeConfig, store: Any) -> None:
+        super().__init__()
+        self.protocol = (url_protocol,)  # type: ignore[assignment]
+        self.native = cfg
+        self.store = store
+        self.bucket = cfg.bucket
+
+    # --- paths -----------------------------------------------------------------------------------
+    def key(self, path: str) -> str:
+        """The object key of ``path`` (``bucket/a/b`` → ``a/b``). Raises ``ValueError`` for another bucket."""
+        stripped = self._strip_protocol(path)
+        bucket, _, key = stripped.partition("/")
+        if bucket != self.bucket:
+            raise ValueError(f"path {path!r} is outside bucket {self.bucket!r}")
+        return key.strip("/")
+
+    def _name(self, key: str) -> str:
+        return f"{self.bucket}/{key}" if key else self.bucket
+
+    def split_path(self, path: str) -> tuple[str, str, None]:
+        """``(bucket, key, None)`` like s3fs's ``split_path``."""
+        return self.bucket, self.key(path), None
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """No listing cache is kept."""
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """Object stores have no folders: nothing to make."""
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """Folders need nothing; buckets are created outside kresume."""
+
+    # --- listings --------------------------------------------------------------------------------
+    def _entry(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {"name": self._name(meta["path"]), "size": int(meta["size"]), "type": "file",
+                "e_tag": meta.get("e_tag"), "version": meta.get("version"), "last_modified": meta.get("last_modified")}
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        """Objects and "folders" directly under ``path``; ``FileNotFoundError`` when there are none."""
+        import obstore
+
+        key = self.key(path)
+        with errors_mapped():
+            result = obstore.list_with_delimiter(self.store, key or None)
+        out = [self._entry(o) for o in result["objects"]]
+        out += [{"name": self._name(p.rstrip("/")), "size": 0, "type": "directory"} for p in result["common_prefixes"]]
+        if not out:
+            raise FileNotFoundError(path)
+        return out if detail else sorted(e["name"] for e in out)
+
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
+             **kwargs: Any) -> Any:
+        """Every object under ``path`` (one flat, paginated listing), ``{name: info}`` with ``detail``."""
+        import obstore
+
+        key = self.key(path)
+        out: dict[str, dict[str, Any]] = {}
+        with errors_mapped():
+            for batch in obstore.list(self.store, key or None, chunk_size=1000):
+                for meta in batch:
+                    entry = self._entry(meta)
+                    out[entry["name"]] = entry
+        return out if detail else sorted(out)
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        """An object's ``{name, size, type, e_tag, version, last_modified}``; a prefix with objects is a
+        directory; ``FileNotFoundError`` otherwise (a missing bucket included)."""
+        import obstore
+
+        key = self.key(path)
+        if key:
+            try:
+                with errors_mapped():
+                    return self._entry(obstore.head(self.store, key))
+            except FileNotFoundError:
+                pass
+        with errors_mapped():
+            result = obstore.list_with_delimiter(self.store, key or None)
+        if result["objects"] or result["common_prefixes"] or not key:
+            return {"name": self._name(key), "size": 0, "type": "directory"}
+        raise FileNotFoundError(path)
+
+    # --- small objects ---------------------------------------------------------------------------
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        """The object's bytes (or ``[start, end)``)."""
+        import obstore
+
+        key = self.key(path)
+        with errors_mapped():
+            if start is None and end is None:
+                return obstore.get(self.store, key).bytes().to_bytes()
+            size = None if end is not None and (start or 0) >= 0 and end >= 0 else self.info(path)["size"]
+            lo = (start or 0) if (start or 0) >= 0 else size + start  # type: ignore[operator]
+            hi = end if end is not None and end >= 0 else (size if end is None else size + end)  # type: ignore[operator]
+            return obstore.get_range(self.store, key, start=lo, end=hi).to_bytes() if hi > lo else b""
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        """One PUT of ``value`` (``mode="create"``: create-only, ``FileExistsError`` when present)."""
+        import obstore
+
+        with errors_mapped():
+            obstore.put(self.store, self.key(path), value, use_multipart=False,
+                        mode="create" if mode == "create" else "overwrite")
+
+    # --- deletes ---------------------------------------------------------------------------------
+    def rm_file(self, path: str) -> None:
+        import obstore
+
+        with errors_mapped():
+            obstore.delete(self.store, self.key(path))
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        """Delete ``path`` (with ``recursive``, every object under it; batched); absent is no error."""
+        import obstore
+
+        paths = [path] if isinstance(path, str) else list(path)
+        keys: list[str] = []
+        for p in paths:
+            key = self.key(p)
+            if key:
+                keys.append(key)
+            if recursive:
+                keys += [self.key(n) for n in self.find(p)]
+        for i in range(0, len(keys), 1000):
+            batch = sorted(set(keys[i:i + 1000]))
+            try:
+                with errors_mapped():
+                    obstore.delete(self.store, batch)
+            except FileNotFoundError:  # Azure answers 404 for a missing blob; S3 does not
+                for key in batch:
+                    with contextlib.suppress(FileNotFoundError), errors_mapped():
+                        obstore.delete(self.store, key)
+
+    # --- streams ---------------------------------------------------------------------------------
+    def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
+              cache_options: Any = None, **kwargs: Any) -> Any:
+        """A file object: ``rb`` reads ``block_size`` bytes per ranged GET; ``wb`` buffers ``block_size``
+        bytes, then uploads in parts of that size (obstore's buffered reader/writer)."""
+        import obstore
+
+        size = int(block_size or 8 * 2**20)
+        with errors_mapped():
+            if mode == "rb":
+                return obstore.open_reader(self.store, self.key(path), buffer_size=size)
+            if mode == "wb":
+                return obstore.open_writer(self.store, self.key(path), buffer_size=size, max_concurrency=2)
+        raise ValueError(f"mode {mode!r} is not supported (rb, wb)")
+
+    def size(self, path: str) -> int:
+        return int(self.info(path)["size"])
+
+
+def is_native(fs: Any) -> bool:
+    """True for a :class:`NativeFileSystem`."""
+    return isinstance(fs, NativeFileSystem)

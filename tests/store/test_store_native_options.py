@@ -19,7 +19,7 @@ def test_s3fs_options_of_a_local_server_translate_exactly() -> None:
     cfg = translate("s3://bkt/base/ns/run/", SEAWEED, {})
     assert cfg.kind == "s3" and cfg.bucket == "bkt"
     assert cfg.config == {"access_key_id": "k", "secret_access_key": "s", "endpoint": "http://127.0.0.1:9000",
-                          "region": "eu-west-1"}
+                          "aws_endpoint_url_s3": "http://127.0.0.1:9000", "region": "eu-west-1"}
     assert cfg.client_options == {"allow_http": True}
     assert not cfg.use_botocore_chain
 
@@ -28,7 +28,8 @@ def test_s3_environment_is_read_as_botocore_reads_it() -> None:
     env = {"AWS_ENDPOINT_URL_S3": "https://minio.local", "AWS_ENDPOINT_URL": "https://other", "AWS_REGION": "us-west-2",
            "AWS_ACCESS_KEY_ID": "k"}
     cfg = translate("s3://bkt/p", {}, env)
-    assert cfg.config == {"endpoint": "https://minio.local", "region": "us-west-2"}
+    assert cfg.config == {"endpoint": "https://minio.local", "aws_endpoint_url_s3": "https://minio.local",
+                          "region": "us-west-2"}
     assert cfg.client_options == {}
     assert not cfg.use_botocore_chain  # obstore reads AWS_ACCESS_KEY_ID itself
 
@@ -38,6 +39,11 @@ def test_s3_without_credentials_obstore_can_find_uses_botocores_chain() -> None:
     assert cfg.use_botocore_chain and cfg.profile == "train"
     irsa = translate("s3://bkt/p", {}, {"AWS_REGION": "us-east-1", "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/t"})
     assert not irsa.use_botocore_chain
+
+
+def test_an_explicit_endpoint_wins_over_aws_endpoint_url_s3_as_in_botocore() -> None:
+    cfg = translate("s3://bkt/p", SEAWEED, {"AWS_ENDPOINT_URL_S3": "http://elsewhere"})
+    assert cfg.config["endpoint"] == cfg.config["aws_endpoint_url_s3"] == "http://127.0.0.1:9000"
 
 
 def test_sse_kms_and_addressing_style_and_timeouts_carry_over() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -148,10 +149,29 @@ def mapped(exc: BaseException) -> BaseException:
         return PermissionError(text)
     if isinstance(exc, ox.AlreadyExistsError):
         return FileExistsError(text)
-    if isinstance(exc, ox.GenericError) and any(m in low for m in _CONNECTION_MARKERS) \
-            and "non-2xx" not in low:
+    status = _STATUS.search(text)
+    if isinstance(exc, ox.GenericError) and status is None and any(m in low for m in _CONNECTION_MARKERS):
         return ConnectionError(text)
+    if status is not None:
+        return ServiceError(text, int(status.group(1)))
     return exc
+
+
+_STATUS = re.compile(r"status code: (\d{3})")
+_XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
+
+
+class ServiceError(OSError):
+    """The store answered with an HTTP error. ``status`` is the HTTP status; the message's first line
+    is ``<Code>: <Message> (HTTP <status>)`` from the store's XML error body, then obstore's text."""
+
+    def __init__(self, text: str, status: int) -> None:
+        fields = dict(_XML_FIELD.findall(text))
+        head = text.splitlines()[0].split(" - Server returned")[0] if text else ""
+        summary = f"{fields.get('Code', 'HTTP error')}: {fields.get('Message', '').strip()} (HTTP {status})"
+        super().__init__(f"{summary}; {head}")
+        self.status = status
+        self.code = fields.get("Code")
 
 
 @contextlib.contextmanager

@@ -218,6 +218,10 @@ def _s3(bucket: str, opts: dict[str, Any], env: Mapping[str, str]) -> NativeConf
         else:
             raise Untranslatable("region", "no region configured for AWS S3 (s3fs asks the bucket; set "
                                            "AWS_REGION or config_kwargs.region_name to use the native path)")
+    if "endpoint" in config:
+        # obstore lets AWS_ENDPOINT_URL_S3 (its key aws_endpoint_url_s3) win over ``endpoint``;
+        # setting both keeps the precedence botocore has (explicit option, then the variable).
+        config["aws_endpoint_url_s3"] = config["endpoint"]
     has_keys = "access_key_id" in config or config.get("skip_signature")
     chain = not has_keys and not any(env.get(n) for n in _OBSTORE_S3_CREDENTIAL_ENV)
     if "access_key_id" in config and "secret_access_key" not in config:

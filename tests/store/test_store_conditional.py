@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from kresume.store import conditional, errors, storage
+from kresume.store import conditional, errors, native, storage
 
 
 def _fs(store_base):
@@ -51,8 +51,10 @@ def test_replace_of_a_deleted_object_is_refused_not_recreated(store_base):
 def test_every_suite_backend_has_atomic_preconditions(store_base):
     fs, _ = _fs(store_base)
     expected = {"file": "file", "memory": "memory", "s3-moto": "s3", "s3-seaweedfs": "s3", "gcs": "gcs",
-                "azure": "azure"}[store_base.backend]
+                "azure": "azure", "s3-fsspec": "s3", "azure-fsspec": "azure"}[store_base.backend]
     assert conditional.backend(fs) == expected
+    # s3:// and az:// run through the native client unless the fsspec backend is asked for
+    assert native.is_native(fs) == (store_base.backend in ("s3-moto", "s3-seaweedfs", "azure"))
     assert conditional.guarantee(fs).atomic
 
 

@@ -20,6 +20,7 @@ backend                   create-only                                 replace-if
 S3 (s3fs)                 ``PutObject If-None-Match: *``              ``PutObject If-Match: <ETag>``
 GCS (gcsfs)               multipart upload ``ifGenerationMatch=0``    multipart upload ``ifGenerationMatch=<g>``
 Azure Blob (adlfs)        ``If-None-Match: *`` (``overwrite=False``)  ``If-Match: <ETag>`` (``MatchConditions``)
+S3, Azure (native)        obstore ``PutMode`` ``create``              obstore ``UpdateVersion`` (``If-Match: <ETag>``)
 ``file://``               ``link(2)`` of a fsynced temporary file     ``flock(2)`` on ``<path>.lock``, compare, ``rename(2)``
 ``memory://``             one process-wide lock                       the same lock, compare content hash
 other fsspec              exists-check, then write (not atomic)       read-compare-write (not atomic)
@@ -49,7 +50,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from kresume.store import errors, transfer
+from kresume.store import errors, native, native_options, transfer
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ def backend(fs: Any) -> str:
     path and an unknown filesystem gets the documented fallback.
     """
     protocols = set(fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
-    if transfer.is_s3_async(fs):
+    if native.is_native(fs):
+        return native_options.NATIVE_PROTOCOLS[next(iter(protocols))]
+    if protocols & {"s3", "s3a"} and callable(getattr(fs, "_call_s3", None)):
         return "s3"
     if protocols & {"gs", "gcs"} and hasattr(fs, "_location") and callable(getattr(fs, "_call", None)):
         return "gcs"
@@ -119,18 +122,23 @@ def guarantee(fs: Any) -> Guarantee:
 # ------------------------------------------------------------------------------------------ dispatch
 def read_versioned(fs: Any, path: str) -> tuple[bytes | None, str | None]:
     """``(data, version)`` of the object at ``path``, both from one read; ``(None, None)`` when absent."""
-    return _IMPL[backend(fs)].read(fs, path)
+    return _impl(fs).read(fs, path)
 
 
 def create_if_absent(fs: Any, path: str, data: bytes) -> bool:
     """Write ``data`` at ``path`` only if nothing is there; ``False`` when something was (nothing written)."""
-    return _IMPL[backend(fs)].create(fs, path, data)
+    return _impl(fs).create(fs, path, data)
 
 
 def replace_if_version(fs: Any, path: str, data: bytes, version: str) -> bool:
     """Replace the object at ``path`` with ``data`` only if it is still at ``version`` (from
     :func:`read_versioned`); ``False`` when it changed or was deleted (nothing written)."""
-    return _IMPL[backend(fs)].replace(fs, path, data, version)
+    return _impl(fs).replace(fs, path, data, version)
+
+
+def _impl(fs: Any) -> Any:
+    """The implementation class for ``fs``: the native client's, else the one of :func:`backend`."""
+    return _Native if native.is_native(fs) else _IMPL[backend(fs)]
 
 
 def _digest(data: bytes) -> str:
@@ -182,6 +190,53 @@ class _S3:
     @classmethod
     def replace(cls, fs: Any, path: str, data: bytes, version: str) -> bool:
         return cls._put(fs, path, data, IfMatch=version)
+
+
+# ------------------------------------------------------------------------------------------ native (obstore)
+class _Native:
+    """s3:// and az:// through kresume's native client: obstore's ``PutMode`` ``create`` (S3 and Azure
+    ``If-None-Match: *``) and ``UpdateVersion`` (``If-Match: <ETag>``); the version token is the
+    ETag (and the object version, when the store has one) read with the document."""
+
+    @staticmethod
+    def read(fs: Any, path: str) -> tuple[bytes | None, str | None]:
+        import obstore
+
+        try:
+            with native.errors_mapped():
+                result = obstore.get(fs.store, fs.key(path))
+                data = result.bytes().to_bytes()
+        except FileNotFoundError:
+            return None, None
+        meta = result.meta
+        return data, json.dumps({"e_tag": meta.get("e_tag"), "version": meta.get("version")})
+
+    @staticmethod
+    def _put(fs: Any, path: str, data: bytes, mode: Any) -> bool:
+        import obstore
+        from obstore import exceptions as ox
+
+        try:
+            obstore.put(fs.store, fs.key(path), data, use_multipart=False, mode=mode)
+        except (ox.AlreadyExistsError, ox.PreconditionError, FileNotFoundError):
+            return False  # FileNotFoundError: If-Match on a deleted object (S3 answers 404)
+        except Exception as exc:  # noqa: BLE001 - mapped for the caller's retries
+            out = native.mapped(exc)
+            if errors.is_precondition_failed(out):
+                return False
+            if out is exc:
+                raise
+            raise out from exc
+        return True
+
+    @classmethod
+    def create(cls, fs: Any, path: str, data: bytes) -> bool:
+        return cls._put(fs, path, data, "create")
+
+    @classmethod
+    def replace(cls, fs: Any, path: str, data: bytes, version: str) -> bool:
+        token = json.loads(version)
+        return cls._put(fs, path, data, {k: v for k, v in token.items() if v is not None})
 
 
 # ------------------------------------------------------------------------------------------ GCS

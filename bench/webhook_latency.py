@@ -6,7 +6,10 @@ a URL webhook and our own CA, a ``CheckpointPolicy`` with a credentials Secret. 
 ``kresume.dev/run`` (no Job controller in the way), created one at a time. Cases:
 
 * baseline: pods without the opt-in label (the webhook's objectSelector skips them: no webhook call);
-  created alternately with the ``replacement`` pods, so both share the machine's noise.
+  created in turn with the ``replacement`` pods, so both share the machine's noise.
+* noop: pods that pass a mutating webhook that does nothing (``bench/noop_webhook.py``: bare aiohttp,
+  same TLS certificate, the chart's configuration under another name and label), created in turn with
+  the other two: "kresume adds X ms over a webhook that does nothing" is ``over_noop``.
 * replacement: the common case after a preemption. Each pod of one run (which has a committed
   checkpoint) is deleted before the next is created, ``--gap`` seconds later: the run is quiet and the
   operator answers from memory once it has seen the old pod go and read the store again (a
@@ -18,7 +21,8 @@ a URL webhook and our own CA, a ``CheckpointPolicy`` with a credentials Secret. 
 
 Two numbers per pod: the handler time the operator logs (``inject-pod … in X ms``: from the kopf
 handler's start to its answer) and the client's ``create pod`` round trip (API server + webhook call).
-"Added" = a case's round-trip percentile minus the baseline's.
+"Added" = a case's round-trip percentile minus the baseline's; ``over_noop`` = minus the no-op webhook's.
+Store requests per admission are counted at a forwarding proxy in front of moto (``bench/countproxy.py``).
 
     .venv/bin/python bench/webhook_latency.py [--pods 200] [--gap 0.5] [--out bench/results/webhook_latency.json]
 """
@@ -29,6 +33,8 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -46,6 +52,9 @@ from kresume.devtools._procs import free_ports
 from kresume.devtools.operator_process import OperatorProcess
 from kresume.store.runstore import RunStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import countproxy, noop_webhook  # noqa: E402
+
 LINE = re.compile(r"inject-pod (?P<ns>[^/]+)/(?P<key>\S+): (?P<outcome>\w+) \(checkpoint from (?P<src>[\w-]+)\) in (?P<ms>[\d.]+) ms")
 
 
@@ -60,19 +69,28 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(values), 2), "max_ms": round(max(values), 2)}
 
 
-def pod(name: str, run: str, opt_in: bool = True) -> dict[str, Any]:
-    labels = {contract.LABEL_INJECT: "true"} if opt_in else {"kresume-bench": "baseline"}
+def pod(name: str, run: str, opt_in: bool = True, noop: bool = False) -> dict[str, Any]:
+    labels = {contract.LABEL_INJECT: "true"} if opt_in else {noop_webhook.LABEL: "true"} if noop \
+        else {"kresume-bench": "baseline"}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": labels, "annotations": {contract.ANN_RUN: run}},
             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "trainer", "image": "python:3.11-slim"}]}}
 
 
-def create_one(core: k.CoreV1Api, ns: str, name: str, run: str, opt_in: bool = True) -> float:
+REQUESTS: list[int] = []
+"""Store requests counted (bench/countproxy.py) during each opted-in create, in creation order."""
+PROXY: Any = None
+
+
+def create_one(core: k.CoreV1Api, ns: str, name: str, run: str, opt_in: bool = True, noop: bool = False) -> float:
     """Create one pod; return the round trip in ms (asserting the webhook mutated an opted-in pod)."""
     t0 = time.perf_counter()
-    created = core.create_namespaced_pod(ns, pod(name, run, opt_in))
-    took = (time.perf_counter() - t0) * 1000
+    created = core.create_namespaced_pod(ns, pod(name, run, opt_in, noop))
+    t1 = time.perf_counter()
+    took = (t1 - t0) * 1000
+    if opt_in and PROXY is not None:
+        REQUESTS.append(PROXY.count(t0, t1))
     if opt_in:
         assert contract.ANN_INJECTED in (created.metadata.annotations or {}), f"pod {name} was not mutated"
     return took
@@ -82,25 +100,30 @@ def create_pods(core: k.CoreV1Api, ns: str, runs: list[str], prefix: str) -> lis
     return [create_one(core, ns, f"{prefix}-{i}", run) for i, run in enumerate(runs)]
 
 
-def replacements(core: k.CoreV1Api, ns: str, run: str, prefix: str, count: int, gap: float) -> tuple[list[float], list[float]]:
-    """``count`` rounds of: create a pod of ``run``, delete it, wait ``gap`` s; and a baseline pod
-    (not opted in) created and deleted in the same round, in alternating order. Returns (replacement
-    round trips, baseline round trips), ms."""
-    with_hook: list[float] = []
-    baseline: list[float] = []
+def replacements(core: k.CoreV1Api, ns: str, run: str, prefix: str, count: int,
+                 gap: float) -> tuple[list[float], list[float], list[float]]:
+    """``count`` rounds of: create a pod of ``run``, delete it, wait ``gap`` s; and, in the same round in
+    rotating order, a baseline pod (no webhook) and a pod passing only the no-op webhook, each created and
+    deleted. Returns (replacement, baseline, no-op) round trips, ms."""
+    out: dict[str, list[float]] = {"r": [], "b": [], "n": []}
+    kinds = ["r", "b", "n"]
     for i in range(count):
-        order = (True, False) if i % 2 == 0 else (False, True)
-        for opt_in in order:
-            name = f"{prefix}-{'r' if opt_in else 'b'}-{i}"
-            (with_hook if opt_in else baseline).append(create_one(core, ns, name, run, opt_in))
+        for kind in kinds[i % 3:] + kinds[:i % 3]:
+            name = f"{prefix}-{kind}-{i}"
+            out[kind].append(create_one(core, ns, name, run, opt_in=kind == "r", noop=kind == "n"))
             core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
         time.sleep(gap)
-    return with_hook, baseline
+    return out["r"], out["b"], out["n"]
 
 
 def added(case: dict[str, float], base: dict[str, float]) -> dict[str, float]:
     """Percentiles of a case's round trip minus the baseline's, ms."""
     return {"p50_ms": round(case["p50_ms"] - base["p50_ms"], 2), "p99_ms": round(case["p99_ms"] - base["p99_ms"], 2)}
+
+
+def _counts(values: list[int]) -> dict[str, float]:
+    """Median and max of per-admission store request counts."""
+    return {"p50": statistics.median(values), "max": max(values)} if values else {}
 
 
 def handler_times(log: Path, ns: str, keys: set[str]) -> list[float]:
@@ -123,10 +146,14 @@ def main() -> None:
     moto = objstores.SERVERS["s3-moto"]().start()
     cp = ControlPlane(ControlPlaneSettings(controller_manager=False)).start()
     proc = None
+    noop = None
     try:
         bucket = "bench"
         moto.create_bucket(bucket)
+        global PROXY
+        PROXY = countproxy.CountingProxy(moto.endpoint).start()
         opts = moto.storage_options
+        proxied = {**opts, "client_kwargs": {**opts.get("client_kwargs", {}), "endpoint_url": PROXY.endpoint}}
         ns = "bench"
         cp.kubectl("create", "namespace", ns)
         cp.kubectl("label", "namespace", ns, "kresume-bench=yes")
@@ -135,16 +162,21 @@ def main() -> None:
         for name in ("checkpointpolicies", "checkpointruns"):
             cp.kubectl("wait", "--for=condition=Established", f"crd/{name}.{contract.GROUP}", "--timeout=60s")
         tls = pki.make_webhook_tls(work)
-        port = free_ports(1)[0]
+        port, noop_port = free_ports(2)
+        hook = chart.webhook_configuration("kresume-bench", port, tls.ca_bundle, namespace_labels={"kresume-bench": "yes"})
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns},
              "stringData": {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}},
             {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
              "metadata": {"name": "default", "namespace": ns},
              "spec": {"storage": f"s3://{bucket}/base", "credentialsSecret": "s3-creds",
-                      "storageOptions": {"client_kwargs": opts["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}},
-            chart.webhook_configuration("kresume-bench", port, tls.ca_bundle, namespace_labels={"kresume-bench": "yes"}),
+                      "storageOptions": {"client_kwargs": proxied["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}},
+            hook,
+            noop_webhook.configuration(hook, noop_port),
         ]))
+        noop = subprocess.Popen([sys.executable, str(Path(noop_webhook.__file__)), "--port", str(noop_port),
+                                 "--cert", str(tls.cert_file), "--key", str(tls.key_file)],
+                                stdout=subprocess.DEVNULL, stderr=(work / "noop.log").open("wb"))
         import torch
 
         ckpt = work / "epoch=1-step=100.ckpt"
@@ -163,15 +195,23 @@ def main() -> None:
             core = k.CoreV1Api(api)
             tag = uuid.uuid4().hex[:4]
             cold_runs = [f"cold-{tag}-{i}" for i in range(args.pods)]
+            REQUESTS.clear()
             cold_client = create_pods(core, ns, cold_runs, f"cold-{tag}")
-            repl_client, base_client = replacements(core, ns, "warm", f"repl-{tag}", args.pods, args.gap)
+            requests = {"cold": list(REQUESTS)}
+            REQUESTS.clear()
+            repl_client, base_client, noop_client = replacements(core, ns, "warm", f"repl-{tag}", args.pods, args.gap)
+            requests["replacement"] = list(REQUESTS)
+            REQUESTS.clear()
             busy_client = create_pods(core, ns, ["busy"] * args.pods, f"busy-{tag}")
+            requests["busy"] = list(REQUESTS)
         time.sleep(1)
         log = work / "operator.log"
         lines = log.read_text(errors="replace").splitlines()
         base = summary(base_client)
+        noop_rt = summary(noop_client)
         result: dict[str, Any] = {"pods_per_case": args.pods, "gap_s": args.gap, "server": cp.version,
-                                  "baseline": {"create_round_trip": base}}
+                                  "baseline": {"create_round_trip": base},
+                                  "noop": {"create_round_trip": noop_rt, "added": added(noop_rt, base)}}
         for case, runs, client in (("replacement", {"warm"}, repl_client), ("busy", {"busy"}, busy_client),
                                    ("cold", set(cold_runs), cold_client)):
             rt = summary(client)
@@ -181,7 +221,8 @@ def main() -> None:
                 if m and m["ns"] == ns and m["key"] in runs:
                     sources[m["src"]] = sources.get(m["src"], 0) + 1
             result[case] = {"handler": summary(handler_times(log, ns, runs)), "create_round_trip": rt,
-                            "added": added(rt, base), "checkpoint_sources": sources}
+                            "added": added(rt, base), "over_noop": added(rt, noop_rt), "checkpoint_sources": sources,
+                            "store_requests": _counts(requests[case])}
         # The replacement pods answered from memory alone (admissions are logged in creation order).
         order = [m["src"] for m in map(LINE.search, lines) if m and m["ns"] == ns and m["key"] == "warm"]
         if len(order) == len(repl_client):
@@ -191,12 +232,28 @@ def main() -> None:
             if mem:  # the handler of a memory answer includes its one bad-mark read (GET bad/<id>.json)
                 result["replacement_from_memory"] = {"handler": summary(mem_handler),
                                                      "create_round_trip": summary(mem),
-                                                     "added": added(summary(mem), base)}
+                                                     "added": added(summary(mem), base),
+                                                     "over_noop": added(summary(mem), noop_rt),
+                                                     "store_requests": _counts(
+                                                         [n for n, src in zip(requests["replacement"], order)
+                                                          if src == "memory"])}
+            store = [rt for rt, src in zip(repl_client, order) if src == "store"]
+            if store:
+                result["replacement_from_store"] = {"create_round_trip": summary(store),
+                                                    "over_noop": added(summary(store), noop_rt),
+                                                    "store_requests": _counts(
+                                                        [n for n, src in zip(requests["replacement"], order)
+                                                         if src == "store"])}
         result["first_admission_ms"] = (handler_times(log, ns, set(cold_runs)) or [None])[0]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
     finally:
+        if noop is not None:
+            noop.terminate()
+            noop.wait(10)
+        if PROXY is not None:
+            PROXY.stop()
         if proc is not None:
             proc.stop()
         cp.stop()

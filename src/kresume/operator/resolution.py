@@ -16,6 +16,11 @@ answer, so an admission takes it without a store round trip (source ``memory``),
 most :attr:`ResolutionSettings.quiet_max_age` seconds old. The handlers refresh a run the moment it
 becomes quiet, so the replacement pod of a preempted run usually finds such an answer.
 
+One store round trip per admission (issue 17 item 3): each run's store handle keeps the manifests it has
+validated (:mod:`kresume.store.known`), so a lookup reads the pointer and both listings concurrently and
+validates only a checkpoint it has not seen (a second round trip, once per checkpoint); concurrent
+admissions of one run share one lookup (:meth:`Resolver._shared_lookup`).
+
 Bad marks are seen at once (issue 11 item 3): ``kresume mark-bad`` works without any pod, so a quiet run's
 answer may name a checkpoint marked bad since. Before answering from memory the resolver reads the bad mark
 of the one checkpoint it is about to inject (one GET of ``bad/<id>.json``, within the admission's budget); a
@@ -107,6 +112,7 @@ class Resolver:
         self._cache: dict[str, Entry] = {}
         self._bad: dict[str, set[str]] = {}
         self._stores: dict[tuple[str, str], Any] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[Entry]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="kresume-resolve")
 
@@ -154,7 +160,7 @@ class Resolver:
         return since is not None and entry.started_at >= since
 
     def _store(self, url: str, options: Mapping[str, Any]) -> Any:
-        key = (url, json.dumps(options, sort_keys=True, default=str))
+        key = (url, _options_key(options))
         with self._lock:
             store = self._stores.get(key)
         if store is None:
@@ -222,7 +228,7 @@ class Resolver:
             budget = max(0.05, budget - (time.monotonic() - t0))
         deadline = time.monotonic() + budget
         try:
-            future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, self._clock())
+            future = self._shared_lookup(loop, url, options, deadline)
             entry = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
             return Outcome(entry.resume, SOURCE_STORE, None, self._clock() - start)
         except asyncio.TimeoutError:
@@ -252,6 +258,24 @@ class Resolver:
         if bad:
             self.note_bad(url, checkpoint)
         return bad
+
+    def _shared_lookup(self, loop: asyncio.AbstractEventLoop, url: str, options: Mapping[str, Any],
+                       deadline: float) -> asyncio.Future[Entry]:
+        """The admission lookup of run ``url`` under way, else a new one (event loop only).
+
+        Concurrent admissions of one run (the N pods of a gang created at once after a preemption)
+        share one lookup instead of each reading the store. One that joins gets the answer of a
+        lookup that started at most one lookup's duration (≤ the webhook budget) before it: a
+        checkpoint committed in that window is missed exactly as by an admission racing the commit.
+        """
+        key = (url, _options_key(options))
+        running = self._inflight.get(key)
+        if running is not None and not running.done():
+            return running
+        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, self._clock())
+        self._inflight[key] = future
+        future.add_done_callback(lambda f: self._inflight.pop(key, None) if self._inflight.get(key) is f else None)
+        return future
 
     def _fallback(self, url: str, fallback: Resume | None, error: str, start: float) -> Outcome:
         """The last known value that is not known to be bad: this cache's, else ``status.latest``, else none."""
@@ -311,6 +335,11 @@ class Resolver:
         except asyncio.TimeoutError:
             future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
             raise
+
+
+def _options_key(options: Mapping[str, Any]) -> str:
+    """A stable key of storage options (store handles and shared lookups are per run and options)."""
+    return json.dumps(options, sort_keys=True, default=str)
 
 
 def _keep_count(entry: Entry, old: Entry) -> Entry:

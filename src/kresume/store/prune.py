@@ -25,6 +25,7 @@ def mark_bad(store: RunStore, checkpoint_id: str, reason: str) -> str | None:
     doc = json.dumps({"checkpoint": checkpoint_id, "reason": reason, "at": clock.now_iso()}).encode()
     store._retry(lambda: transfer.write_small(store.fs, store._path(layout.bad_key(checkpoint_id)), doc),
                  layout.bad_key(checkpoint_id))
+    store.known.forget(checkpoint_id)
     return commit.repair_pointer(store)
 
 
@@ -55,6 +56,7 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
                 orphans.append(cid)
     if not dry_run:
         for cid in plan.delete:
+            store.known.forget(cid)
             store._retry(lambda c=cid: store._rm(layout.manifest_key(c)), layout.manifest_key(cid))
             store._retry(lambda c=cid: store._rm(layout.data_prefix(c), recursive=True), layout.data_prefix(cid))
         for cid in orphans:

@@ -7,6 +7,7 @@ the pointer's target (:class:`kresume.store.selection.Resolved`).
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -116,13 +117,50 @@ def latest(store: RunStore, *, deadline: float | None = None) -> selection.Resol
     return resolve(store, *read_state(store), deadline=deadline)
 
 
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process-wide pool for concurrent small reads (created on first use; its threads are reused,
+    so a lookup pays no thread start-up on the webhook's latency path)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(16, thread_name_prefix="kresume-read")
+        return _POOL
+
+
 def read_state(store: RunStore) -> tuple[Pointer | None, list[str], set[str]]:
     """Pointer, committed ids (newest first) and bad ids, read concurrently: resolution sits on
     the webhook's latency path, and three sequential round trips become one."""
-    with ThreadPoolExecutor(3, thread_name_prefix="kresume-resolve") as pool:
-        f_pointer, f_ids, f_bad = pool.submit(read_pointer, store), pool.submit(manifest_ids, store), \
-            pool.submit(bad_ids, store)
-        return f_pointer.result(), f_ids.result(), f_bad.result()
+    pool = _pool()
+    f_pointer, f_ids, f_bad = pool.submit(read_pointer, store), pool.submit(manifest_ids, store), \
+        pool.submit(bad_ids, store)
+    return f_pointer.result(), f_ids.result(), f_bad.result()
+
+
+def load_known_or_valid(store: RunStore, checkpoint_id: str) -> Manifest | None:
+    """The manifest of ``checkpoint_id`` when it is valid: from ``store.known`` when this handle has
+    validated it, else read with its objects' listing concurrently (one round trip) and remembered
+    when valid. ``None`` when absent, malformed or damaged. Callers pass only ids of a fresh
+    ``manifests/`` listing (see :mod:`kresume.store.known`)."""
+    known = store.known.get(checkpoint_id)
+    if known is not None:
+        return known
+    pool = _pool()
+    f_manifest = pool.submit(read_manifest, store, checkpoint_id)
+    f_sizes = pool.submit(store._object_sizes, checkpoint_id)
+    try:
+        manifest = f_manifest.result()
+    except errors.CorruptCheckpoint:
+        f_sizes.cancel()
+        return None
+    sizes = f_sizes.result()
+    if manifest is None or selection.object_problems(manifest, sizes):
+        return None
+    store.known.put(manifest)
+    return manifest
 
 
 def resolve(store: RunStore, pointer: Pointer | None, ids: list[str], bad: set[str], *,
@@ -134,11 +172,10 @@ def resolve(store: RunStore, pointer: Pointer | None, ids: list[str], bad: set[s
     for cid in candidates:
         if deadline is not None and time.monotonic() > deadline:
             raise errors.StoreUnreachable(store.url, "resolution exceeded its time budget")
-        loaded = load_valid(store, cid)
-        if loaded is None:
+        manifest = load_known_or_valid(store, cid)
+        if manifest is None:
             skipped.append(cid)
             continue
-        manifest = loaded[0]
         reason = None
         if pointer is None:
             reason = "pointer missing"

@@ -28,6 +28,7 @@ from typing import Any
 
 from kresume.formats.metadata import CheckpointInfo
 from kresume.store import commit, errors, layout, prune, reading, restore, retention, selection, verify
+from kresume.store.known import Known
 from kresume.store.local import LocalCheckpoint
 from kresume.store.manifest import Manifest, Pointer
 from kresume.store.storage import TransferSettings, missing_bucket, open_fs, retrying
@@ -61,6 +62,8 @@ class RunStore:
         self.root = root
         self.url = url.rstrip("/") + "/"
         self.settings = settings
+        self.known = Known()
+        """Checkpoints this handle has validated (:mod:`kresume.store.known`); resolution reads only the rest."""
 
     @classmethod
     def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,

@@ -43,3 +43,19 @@ def test_a_request_larger_than_the_total_is_granted_the_total() -> None:
     budget = Budget(2)
     with budget.hold(5) as granted:
         assert granted == 2
+
+
+def test_transfer_settings_come_from_the_environment_with_units() -> None:
+    import pytest
+
+    from kresume.store import errors
+    from kresume.store.storage import TransferSettings, transfer_settings
+
+    got = transfer_settings({"KRESUME_PART_SIZE_MIB": "16", "KRESUME_PARTS_IN_FLIGHT": "6",
+                             "KRESUME_TRANSFER_WORKERS": "2"}, attempts=3)
+    assert (got.part_size, got.parts_in_flight, got.max_workers, got.attempts) == (16 * 2**20, 6, 2, 3)
+    assert transfer_settings({}) == TransferSettings()
+    with pytest.raises(errors.BadOption, match="KRESUME_PART_SIZE_MIB"):
+        transfer_settings({"KRESUME_PART_SIZE_MIB": "1"})  # S3 parts are at least 5 MiB
+    with pytest.raises(errors.BadOption, match="KRESUME_PARTS_IN_FLIGHT"):
+        transfer_settings({"KRESUME_PARTS_IN_FLIGHT": "many"})

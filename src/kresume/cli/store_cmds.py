@@ -55,10 +55,10 @@ CLI_ATTEMPTS = 3
 def _open(url: str, storage_option: list[str] | None) -> RunStore:
     from dataclasses import replace
 
-    from kresume.store.storage import TransferSettings
+    from kresume.store.storage import transfer_settings
 
     attempts = int(os.environ.get("KRESUME_ATTEMPTS") or CLI_ATTEMPTS)
-    return RunStore.open(url, parse_storage_options(storage_option), replace(TransferSettings(), attempts=attempts))
+    return RunStore.open(url, parse_storage_options(storage_option), replace(transfer_settings(), attempts=attempts))
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from kresume.sidecar.uploader import Uploader
 from kresume.store import errors, layout
 from kresume.store.deadline import Deadline
 from kresume.store.runstore import RunStore
-from kresume.store.storage import TransferSettings
+from kresume.store.storage import transfer_settings
 
 
 class Sidecar:
@@ -94,7 +94,7 @@ class Sidecar:
         try:
             if self.store is None:
                 self.store = RunStore.open(self.settings.run_url, self.settings.storage_options,
-                                           TransferSettings(deadline=self.requests))
+                                           transfer_settings(deadline=self.requests))
             manifests = self.store.list()
             layout.observe_checkpoint_ids(m.id for m in manifests)  # new ids sort after these (clock steps)
             repaired = self.store.repair_pointer()

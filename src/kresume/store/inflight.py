@@ -65,10 +65,36 @@ class Budget:
 _LOCK = threading.Lock()
 _BUDGETS: dict[int, Budget] = {}
 
+MMAP_THRESHOLD = 2**20
+"""Allocations of at least this many bytes get their own ``mmap`` and go back to the kernel when freed."""
+
+
+def pin_mmap_threshold() -> bool:
+    """Fix glibc's ``M_MMAP_THRESHOLD`` at :data:`MMAP_THRESHOLD` (``mallopt(3)``); False where that is
+    not glibc.
+
+    glibc raises the threshold each time a large mmapped block is freed (up to 32 MiB), after which
+    8 MiB part buffers come from per-thread arenas that keep freed memory: measured, a folder of
+    8 x 100 MB uploaded by 4 workers peaked at 119-127 MiB RSS with a budget of 2 parts, 55 MiB with
+    the threshold fixed (``MALLOC_MMAP_THRESHOLD_=1048576``; one 400 MB file: 63 MiB either way).
+    Setting it also turns the dynamic adjustment off (mallopt(3)).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
 
 def budget(total: int) -> Budget:
-    """The process-wide :class:`Budget` of ``total`` slots (one per distinct ``total``)."""
+    """The process-wide :class:`Budget` of ``total`` slots (one per distinct ``total``); the first call
+    also pins the allocator's mmap threshold (:func:`pin_mmap_threshold`), so granted buffers are
+    really returned when released."""
     with _LOCK:
+        if not _BUDGETS:
+            pin_mmap_threshold()
         if total not in _BUDGETS:
             _BUDGETS[total] = Budget(total)
         return _BUDGETS[total]

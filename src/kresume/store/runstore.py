@@ -31,7 +31,7 @@ from kresume.store import commit, errors, layout, prune, reading, restore, reten
 from kresume.store.known import Known
 from kresume.store.local import LocalCheckpoint
 from kresume.store.manifest import Manifest, Pointer
-from kresume.store.storage import TransferSettings, missing_bucket, open_fs, retrying
+from kresume.store.storage import TransferSettings, missing_bucket, open_fs, retrying, transfer_settings
 from kresume.store.transfer import Progress
 from kresume.store.verify import Problem, VerifyReport
 
@@ -69,7 +69,7 @@ class RunStore:
     def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,
              settings: TransferSettings | None = None) -> RunStore:
         """Open the run at ``url`` (no request is made until an operation needs one)."""
-        settings = settings or TransferSettings()
+        settings = settings or transfer_settings()
         fs, root = open_fs(url, storage_options, deadline=settings.deadline)
         return cls(fs, root, url, settings)
 

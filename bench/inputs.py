@@ -21,6 +21,8 @@ class Sizes:
     shards: int
     shard: int
     memory_file: int
+    memory_shards: int = 20
+    memory_shard: int = 200 * 10**6
 
     @property
     def folder(self) -> int:
@@ -28,7 +30,7 @@ class Sizes:
 
 
 FULL = Sizes(file=1000 * MB, shards=64, shard=16 * MB, memory_file=4000 * MB)
-QUICK = Sizes(file=8 * MB, shards=4, shard=1 * MB, memory_file=16 * MB)
+QUICK = Sizes(file=8 * MB, shards=4, shard=1 * MB, memory_file=16 * MB, memory_shards=4, memory_shard=2 * MB)
 
 
 def torch_checkpoint(path: Path, nbytes: int, seed: int = 0) -> Path:

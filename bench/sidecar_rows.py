@@ -144,11 +144,15 @@ def _durable(target: Target, master: Path, repeats: int, work: Path, log: Log) -
 
 
 def _memory(target: Target, path: Path, work: Path, log: Log) -> list[Metric]:
+    """Peak RSS of a sidecar committing ``path`` (a file or a folder of shards), then of ``kresume commit``."""
     watch = work / "watch-mem"
     shutil.rmtree(watch, ignore_errors=True)
     watch.mkdir(parents=True)
     url = target.url("sidecar/memory/")
-    size_mb = path.stat().st_size / 1e6
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    what = f"{size_mb:.0f} MB ckpt" if path.is_file() else \
+        f"folder of {len(files) - 1} x {max(p.stat().st_size for p in files) / 1e6:.0f} MB"
     sidecar = Sidecar(target, watch, url)
     try:
         sidecar.wait_for("watching", 120)
@@ -161,12 +165,12 @@ def _memory(target: Target, path: Path, work: Path, log: Log) -> list[Metric]:
     commit = procs.run([str(Path(sys.executable).parent / "kresume"), "commit", str(watch / path.name),
                         target.url("cli/memory/"), "--no-progress"], env=target.env)
     _clear(target, target.url("cli/memory/"))
-    (watch / path.name).unlink()
+    shutil.rmtree(watch / path.name) if path.is_dir() else (watch / path.name).unlink()
     log(f"  memory: kresume commit peak {commit.max_rss / 2**20:.0f} MiB")
     return [
-        Metric(f"sidecar peak RSS, {size_mb:.0f} MB ckpt", f"{sample.max_rss / 2**20:.0f} MiB", "≤ 128 MiB",
+        Metric(f"sidecar peak RSS, {what}", f"{sample.max_rss / 2**20:.0f} MiB", "≤ 128 MiB",
                sample.max_rss <= 128 * 2**20, "wait4 ru_maxrss of the whole sidecar run (start → commit → SIGTERM)"),
-        Metric(f"`kresume commit` peak RSS, {size_mb:.0f} MB ckpt", f"{commit.max_rss / 2**20:.0f} MiB", "≤ 128 MiB",
+        Metric(f"`kresume commit` peak RSS, {what}", f"{commit.max_rss / 2**20:.0f} MiB", "≤ 128 MiB",
                commit.max_rss <= 128 * 2**20, f"wait4 ru_maxrss; took {commit.seconds:.1f} s"),
     ]
 
@@ -187,4 +191,9 @@ def measure(target: Target, sizes: inputs.Sizes, repeats: int, work: Path, rows:
             out += _memory(target, big, work, log)
         finally:
             big.unlink(missing_ok=True)
+        shards = inputs.folder(data / "sharded-memory", sizes.memory_shards, sizes.memory_shard)
+        try:
+            out += _memory(target, shards, work, log)
+        finally:
+            shutil.rmtree(shards, ignore_errors=True)
     return out

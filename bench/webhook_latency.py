@@ -33,7 +33,6 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,18 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes.client as k
-import yaml
 
 from kresume import contract
-from kresume.crds import __file__ as crds_init
-from kresume.devtools import chart, objstores, pki
-from kresume.devtools.cluster import ControlPlane, ControlPlaneSettings
-from kresume.devtools._procs import free_ports
-from kresume.devtools.operator_process import OperatorProcess
-from kresume.store.runstore import RunStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import countproxy, noop_webhook  # noqa: E402
+from bench import admission_env, noop_webhook  # noqa: E402
 
 LINE = re.compile(r"inject-pod (?P<ns>[^/]+)/(?P<key>\S+): (?P<outcome>\w+) \(checkpoint from (?P<src>[\w-]+)\) in (?P<ms>[\d.]+) ms")
 
@@ -143,54 +135,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/webhook_latency.json"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kresume-bench-webhook-"))
-    moto = objstores.SERVERS["s3-moto"]().start()
-    cp = ControlPlane(ControlPlaneSettings(controller_manager=False)).start()
-    proc = None
-    noop = None
-    try:
-        bucket = "bench"
-        moto.create_bucket(bucket)
-        global PROXY
-        PROXY = countproxy.CountingProxy(moto.endpoint).start()
-        opts = moto.storage_options
-        proxied = {**opts, "client_kwargs": {**opts.get("client_kwargs", {}), "endpoint_url": PROXY.endpoint}}
-        ns = "bench"
-        cp.kubectl("create", "namespace", ns)
-        cp.kubectl("label", "namespace", ns, "kresume-bench=yes")
-        for f in sorted(Path(crds_init).parent.glob("*.yaml")):
-            cp.kubectl("apply", "-f", str(f))
-        for name in ("checkpointpolicies", "checkpointruns"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{name}.{contract.GROUP}", "--timeout=60s")
-        tls = pki.make_webhook_tls(work)
-        port, noop_port = free_ports(2)
-        hook = chart.webhook_configuration("kresume-bench", port, tls.ca_bundle, namespace_labels={"kresume-bench": "yes"})
-        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": ns},
-             "stringData": {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}},
-            {"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
-             "metadata": {"name": "default", "namespace": ns},
-             "spec": {"storage": f"s3://{bucket}/base", "credentialsSecret": "s3-creds",
-                      "storageOptions": {"client_kwargs": proxied["client_kwargs"], "config_kwargs": opts["config_kwargs"]}}},
-            hook,
-            noop_webhook.configuration(hook, noop_port),
-        ]))
-        noop = subprocess.Popen([sys.executable, str(Path(noop_webhook.__file__)), "--port", str(noop_port),
-                                 "--cert", str(tls.cert_file), "--key", str(tls.key_file)],
-                                stdout=subprocess.DEVNULL, stderr=(work / "noop.log").open("wb"))
-        import torch
-
-        ckpt = work / "epoch=1-step=100.ckpt"
-        torch.save({"w": torch.zeros(1024)}, ckpt)
+    global PROXY
+    with admission_env.running(work) as env:
+        cp, ns = env.cp, admission_env.NS
+        PROXY = env.proxy
         for run in ("warm", "busy"):
-            RunStore.open(f"s3://{bucket}/base/{ns}/{run}/", opts).commit(ckpt)
-
-        proc = OperatorProcess(
-            args=["--webhook-host", "127.0.0.1", "--webhook-port", str(port), "--tls-cert-file", str(tls.cert_file),
-                  "--tls-key-file", str(tls.key_file), "--namespace", ns, "--liveness-port", "0",
-                  "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:bench"],
-            env=cp.env(), log=work / "operator.log", webhook_port=port,
-        ).start()
-        time.sleep(3)  # let kopf list the policy (index) before the first admission
+            admission_env.commit_small(env, run)
+        env.start_operator()
         with cp.api_client() as api:
             core = k.CoreV1Api(api)
             tag = uuid.uuid4().hex[:4]
@@ -248,16 +199,6 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
-    finally:
-        if noop is not None:
-            noop.terminate()
-            noop.wait(10)
-        if PROXY is not None:
-            PROXY.stop()
-        if proc is not None:
-            proc.stop()
-        cp.stop()
-        moto.stop()
 
 
 if __name__ == "__main__":

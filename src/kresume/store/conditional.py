@@ -204,7 +204,7 @@ class _Native:
 
         try:
             with native.errors_mapped():
-                result = obstore.get(fs.store, fs.key(path))
+                result = fs.call(obstore.get, fs.store, fs.key(path))
                 data = result.bytes().to_bytes()
         except FileNotFoundError:
             return None, None
@@ -217,7 +217,7 @@ class _Native:
         from obstore import exceptions as ox
 
         try:
-            obstore.put(fs.store, fs.key(path), data, use_multipart=False, mode=mode)
+            fs.call(obstore.put, fs.store, fs.key(path), data, use_multipart=False, mode=mode)
         except (ox.AlreadyExistsError, ox.PreconditionError, FileNotFoundError):
             return False  # FileNotFoundError: If-Match on a deleted object (S3 answers 404)
         except Exception as exc:  # noqa: BLE001 - mapped for the caller's retries

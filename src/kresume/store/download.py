@@ -113,14 +113,14 @@ def _native_object(fs: Any, rpath: str, fd: int, size: int, settings: TransferSe
     key = fs.key(rpath)
     if size == 0:
         with native.errors_mapped():
-            meta = obstore.head(fs.store, key)
+            meta = fs.call(obstore.head, fs.store, key)
         if int(meta["size"]) != 0:
             raise errors.CorruptCheckpoint(url, f"object has {meta['size']} B, manifest says 0 B")
         return 0
     step = max(1, settings.range_size)
     bounds = [(start, min(start + step, size)) for start in range(0, size, step)]
     pool = _range_pool(settings.ranges_in_flight)
-    futures = [pool.submit(_native_range, fs.store, key, fd, start, end, size, url, lpath, progress)
+    futures = [pool.submit(_native_range, fs, key, fd, start, end, size, url, lpath, progress)
                for start, end in bounds]
     try:
         values = [f.result() for f in futures]
@@ -133,7 +133,7 @@ def _native_object(fs: Any, rpath: str, fd: int, size: int, settings: TransferSe
     return crcmod.combine_all(zip(values, (end - start for start, end in bounds)))
 
 
-def _native_range(store: Any, key: str, fd: int, start: int, end: int, size: int, url: str, lpath: str,
+def _native_range(fs: Any, key: str, fd: int, start: int, end: int, size: int, url: str, lpath: str,
                   progress: Progress) -> int:
     """Fetch bytes ``[start, end)`` into ``fd``; return their CRC-32C. A body that breaks off (or a
     server that answers with fewer bytes than asked) is re-requested from the next missing byte."""
@@ -148,11 +148,11 @@ def _native_range(store: Any, key: str, fd: int, start: int, end: int, size: int
                 # The whole object is asked for without a Range: some servers (rclone serve s3)
                 # answer a range covering everything with a plain 200, which obstore refuses.
                 whole = pos == 0 and end == size
-                result = obstore.get(store, key, options=None if whole else {"range": (pos, end)})
+                result = fs.call(obstore.get, fs.store, key, options=None if whole else {"range": (pos, end)})
                 total = int(result.meta["size"])
                 if total != size:
                     raise errors.CorruptCheckpoint(url, f"object has {total} B, manifest says {size} B")
-                for chunk in result.stream(min_chunk_size=READ_SIZE):  # bytes
+                for chunk in fs.iterate(result.stream(min_chunk_size=READ_SIZE)):  # bytes
                     if len(chunk) > end - pos:
                         raise errors.StoreError(url, f"asked for bytes {pos}-{end - 1}, got more")
                     value = google_crc32c.extend(value, chunk)

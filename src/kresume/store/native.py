@@ -22,10 +22,12 @@ uploads ("invalid uploadType"), so that path could not be tested against a real 
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -61,7 +63,8 @@ def choose_client(options: Mapping[str, Any], env: Mapping[str, str] = os.enviro
     return value
 
 
-def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> tuple[Any, str] | None:
+def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = os.environ, *,
+                deadline: Any = None) -> tuple[Any, str] | None:
     """``(NativeFileSystem, root path)`` for ``url``, or ``None`` when the native path does not apply
     (other protocol, ``fsspec`` selected, or an option without an exact equivalent: logged at INFO once
     per key). Makes no request."""
@@ -81,7 +84,7 @@ def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = o
             logger.info("%s: using the fsspec backend (%s)", url.split("://", 1)[0], exc)
         return None
     _, _, path = native_options.split_url(url)
-    fs = NativeFileSystem(protocol, cfg, _build_store(cfg))
+    fs = NativeFileSystem(protocol, cfg, _build_store(cfg), deadline)
     return fs, f"{cfg.bucket}/{path}".rstrip("/")
 
 
@@ -146,9 +149,9 @@ def mapped(exc: BaseException) -> BaseException:
     if isinstance(exc, FileNotFoundError):
         return exc
     if isinstance(exc, (ox.PermissionDeniedError, ox.UnauthenticatedError)):
-        return PermissionError(text)
+        return PermissionError(_summary(text, _STATUS.search(text)))
     if isinstance(exc, ox.AlreadyExistsError):
-        return FileExistsError(text)
+        return FileExistsError(_summary(text, _STATUS.search(text)))
     status = _STATUS.search(text)
     if isinstance(exc, ox.GenericError) and status is None and any(m in low for m in _CONNECTION_MARKERS):
         return ConnectionError(text)
@@ -166,12 +169,20 @@ class ServiceError(OSError):
     is ``<Code>: <Message> (HTTP <status>)`` from the store's XML error body, then obstore's text."""
 
     def __init__(self, text: str, status: int) -> None:
-        fields = dict(_XML_FIELD.findall(text))
-        head = text.splitlines()[0].split(" - Server returned")[0] if text else ""
-        summary = f"{fields.get('Code', 'HTTP error')}: {fields.get('Message', '').strip()} (HTTP {status})"
-        super().__init__(f"{summary}; {head}")
+        super().__init__(_summary(text, _STATUS.search(text)))
         self.status = status
-        self.code = fields.get("Code")
+        self.code = dict(_XML_FIELD.findall(text)).get("Code")
+
+
+def _summary(text: str, status: Any) -> str:
+    """``<Code>: <Message> (HTTP <status>); <obstore's first line>`` when the store sent an XML error
+    body (S3, Azure), else ``text``'s first line: the code and message callers show come first."""
+    fields = dict(_XML_FIELD.findall(text))
+    head = text.splitlines()[0].split(" - Server returned")[0] if text else ""
+    if not fields:
+        return head or text
+    where = f" (HTTP {status.group(1)})" if status is not None else ""
+    return f"{fields.get('Code', 'error')}: {fields.get('Message', '').strip()}{where}; {head}"
 
 
 @contextlib.contextmanager
@@ -184,6 +195,20 @@ def errors_mapped() -> Iterator[None]:
         if out is exc:
             raise
         raise out from exc
+
+
+POLL_SECONDS = 0.25
+"""How often a call bounded by a deadline re-checks it (a deadline may be set or moved while it waits)."""
+_HELPERS: cf.ThreadPoolExecutor | None = None
+_HELPERS_LOCK = threading.Lock()
+
+
+def _helpers() -> cf.ThreadPoolExecutor:
+    global _HELPERS
+    with _HELPERS_LOCK:
+        if _HELPERS is None:
+            _HELPERS = cf.ThreadPoolExecutor(64, thread_name_prefix="kresume-native")
+        return _HELPERS
 
 
 # ------------------------------------------------------------------------------------- filesystem
@@ -199,12 +224,53 @@ class NativeFileSystem(AbstractFileSystem):
     root_marker = ""
     cachable = False
 
-    def __init__(self, url_protocol: str, cfg: NativeConfig, store: Any) -> None:
+    def __init__(self, url_protocol: str, cfg: NativeConfig, store: Any, deadline: Any = None) -> None:
         super().__init__()
         self.protocol = (url_protocol,)  # type: ignore[assignment]
         self.native = cfg
         self.store = store
         self.bucket = cfg.bucket
+        self.deadline = deadline
+        """A :class:`kresume.store.deadline.Deadline` every request must end by, or None."""
+
+    # --- time budget -----------------------------------------------------------------------------
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` (an obstore call), ending by :attr:`deadline`.
+
+        obstore's blocking calls cannot be interrupted, so with a deadline the call runs in a helper
+        thread and the caller stops waiting when the deadline passes (re-checked every
+        :data:`POLL_SECONDS`, so a deadline set while waiting — SIGTERM — counts), raising
+        ``DeadlineExceeded`` (transient: :func:`kresume.store.storage.retrying` reports the budget).
+        The abandoned request finishes or fails in its thread; the caller has already moved on (the
+        sidecar exits at its deadline). An answer renews an idle deadline.
+        """
+        deadline = self.deadline
+        if deadline is None:
+            return fn(*args, **kwargs)
+        from kresume.store.deadline import DeadlineExceeded
+
+        if deadline.expired():
+            raise DeadlineExceeded(f"no answer before {deadline.what}")
+        future = _helpers().submit(fn, *args, **kwargs)
+        while True:
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                future.cancel()
+                raise DeadlineExceeded(f"no answer before {deadline.what}")
+            try:
+                result = future.result(timeout=POLL_SECONDS if left is None else min(left, POLL_SECONDS))
+            except cf.TimeoutError:
+                continue
+            deadline.touch()
+            return result
+
+    def iterate(self, stream: Any) -> Iterator[Any]:
+        """The items of an obstore stream, each ``next`` bounded like :meth:`call`."""
+        while True:
+            try:
+                yield self.call(next, stream)
+            except StopIteration:
+                return
 
     # --- paths -----------------------------------------------------------------------------------
     def key(self, path: str) -> str:
@@ -242,7 +308,7 @@ class NativeFileSystem(AbstractFileSystem):
 
         key = self.key(path)
         with errors_mapped():
-            result = obstore.list_with_delimiter(self.store, key or None)
+            result = self.call(obstore.list_with_delimiter, self.store, key or None)
         out = [self._entry(o) for o in result["objects"]]
         out += [{"name": self._name(p.rstrip("/")), "size": 0, "type": "directory"} for p in result["common_prefixes"]]
         if not out:
@@ -257,7 +323,7 @@ class NativeFileSystem(AbstractFileSystem):
         key = self.key(path)
         out: dict[str, dict[str, Any]] = {}
         with errors_mapped():
-            for batch in obstore.list(self.store, key or None, chunk_size=1000):
+            for batch in self.call(obstore.list, self.store, key or None, chunk_size=1000):
                 for meta in batch:
                     entry = self._entry(meta)
                     out[entry["name"]] = entry
@@ -272,11 +338,11 @@ class NativeFileSystem(AbstractFileSystem):
         if key:
             try:
                 with errors_mapped():
-                    return self._entry(obstore.head(self.store, key))
+                    return self._entry(self.call(obstore.head, self.store, key))
             except FileNotFoundError:
                 pass
         with errors_mapped():
-            result = obstore.list_with_delimiter(self.store, key or None)
+            result = self.call(obstore.list_with_delimiter, self.store, key or None)
         if result["objects"] or result["common_prefixes"] or not key:
             return {"name": self._name(key), "size": 0, "type": "directory"}
         raise FileNotFoundError(path)
@@ -289,18 +355,18 @@ class NativeFileSystem(AbstractFileSystem):
         key = self.key(path)
         with errors_mapped():
             if start is None and end is None:
-                return obstore.get(self.store, key).bytes().to_bytes()
+                return self.call(obstore.get, self.store, key).bytes().to_bytes()
             size = None if end is not None and (start or 0) >= 0 and end >= 0 else self.info(path)["size"]
             lo = (start or 0) if (start or 0) >= 0 else size + start  # type: ignore[operator]
             hi = end if end is not None and end >= 0 else (size if end is None else size + end)  # type: ignore[operator]
-            return obstore.get_range(self.store, key, start=lo, end=hi).to_bytes() if hi > lo else b""
+            return self.call(obstore.get_range, self.store, key, start=lo, end=hi).to_bytes() if hi > lo else b""
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         """One PUT of ``value`` (``mode="create"``: create-only, ``FileExistsError`` when present)."""
         import obstore
 
         with errors_mapped():
-            obstore.put(self.store, self.key(path), value, use_multipart=False,
+            self.call(obstore.put, self.store, self.key(path), value, use_multipart=False,
                         mode="create" if mode == "create" else "overwrite")
 
     # --- deletes ---------------------------------------------------------------------------------
@@ -308,7 +374,7 @@ class NativeFileSystem(AbstractFileSystem):
         import obstore
 
         with errors_mapped():
-            obstore.delete(self.store, self.key(path))
+            self.call(obstore.delete, self.store, self.key(path))
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """Delete ``path`` (with ``recursive``, every object under it; batched); absent is no error."""
@@ -326,11 +392,11 @@ class NativeFileSystem(AbstractFileSystem):
             batch = sorted(set(keys[i:i + 1000]))
             try:
                 with errors_mapped():
-                    obstore.delete(self.store, batch)
+                    self.call(obstore.delete, self.store, batch)
             except FileNotFoundError:  # Azure answers 404 for a missing blob; S3 does not
                 for key in batch:
                     with contextlib.suppress(FileNotFoundError), errors_mapped():
-                        obstore.delete(self.store, key)
+                        self.call(obstore.delete, self.store, key)
 
     # --- streams ---------------------------------------------------------------------------------
     def _open(self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
@@ -342,9 +408,9 @@ class NativeFileSystem(AbstractFileSystem):
         size = int(block_size or 8 * 2**20)
         with errors_mapped():
             if mode == "rb":
-                return obstore.open_reader(self.store, self.key(path), buffer_size=size)
+                return self.call(obstore.open_reader, self.store, self.key(path), buffer_size=size)
             if mode == "wb":
-                return obstore.open_writer(self.store, self.key(path), buffer_size=size, max_concurrency=2)
+                return self.call(obstore.open_writer, self.store, self.key(path), buffer_size=size, max_concurrency=2)
         raise ValueError(f"mode {mode!r} is not supported (rb, wb)")
 
     def size(self, path: str) -> int:

@@ -225,7 +225,7 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
     """
     protocol = check_url(url)
     try:
-        opened = native.open_native(url, storage_options or {})
+        opened = native.open_native(url, storage_options or {}, deadline=deadline)
     except ValueError as exc:  # an unknown client name
         raise errors.BadOption(url, str(exc), fix=f"set {native.OPTION} (storage option) or {native.ENV} to "
                                                   "native or fsspec") from exc

@@ -87,7 +87,7 @@ def upload_file(fs: Any, local: LocalFile, rpath: str, settings: TransferSetting
             single = local.size <= 2 * part
             try:
                 with native.errors_mapped():
-                    obstore.put(fs.store, fs.key(rpath), state.pieces(), use_multipart=not single,
+                    fs.call(obstore.put, fs.store, fs.key(rpath), state.pieces(), use_multipart=not single,
                                 chunk_size=part, max_concurrency=max(1, granted - 1))
             except BaseException:
                 state.raise_if_short()  # obstore may wrap the generator's own error
@@ -141,8 +141,8 @@ def remote_crc32c(fs: Any, rpath: str, size: int, settings: TransferSettings) ->
         if size == 0:
             return crc32c_hex(0)
         with native.errors_mapped():
-            result = obstore.get(fs.store, fs.key(rpath), options={"range": (0, size)})
-            for chunk in result.stream(min_chunk_size=2**20):
+            result = fs.call(obstore.get, fs.store, fs.key(rpath), options={"range": (0, size)})
+            for chunk in fs.iterate(result.stream(min_chunk_size=2**20)):
                 crc = google_crc32c.extend(crc, chunk)
         return crc32c_hex(crc)
     done = 0

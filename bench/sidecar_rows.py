@@ -149,9 +149,10 @@ def _memory(target: Target, path: Path, work: Path, log: Log) -> list[Metric]:
     shutil.rmtree(watch, ignore_errors=True)
     watch.mkdir(parents=True)
     url = target.url("sidecar/memory/")
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    folder = path.is_dir()
+    files = [p for p in path.rglob("*") if p.is_file()] if folder else [path]
     size_mb = sum(p.stat().st_size for p in files) / 1e6
-    what = f"{size_mb:.0f} MB ckpt" if path.is_file() else \
+    what = f"{size_mb:.0f} MB ckpt" if not folder else \
         f"folder of {len(files) - 1} x {max(p.stat().st_size for p in files) / 1e6:.0f} MB"
     sidecar = Sidecar(target, watch, url)
     try:
@@ -165,7 +166,7 @@ def _memory(target: Target, path: Path, work: Path, log: Log) -> list[Metric]:
     commit = procs.run([str(Path(sys.executable).parent / "kresume"), "commit", str(watch / path.name),
                         target.url("cli/memory/"), "--no-progress"], env=target.env)
     _clear(target, target.url("cli/memory/"))
-    shutil.rmtree(watch / path.name) if path.is_dir() else (watch / path.name).unlink()
+    shutil.rmtree(watch / path.name) if folder else (watch / path.name).unlink()
     log(f"  memory: kresume commit peak {commit.max_rss / 2**20:.0f} MiB")
     return [
         Metric(f"sidecar peak RSS, {what}", f"{sample.max_rss / 2**20:.0f} MiB", "≤ 128 MiB",

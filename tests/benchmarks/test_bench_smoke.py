@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_quick_prints_every_row(tmp_path: Path) -> None:
     out_md = tmp_path / "results.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "transfer,durable,memory,training",
-         "--workdir", str(tmp_path / "work"), "--write", str(out_md)],
+        [sys.executable, "-m", "bench", "--quick", "--only", "transfer,clients,durable,memory,training",
+         "--client-servers", "seaweedfs,azurite", "--workdir", str(tmp_path / "work"), "--write", str(out_md)],
         cwd=ROOT, capture_output=True, text=True, timeout=1100, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = out_md.read_text()
@@ -32,6 +32,8 @@ def test_bench_quick_prints_every_row(tmp_path: Path) -> None:
     for tool in ("kresume", "s5cmd", "rclone", "fsspec", "cp"):
         assert f"| {tool} |" in text
     for metric in ("sidecar overhead", "sidecar peak RSS, 16 MB ckpt", "`kresume commit` peak RSS",
+                   "sidecar peak RSS, folder of 4 x 2 MB", "client cost, restore 8 MB file, seaweedfs",
+                   "client cost, in-process lookup (RunStore.latest), azurite",
                    "training overhead", "sidecar CPU: idle / per committed checkpoint"):
         assert metric in text
     assert "load average at end" in text
@@ -56,3 +58,20 @@ def test_webhook_bench_measures_every_case_against_the_baseline(tmp_path: Path) 
         assert sum(result[case]["checkpoint_sources"].values()) == 4
     # Pods of runs that may be committing always ask the store.
     assert result["busy"]["checkpoint_sources"] == {"store": 4}
+    assert result["noop"]["create_round_trip"]["n"] == 4  # the no-op webhook's pods, same run
+    assert set(result["busy"]["over_noop"]) == {"p50_ms", "p99_ms"}
+    assert result["busy"]["store_requests"]["p50"] >= 3  # pointer + two listings, counted at the proxy
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_burst_bench_reports_a_rate_per_mode(tmp_path: Path) -> None:
+    out = tmp_path / "burst.json"
+    proc = subprocess.run([sys.executable, "bench/burst.py", "--seconds", "2", "--threads", "4", "--quiet-runs", "4",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=800, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    for mode in ("none", "noop", "kresume-store", "kresume-memory"):
+        assert result[mode]["created"] > 0 and result[mode]["errors"] == 0, (mode, result[mode])
+        assert result[mode]["rate_per_s"] > 0
+    assert result["kresume-memory"]["created"] == 4

@@ -167,11 +167,11 @@ def _native_range(fs: Any, key: str, fd: int, start: int, end: int, size: int, u
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified just below
-            if not errors.is_transient(exc) and not _range_error(exc):
-                raise
-            if _range_error(exc) and not errors.is_transient(exc):
+            if _range_error(exc):
                 raise errors.CorruptCheckpoint(url, f"object is shorter than the manifest's {size} B "
                                                     f"(range {pos}-{end - 1} not satisfiable)") from exc
+            if not errors.is_transient(exc):
+                raise
             resumes += 1
             if resumes > RESUMES_PER_RANGE:
                 raise errors.StoreUnreachable(url, f"body of range {start}-{end - 1} broke off "
@@ -182,8 +182,10 @@ def _native_range(fs: Any, key: str, fd: int, start: int, end: int, size: int, u
 
 def _range_error(exc: BaseException) -> bool:
     """A ranged GET the store refused as unsatisfiable (HTTP 416, object_store's range checks)."""
+    if getattr(exc, "status", None) == 416:
+        return True
     text = str(exc).lower()
-    return "416" in text or "range not satisfiable" in text or "invalid range" in text or "wanted range" in text
+    return "range not satisfiable" in text or "invalidrange" in text or "wanted range" in text
 
 
 def _stream(fs: Any, rpath: str, fd: int, size: int, settings: TransferSettings, url: str, progress: Progress,

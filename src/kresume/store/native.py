@@ -162,6 +162,7 @@ def mapped(exc: BaseException) -> BaseException:
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _XML_FIELD = re.compile(r"<(Code|Message)>([^<]*)</\1>")
+_URL = re.compile(r"https?://\S+")
 
 
 class ServiceError(OSError):
@@ -178,11 +179,13 @@ def _summary(text: str, status: Any) -> str:
     """``<Code>: <Message> (HTTP <status>); <obstore's first line>`` when the store sent an XML error
     body (S3, Azure), else ``text``'s first line: the code and message callers show come first."""
     fields = dict(_XML_FIELD.findall(text))
-    head = text.splitlines()[0].split(" - Server returned")[0] if text else ""
-    if not fields:
-        return head or text
+    # Endpoints are left out (callers name the object's URL): digits of a port or a key must not read as
+    # an HTTP status to the text checks of kresume.store.errors.is_transient.
+    head = _URL.sub("<store>", text.splitlines()[0]) if text else ""
     where = f" (HTTP {status.group(1)})" if status is not None else ""
-    return f"{fields.get('Code', 'error')}: {fields.get('Message', '').strip()}{where}; {head}"
+    if not fields:
+        return head.split(" - Server returned")[0] + where if status is not None else head
+    return f"{fields.get('Code', 'error')}: {fields.get('Message', '').strip()}{where}"
 
 
 @contextlib.contextmanager

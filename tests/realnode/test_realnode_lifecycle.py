@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kresume.devtools.kubelet import cleanup, images
+from kresume.devtools.kubelet import build, cleanup, images
 from kresume.devtools.kubelet.node import default_cache
 from kresume.devtools.localcluster import LocalCluster, LocalClusterSettings, available
 
@@ -41,7 +41,8 @@ def cluster() -> Iterator[LocalCluster]:
     if why:
         pytest.fail(why, pytrace=False)
     busybox = images.busybox_image(default_cache())
-    lc = LocalCluster(LocalClusterSettings(images=(busybox,)))
+    kresume = build.kresume_image(default_cache())  # from the Dockerfile, no registry; cached by its inputs
+    lc = LocalCluster(LocalClusterSettings(images=(busybox, kresume)))
     lc.start()
     try:
         yield lc
@@ -89,6 +90,21 @@ def test_pod_runs_as_a_real_container_with_logs_exec_and_limits(cluster: LocalCl
     assert time.monotonic() - t0 < 30  # sh ignores SIGTERM as PID 1: the kubelet SIGKILLs after the 2 s grace
 
 
+def test_kresume_image_runs_non_root_with_a_read_only_root(cluster: LocalCluster) -> None:
+    k = cluster.plane.kubectl
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kresume-cli", "namespace": "default"},
+           "spec": {"hostNetwork": True, "restartPolicy": "Never", "containers": [{
+               "name": "c", "image": build.KRESUME_REF, "imagePullPolicy": "IfNotPresent",
+               "command": ["sh", "-c", "id -u && kresume --help | head -3 && kresume-sidecar --help | head -1"],
+               "securityContext": {"readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                                   "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}}  # fmt: skip
+    k("apply", "-f", "-", input=json.dumps(pod))
+    _wait("pod kresume-cli Succeeded", lambda: _phase(cluster, "kresume-cli") in ("Succeeded", "Failed"))
+    out = k("logs", "kresume-cli").stdout
+    assert _phase(cluster, "kresume-cli") == "Succeeded", out
+    assert out.splitlines()[0] == "65532" and "Usage" in out
+
+
 def test_pod_network_makes_a_bridge_that_stop_removes(cluster: LocalCluster) -> None:
     k = cluster.plane.kubectl
     k("apply", "-f", "-", input=json.dumps(_pod("netpod", host_network=False)))
@@ -125,7 +141,7 @@ def test_stop_leaves_nothing_behind(cluster: LocalCluster) -> None:
     assert not workdir.exists() and not state.exists()
     assert not cleanup.link_exists(bridge)
     left_logs = [n for n in cleanup.list_pod_logs() if n.split("_")[:2] in (
-        ["default", p] for p in ("bb", "netpod", "survivor", "after"))]  # fmt: skip
+        ["default", p] for p in ("bb", "netpod", "survivor", "after", "kresume-cli"))]  # fmt: skip
     assert left_logs == []
     if cleanup.CONTAINER_LOG_DIR.is_dir():
         assert not any(p.name.split("_")[0] in ("bb", "netpod", "survivor", "after")

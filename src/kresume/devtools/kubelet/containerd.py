@@ -115,6 +115,14 @@ class Containerd:
         return time.monotonic() - t0
 
     # --- clean-up ----------------------------------------------------------------------------------------------
+    def kill_tasks(self) -> int:
+        """SIGKILL every running task (container process) in the CRI namespace, as a machine crash would; the CRI
+        plugin sees the exits, so the kubelet finds the containers exited. Returns how many were signalled."""
+        tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
+        for task in tasks:
+            self.ctr("tasks", "kill", "-a", "-s", "SIGKILL", task, check=False)
+        return len(tasks)
+
     def remove_containers(self) -> None:
         """Kill every task and delete every container (with its snapshot) in the CRI namespace."""
         if not self.running:

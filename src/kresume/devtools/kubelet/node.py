@@ -205,7 +205,7 @@ class RealNode:
         if self._kubelet is not None:
             self._kubelet.stop(grace_s=0)
         if self.containerd is not None:
-            self.containerd.remove_containers()
+            self.containerd.kill_tasks()
 
     def restart_kubelet(self) -> None:
         """Start the kubelet again (same root-dir, name and ports) and wait until the Node is Ready."""

@@ -83,7 +83,26 @@ app.kubernetes.io/part-of: kresume
 {{- define "kresume.webhookDNSNames" -}}
 {{- $svc := include "kresume.webhookServiceName" . -}}
 {{- $ns := .Release.Namespace -}}
-{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $host := include "kresume.webhookURLHost" . -}}
+{{- if and $host (not (regexMatch "^[0-9.]+$" $host)) }}{{- $names = append $names $host -}}{{- end }}
+{{- $names | toJson }}
+{{- end }}
+
+{{/* IP addresses the chart-generated serving certificate names: webhook.url's host when it is an IPv4 address. */}}
+{{- define "kresume.webhookIPs" -}}
+{{- $host := include "kresume.webhookURLHost" . -}}
+{{- if regexMatch "^[0-9.]+$" $host }}{{- list $host | toJson }}{{- else }}[]{{- end }}
+{{- end }}
+
+{{/* The host part of webhook.url ("" when unset). */}}
+{{- define "kresume.webhookURLHost" -}}
+{{- if .Values.webhook.url }}{{- (split ":" (urlParse .Values.webhook.url).host)._0 }}{{- end }}
+{{- end }}
+
+{{/* Where the webhook is reached: webhook.url, else the Service's in-cluster name. */}}
+{{- define "kresume.webhookURL" -}}
+{{- if .Values.webhook.url }}{{- .Values.webhook.url }}{{- else }}{{- printf "https://%s.%s.svc:%v/inject-pod" (include "kresume.webhookServiceName" .) .Release.Namespace .Values.webhook.servicePort }}{{- end }}
 {{- end }}
 
 {{/* PodDisruptionBudget API: policy/v1 where served (1.21+), else policy/v1beta1. */}}

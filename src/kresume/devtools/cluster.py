@@ -80,6 +80,10 @@ class ControlPlaneSettings:
     scheduler: bool = False
     """Run kube-scheduler (needs ``kube-scheduler`` in the assets: ``scripts/k8s-assets.sh --node``). Only useful
     with a real node (:mod:`kresume.devtools.localcluster`); the node agent binds pods itself."""
+    disabled_admission_plugins: tuple[str, ...] = ("ServiceAccount",)
+    """kube-apiserver ``--disable-admission-plugins`` (a list flag: repeating it appends, so it is set only here).
+    ServiceAccount is off by default, as envtest does (pods get no token; no token controller needed); a real node
+    turns it on (:mod:`kresume.devtools.localcluster`)."""
     apiserver_flags: tuple[str, ...] = ()
     """Extra kube-apiserver flags, appended last, e.g. ``("--feature-gates=...",)``."""
     ready_timeout: float = 90.0
@@ -293,7 +297,9 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true", "--authorization-mode=RBAC",
             "--endpoint-reconciler-type=none", f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            "--disable-admission-plugins=ServiceAccount", *self.settings.apiserver_flags,
+            *([f"--disable-admission-plugins={','.join(self.settings.disabled_admission_plugins)}"]
+              if self.settings.disabled_admission_plugins else []),
+            *self.settings.apiserver_flags,
         ])  # fmt: skip
         self._wait_until(f"kube-apiserver at {self.server} /readyz", [*also_watch, apiserver],
                          lambda: self._get("/readyz", timeout=2) == "ok")  # fmt: skip

@@ -5,8 +5,11 @@
     with LocalCluster() as lc:
         lc.plane.kubectl("run", "p", "--image=...", "--overrides={...hostNetwork...}")
 
-The API server runs the ServiceAccount admission plugin here (pods get their token, as on any cluster) and the
-controller-manager its node lifecycle controller (a lost node turns NotReady). :meth:`LocalCluster.stop` stops
+The API server runs the ServiceAccount admission plugin here (pods get their token, as on any cluster) and,
+with ``pod_security`` (the default), PodSecurityPolicy admission with the policies of
+:mod:`kresume.devtools.podsecurity` (namespaces labelled ``pod-security.kubernetes.io/enforce: restricted`` get
+only the ``restricted`` profile; create namespaces with :meth:`LocalCluster.create_namespace`); the
+controller-manager runs its node lifecycle controller (a lost node turns NotReady). :meth:`LocalCluster.stop` stops
 the nodes first (every container removed, every mount and folder they made gone), then the control plane.
 :func:`available` says whether this machine can run it (root, containerd, the node binaries).
 """
@@ -16,6 +19,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+import yaml
+
+from kresume.devtools import podsecurity
 from kresume.devtools.cluster import AssetsMissingError, ControlPlane, ControlPlaneSettings, find_assets
 from kresume.devtools.kubelet import RealNode, RealNodeSettings, images, preflight
 
@@ -23,8 +29,10 @@ PLANE_SETTINGS = ControlPlaneSettings(
     scheduler=True,
     # ServiceAccount admission ON (pods get tokens: the operator runs in-cluster with the chart's RBAC); a node
     # monitor grace of 20 s instead of 40 s, so a lost node turns NotReady sooner.
-    apiserver_flags=("--disable-admission-plugins=",),
-    controller_manager_flags=("--node-monitor-grace-period=20s", "--pod-eviction-timeout=30s"),
+    disabled_admission_plugins=(),
+    apiserver_flags=podsecurity.APISERVER_FLAGS,
+    controller_manager_flags=("--node-monitor-grace-period=20s", "--pod-eviction-timeout=30s",
+                              *podsecurity.CONTROLLER_MANAGER_FLAGS),
 )
 
 
@@ -46,6 +54,9 @@ class LocalClusterSettings:
     nodes: tuple[RealNodeSettings, ...] = (RealNodeSettings(),)
     images: tuple[images.Archive, ...] = field(default=())
     """Images every node imports (in addition to each node's own)."""
+    pod_security: bool = True
+    """Install the PodSecurityPolicies (the plane's flags must enable the admission plugin, as
+    :data:`PLANE_SETTINGS` does) and let ``default`` and ``kube-system`` use the privileged one."""
 
 
 class LocalCluster:
@@ -68,6 +79,10 @@ class LocalCluster:
         """Start the control plane, then each node (until Ready). A failed start stops what it started."""
         try:
             self.plane.start()
+            if self.settings.pod_security:
+                self._apply(podsecurity.policies())
+                for ns in ("default", "kube-system"):
+                    self.create_namespace(ns)
             for ns in self.settings.nodes:
                 s = RealNodeSettings(**{**ns.__dict__, "images": (*self.settings.images, *ns.images)})
                 node = RealNode(self.plane, s)
@@ -77,6 +92,14 @@ class LocalCluster:
             self.stop()
             raise
         return self
+
+    def _apply(self, objs: list[dict]) -> None:
+        self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+
+    def create_namespace(self, name: str, *, restricted: bool = False, labels: dict[str, str] | None = None) -> None:
+        """Create (or update) namespace ``name``: labelled for PodSecurity ``restricted`` when ``restricted``,
+        else with the RoleBinding that lets its ServiceAccounts use the privileged policy."""
+        self._apply(podsecurity.namespace_objects(name, restricted=restricted, labels=labels))
 
     def stop(self) -> list[str]:
         """Stop every node (newest first), then the control plane; returns (and keeps in ``problems``) what

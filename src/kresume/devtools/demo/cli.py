@@ -37,6 +37,9 @@ def command(
                                    "e.g. step,write,upload for graceful preemptions only."),
     grace: int = typer.Option(15, "--grace", help="The Job's terminationGracePeriodSeconds (the sidecar's grace "
                                                   "period is derived from it: T - min(5, T // 4))."),
+    node: str = typer.Option("auto", "--node", help="Where the pods run: kubelet (a real node: containerd + kubelet, "
+                                                     "images built locally; root), agent (the node agent: local "
+                                                     "processes, images ignored), auto (kubelet when possible)."),
 ) -> None:
     """Run a real Lightning Job on a local control plane, preempt it, and watch it resume by itself.
 
@@ -67,7 +70,7 @@ def command(
     settings = DemoSettings(preemptions=preemptions, seed=seed, store=store, store_options=options,
                             max_steps=max_steps, every_n_steps=every_n_steps, step_seconds=step_seconds,
                             work_dir=work_dir, json_out=json_out, timeout=timeout, grace_seconds=grace,
-                            modes=mode_list)  # fmt: skip
+                            modes=mode_list, node=node)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     display = Display()
     try:

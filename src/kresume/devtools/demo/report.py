@@ -75,6 +75,9 @@ def summary(result: dict[str, Any], console: Console) -> None:
                   _fmt(adm["start_step"]), _fmt(adm["loaded_step"]) if adm["injected_url"] else "-",
                   Text("ok", style="green") if not adm["problems"] else Text("; ".join(adm["problems"]), style="red"))
     console.print(a)
+    if result.get("node"):
+        console.print(f"node: {result['node']}" + (f"; helm test passed ({result['helm_test']['seconds']} s)"
+                                                   if (result.get("helm_test") or {}).get("passed") else ""))
     console.print(f"final step: {result['final_step']} of {result['settings']['max_steps']} planned; "
                   f"{len(result['committed'])} checkpoints committed; job {result['durations'].get('job_s')} s, "
                   f"total {result['durations'].get('total_s', '-')} s")  # fmt: skip

@@ -76,14 +76,42 @@ def run_demo(settings: DemoSettings, display: Display) -> dict[str, Any]:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     work_dir = settings.work_dir or REPO / ".cache" / "demo" / stamp
     t_begin = time.time()
-    with Stack(settings, work_dir, display.say) as stack:
+    stack_class = choose_stack(settings, display.say)
+    with stack_class(settings, work_dir, display.say) as stack:
         display.say(f"stack ready in {time.time() - t_begin:.0f} s; logs under {work_dir}")
         demo = _Demo(settings, stack, display)
         result = demo.run()
     result["durations"]["total_s"] = round(time.time() - t_begin, 1)
     result["work_dir"] = str(work_dir)
     result["logs"] = {k: str(v) for k, v in stack.logs.items()}
+    result["node"] = stack.node_kind
+    if getattr(stack, "helm_test", None):
+        result["helm_test"] = stack.helm_test
+    if getattr(stack, "restricted", None):
+        result["restricted_namespace"] = stack.restricted
+    if getattr(stack, "timings", None):
+        result["durations"].update({f"stack_{k}": round(v, 1) for k, v in stack.timings.items()})
     return result
+
+
+def choose_stack(settings: DemoSettings, say: Any) -> type[Stack]:
+    """The stack for ``settings.node``: ``kubelet`` -> RealStack, ``agent`` -> Stack, ``auto`` -> RealStack when
+    :func:`kresume.devtools.localcluster.available` says yes, else Stack (and why). Raises ValueError."""
+    if settings.node not in ("auto", "kubelet", "agent"):
+        raise ValueError(f"--node {settings.node!r}: choose auto, kubelet or agent")
+    if settings.node == "agent":
+        return Stack
+    from kresume.devtools import localcluster
+
+    why = localcluster.available()
+    if why is None:
+        from kresume.devtools.demo.realstack import RealStack
+
+        return RealStack
+    if settings.node == "kubelet":
+        raise RuntimeError(f"--node kubelet: {why}")
+    say(f"using the node agent (containers as local processes): {why}")
+    return Stack
 
 
 class _Demo:
@@ -97,12 +125,15 @@ class _Demo:
         self.poller: StorePoller | None = None
         self.done_event: dict[str, Any] | None = None
 
+    def _describe(self, mode: str) -> str:
+        return self.stack.descriptions.get(mode) or chaos.DESCRIPTIONS[mode]
+
     # --- main loop ------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         s = self.s
         self.d.say(f"submitting Job {s.namespace}/{s.job_name}: examples/lightning/train.py, {s.planned_steps} steps, "
                    f"a checkpoint every {s.every_n_steps}; plan: "
-                   + (", ".join(f"{i + 1}. {chaos.DESCRIPTIONS[p.mode]}" for i, p in enumerate(self.plan)) or "none"))
+                   + (", ".join(f"{i + 1}. {self._describe(p.mode)}" for i, p in enumerate(self.plan)) or "none"))
         took = self.stack.warm_up(s.job_name)
         self.d.say(f"webhook ready: a dry-run pod of run {s.job_name} got the sidecar ({took:.1f} s)")
         self.stack.kubectl_apply(self.stack.job_manifest(TRAIN_SCRIPT))
@@ -147,7 +178,7 @@ class _Demo:
                                    injected_step=int(step) if step else None, start_step=None, start_resumed_from=None)
             if adm.injected_url:  # load it now: retention may delete it once the run has moved on
                 adm.loaded_step, adm.load_error = self._load_step(adm.injected_url)
-            t = Tracked(r, TrainerLog(r.log_path("trainer")), adm, env)
+            t = Tracked(r, self.stack.trainer_log(r), adm, env)
             self.pods.append(t)
             sidecar = any(c["name"] == contract.SIDECAR_CONTAINER_NAME for c in r.pod["spec"]["containers"])
             what = (f"resume from step {adm.injected_step} ({adm.injected_url})" if adm.injected_url

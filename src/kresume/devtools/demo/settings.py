@@ -52,6 +52,10 @@ class DemoSettings:
     """Give up (and fail) after this long from the Job's submission."""
     first_preemption_after: int = 2
     """Committed checkpoints required before the first preemption."""
+    node: str = "auto"
+    """Where the Job's pods run: ``kubelet`` (a real node: containerd + kubelet v1.20, images built locally;
+    needs root and ``scripts/k8s-assets.sh --node``), ``agent`` (the node agent: containers as local processes,
+    images ignored) or ``auto`` (``kubelet`` when this machine can run it, else ``agent``, saying why)."""
     trainer_command: tuple[str, ...] = ()
     """The trainer container's ``command``; empty: ``python examples/lightning/train.py`` (tests give a broken one
     to check that a container that cannot start is reported at once)."""

@@ -31,6 +31,18 @@ class Stack:
     """The running pieces; attributes are set by :meth:`start` (``plane``, ``store_server``, ``storage``,
     ``storage_options``, ``store_env``, ``operator``, ``node``, ``logs``: name -> log path)."""
 
+    node_kind = "node agent"
+    """How the summary names where the pods ran (:class:`~kresume.devtools.demo.realstack.RealStack`: ``real
+    kubelet``)."""
+    descriptions: dict[str, str] = {}
+    """Preemption descriptions that differ from :data:`kresume.devtools.demo.chaos.DESCRIPTIONS`."""
+
+    def trainer_log(self, runner: Any) -> Any:
+        """The reader of ``runner``'s trainer log (a plain file here; CRI format on a real node)."""
+        from kresume.devtools.demo.observe import TrainerLog
+
+        return TrainerLog(runner.log_path("trainer"))
+
     def __init__(self, settings: DemoSettings, work_dir: Path, say: Callable[[str], None]) -> None:
         self.s, self.work_dir, self.say = settings, work_dir, say
         self.plane: ControlPlane | None = None

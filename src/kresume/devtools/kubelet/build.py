@@ -8,8 +8,9 @@
 3. **trainer** (:func:`trainer_image`): ``examples/lightning/Dockerfile``: torch 2.13.0 CPU from the machine's
    wheel folder (mounted read-only at ``/wheels``), Lightning, kresume, ``/app/train.py``.
 
-``buildah bud --layers`` keeps intermediate layers in a private containers-storage under the cache, so a change
-to ``src/`` rebuilds only the layers after ``COPY src``. Each image is exported as an OCI archive
+The trainer is built with ``buildah bud --layers`` (intermediate layers kept in a private containers-storage
+under the cache), so a change to ``src/`` rebuilds only the steps after ``ARG SOURCE_KEY``; kresume's image is
+built without the layer cache (buildah 1.28 reused a ``RUN pip wheel .`` after a changed ``COPY src``). Each image is exported as an OCI archive
 ``<cache>/images/<name>-<key>.tar``; ``key`` hashes every input file (the Dockerfile, pyproject.toml, README.md,
 src/, the entrypoints, train.py) and the base's key, so an unchanged tree never rebuilds and a changed one always
 does. Pods use the fixed tags (:data:`KRESUME_REF`, :data:`TRAINER_REF`) with ``imagePullPolicy: IfNotPresent``;
@@ -82,6 +83,13 @@ def _buildah(cache: Path) -> Buildah:
 
 def base_image(cache: Path, log: Path | None = None) -> str:
     """Make :data:`BASE_REF` in the private storage unless it is there; returns its key."""
+    try:
+        return _base_image(cache, log)
+    finally:
+        shutil.rmtree(_buildah(cache).runroot, ignore_errors=True)  # buildah's run state (locks)
+
+
+def _base_image(cache: Path, log: Path | None) -> str:
     b = _buildah(cache)
     key = hashlib.sha256(_BASE_RECIPE.encode()).hexdigest()[:16]
     stamp = cache / "images" / f"base-{key}.done"
@@ -115,7 +123,7 @@ def base_image(cache: Path, log: Path | None = None) -> str:
 
 def dockerfile_image(cache: Path, *, name: str, ref: str, dockerfile: Path, inputs: Iterable[Path],
                      build_args: dict[str, str], volumes: tuple[str, ...] = (), key_extra: str = "",
-                     log: Path | None = None) -> Archive:  # fmt: skip
+                     layers: bool = False, log: Path | None = None) -> Archive:  # fmt: skip
     """Build ``dockerfile`` (context: the repository) on the local base as ``ref`` and export it to an OCI archive,
     unless the archive for these inputs exists. Raises :class:`ImageBuildError`."""
     base_key = base_image(cache, log)
@@ -126,13 +134,18 @@ def dockerfile_image(cache: Path, *, name: str, ref: str, dockerfile: Path, inpu
     b = _buildah(cache)
     t0 = time.monotonic()
     _say(log, f"building {ref} from {dockerfile.relative_to(REPO)} with buildah")
-    args = ["bud", "--layers", "--pull-never", "--network", "host", "--isolation", "chroot", "-f", str(dockerfile),
+    # buildah 1.28's layer cache reused a `RUN pip wheel .` after a changed `COPY src` (measured: a stale kresume
+    # in the image): layers are only kept where the Dockerfile busts them with SOURCE_KEY (``layers``).
+    args = ["bud", f"--layers={'true' if layers else 'false'}", "--pull-never", "--network", "host", "--isolation", "chroot", "-f", str(dockerfile),
             "-t", ref, "--build-arg", f"PYTHON_IMAGE={BASE_REF}"]  # fmt: skip
-    for k, v in build_args.items():
+    for k, v in {**build_args, "SOURCE_KEY": key}.items():
         args += ["--build-arg", f"{k}={v}"]
     for v in (*host_trust(), *volumes):
         args += ["--volume", v]
-    b.run(f"build {name}", *args, str(REPO), timeout=3600)
+    try:
+        b.run(f"build {name}", *args, str(REPO), timeout=3600)
+    finally:
+        shutil.rmtree(b.runroot, ignore_errors=True)  # buildah's run state (locks); the storage root stays
     for old in out.parent.glob(f"{name}-*.tar"):
         old.unlink()
     b.run(f"export {name}", "push", ref, f"oci-archive:{out}.tmp:{ref}")
@@ -176,7 +189,7 @@ def trainer_image(cache: Path, log: Path | None = None) -> Archive:
                             inputs=[REPO / "pyproject.toml", REPO / "README.md", REPO / "src",
                                     REPO / "examples" / "lightning" / "train.py"],
                             build_args={"TORCH_PIP_ARGS": "--find-links /wheels"},
-                            volumes=(f"{wheels}:/wheels:ro",), key_extra=wheel, log=log)  # fmt: skip
+                            volumes=(f"{wheels}:/wheels:ro",), key_extra=wheel, layers=True, log=log)  # fmt: skip
 
 
 def _missing(exe: str) -> None:

@@ -73,17 +73,18 @@ state = "{state}"
 """
 
 
-def kubelet_config(*, port: int, healthz_port: int, static_pod_dir: Path | None = None) -> dict[str, Any]:
-    """``KubeletConfiguration`` (kubelet.config.k8s.io/v1beta1) serving on 127.0.0.1:``port`` (the API server
-    reaches it there for logs/exec) and ``/healthz`` on 127.0.0.1:``healthz_port``.
+def kubelet_config(*, port: int, healthz_port: int, address: str = "127.0.0.1",
+                   static_pod_dir: Path | None = None) -> dict[str, Any]:
+    """``KubeletConfiguration`` (kubelet.config.k8s.io/v1beta1) serving on ``address``:``port`` (the node's address,
+    a loopback one: the API server reaches it there for logs/exec) and ``/healthz`` on ``address``:``healthz_port``.
 
     Eviction thresholds are low (1 % disk, 100 Mi memory) and image GC is off, so a full shared disk does not
     evict the test pods or delete the locally built images (which cannot be pulled again).
     """
     cfg: dict[str, Any] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "address": "127.0.0.1", "port": port, "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": healthz_port,
+        "address": address, "port": port, "readOnlyPort": 0,
+        "healthzBindAddress": address, "healthzPort": healthz_port,
         "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},
         "cgroupDriver": "cgroupfs", "cgroupsPerQOS": False, "enforceNodeAllocatable": [],

@@ -153,7 +153,7 @@ class RealNode:
         port, healthz = _procs.free_ports(2)
         self.kubelet_port, self.healthz_port = port, healthz
         config = self.workdir / "kubelet-config.yaml"
-        config.write_text(yaml.safe_dump(configs.kubelet_config(port=port, healthz_port=healthz)))
+        config.write_text(yaml.safe_dump(configs.kubelet_config(port=port, healthz_port=healthz, address=self.name)))
         self.logs["kubelet"] = self.workdir / "kubelet.log"
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.s.labels.items()))
         self._kubelet_argv = [
@@ -208,10 +208,19 @@ class RealNode:
             self.containerd.kill_tasks()
 
     def restart_kubelet(self) -> None:
-        """Start the kubelet again (same root-dir, name and ports) and wait until the Node is Ready."""
+        """Start the kubelet again (same root-dir, name and ports), wait until it answers ``/healthz`` (the Node
+        may still look Ready from before) and the Node is Ready."""
         if self._kubelet is not None and self._kubelet.running:
             self._kubelet.stop()
         self._spawn_kubelet()
+        deadline = time.monotonic() + self.s.ready_timeout
+        probe = _procs.http_ready(f"http://{self.name}:{self.healthz_port}/healthz", ok_statuses=lambda s: s == 200)
+        while not probe():
+            assert self._kubelet is not None
+            if not self._kubelet.running or time.monotonic() > deadline:
+                raise NodeStartError(f"kubelet of {self.name} did not come back; last lines of "
+                                     f"{self.logs['kubelet']}:\n{self._kubelet.log_tail()}")  # fmt: skip
+            time.sleep(0.5)
         self.wait_ready()
 
     # --- stop ------------------------------------------------------------------------------------------------

@@ -102,6 +102,8 @@ class KubeletPod:
     pod: dict[str, Any]
     node_root: Path
     """The kubelet's ``--root-dir`` on the pod's node."""
+    node_logs: Path = POD_LOG_DIR
+    """The node's ``/var/log/pods`` as this process sees it (:attr:`RealNode.pod_log_dir`)."""
     failed_at: float | None = None
     """Epoch seconds from which the Job controller may replace the pod: when the demo asked for its deletion or
     killed its node, else when it was first seen terminating (``deletionTimestamp``: the Job controller of 1.20
@@ -122,7 +124,7 @@ class KubeletPod:
     def logs_dir(self) -> Path:
         """``/var/log/pods/<namespace>_<name>_<uid>`` (one folder per container, ``<restart>.log`` in it)."""
         m = self.pod["metadata"]
-        return POD_LOG_DIR / f"{m['namespace']}_{m['name']}_{m['uid']}"
+        return self.node_logs / f"{m['namespace']}_{m['name']}_{m['uid']}"
 
     def log_path(self, container: str) -> Path:
         """The CRI log of the container's first run (the Job's pods never restart containers)."""
@@ -187,10 +189,10 @@ class KubeletPods:
         self._stop.set()
         self._thread.join(10)
 
-    def _node_root(self, node_name: str) -> Path:
+    def _node(self, node_name: str) -> RealNode:
         node = next((n for n in self.nodes if n.name == node_name), self.nodes[0])
         assert node.workdir is not None
-        return node.workdir / "kubelet"
+        return node
 
     def poll_once(self) -> None:
         """List the Job's pods once: new ones are recorded (with the listing's time), others updated."""
@@ -207,7 +209,9 @@ class KubeletPods:
                     if not pod["spec"].get("nodeName"):
                         continue  # not scheduled yet: no node folder to point at
                     self.first_seen[uid] = t
-                    self.runners[uid] = KubeletPod(pod, self._node_root(pod["spec"]["nodeName"]))
+                    node = self._node(pod["spec"]["nodeName"])
+                    assert node.workdir is not None
+                    self.runners[uid] = KubeletPod(pod, node.workdir / "kubelet", node.pod_log_dir)
                 self.runners[uid].update(pod)
             for uid, runner in self.runners.items():
                 if uid not in listed:

@@ -75,7 +75,7 @@ class RealStack(Stack):
         self.say(f"starting the control plane (etcd, kube-apiserver, controller-manager, scheduler) and two real "
                  f"nodes (containerd + kubelet v1.20): {SYSTEM_NODE} for the operator, {TRAIN_NODE} for the Job")
         self.cluster = LocalCluster(LocalClusterSettings(images=(kresume_img, trainer_img), nodes=(
-            RealNodeSettings(address=SYSTEM_NODE), RealNodeSettings(address=TRAIN_NODE))))
+            RealNodeSettings(address=SYSTEM_NODE), RealNodeSettings(address=TRAIN_NODE, private_logs=True))))
         self._stack.callback(self._stop_cluster)
         self.cluster.start()
         self.plane = self.cluster.plane
@@ -119,8 +119,10 @@ class RealStack(Stack):
         pods.mkdir(exist_ok=True)
         from kresume.devtools.kubelet.cleanup import POD_LOG_DIR
 
-        if POD_LOG_DIR.is_dir():
-            for entry in POD_LOG_DIR.iterdir():
+        for logs in {POD_LOG_DIR, *(n.pod_log_dir for n in self.cluster.nodes)}:
+            if not logs.is_dir():
+                continue
+            for entry in logs.iterdir():
                 if entry.name.startswith(f"{self.s.namespace}_") or entry.name.startswith(f"{RELEASE_NAMESPACE}_"):
                     with contextlib.suppress(OSError):
                         shutil.copytree(entry, pods / entry.name, dirs_exist_ok=True)

@@ -36,8 +36,10 @@ class Containerd:
     """
 
     def __init__(self, *, root: Path, state: Path, cni_conf_dir: Path, log: Path,
-                 start_timeout: float = 60.0) -> None:  # fmt: skip
+                 start_timeout: float = 60.0, wrap: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.root, self.state, self.cni_conf_dir, self.log = root, state, cni_conf_dir, log
+        self.wrap = wrap
+        """argv prefix (e.g. ``unshare --mount …``: containerd then runs in its own mount namespace)."""
         self.socket = state / "containerd.sock"
         self.config = state / "config.toml"
         self.start_timeout = start_timeout
@@ -61,7 +63,7 @@ class Containerd:
         self.config.write_text(configs.containerd_config(root=self.root, state=self.state, socket=self.socket,
                                                          cni_conf_dir=self.cni_conf_dir))  # fmt: skip
         self._proc = _procs.ManagedProcess(
-            "containerd", [exe, "--config", str(self.config)], self.log, ready=self._answers,
+            "containerd", [*self.wrap, exe, "--config", str(self.config)], self.log, ready=self._answers,
             start_timeout_s=self.start_timeout, stop_grace_s=10.0,
         )
         try:
@@ -72,6 +74,11 @@ class Containerd:
 
     def _answers(self) -> bool:
         return self.socket.exists() and self.ctr("version", check=False).returncode == 0
+
+    @property
+    def pid(self) -> int | None:
+        """containerd's pid (``unshare`` execs it, so a wrapped start has the same pid)."""
+        return self._proc.pid if self._proc else None
 
     @property
     def running(self) -> bool:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,11 @@ class RealNodeSettings:
     """Parent of the node's work folder (kubelet root-dir, logs); on disk, since emptyDir volumes live there."""
     labels: dict[str, str] = field(default_factory=dict)
     """Node labels (``--node-labels``)."""
+    private_logs: bool = False
+    """Run containerd and the kubelet in a mount namespace of their own where ``/var/log/pods`` is
+    ``<workdir>/pod-logs``: needed for a second node on one machine, since kubelet v1.20's container GC deletes
+    every ``/var/log/pods`` folder of pods it does not run (measured: the other node's trainer logs vanished).
+    The node's mounts then live in that namespace and go away with its processes."""
 
 
 class RealNode:
@@ -82,6 +88,8 @@ class RealNode:
         self._pod_logs_before: set[str] = set()
         self._had_pod_log_dir = True
         self.bridge = ""
+        self.pod_log_dir = cleanup.POD_LOG_DIR
+        """Where this node's pod logs are (``/var/log/pods``, or ``<workdir>/pod-logs`` with ``private_logs``)."""
 
     def __enter__(self) -> RealNode:
         return self.start()
@@ -122,8 +130,15 @@ class RealNode:
         self._had_pod_log_dir = cleanup.POD_LOG_DIR.is_dir()
         root = self.cache / f"containerd-{self.name}"
         self.logs["containerd"] = self.workdir / "containerd.log"
+        wrap: tuple[str, ...] = ()
+        if self.s.private_logs:
+            self.pod_log_dir = self.workdir / "pod-logs"
+            self.pod_log_dir.mkdir()
+            cleanup.POD_LOG_DIR.mkdir(parents=True, exist_ok=True)  # the bind target
+            wrap = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                    'mount --bind "$0" /var/log/pods && exec "$@"', str(self.pod_log_dir))  # fmt: skip
         self.containerd = Containerd(root=root, state=state, cni_conf_dir=cni, log=self.logs["containerd"],
-                                     start_timeout=self.s.ready_timeout)  # fmt: skip
+                                     start_timeout=self.s.ready_timeout, wrap=wrap)  # fmt: skip
         try:
             self.containerd.start()
         except Exception as exc:
@@ -156,8 +171,9 @@ class RealNode:
         config.write_text(yaml.safe_dump(configs.kubelet_config(port=port, healthz_port=healthz, address=self.name)))
         self.logs["kubelet"] = self.workdir / "kubelet.log"
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.s.labels.items()))
+        enter = ["nsenter", f"--mount=/proc/{self.containerd.pid}/ns/mnt", "--"] if self.s.private_logs else []
         self._kubelet_argv = [
-            str(self.plane.assets / "kubelet"), f"--config={config}", f"--root-dir={root}",
+            *enter, str(self.plane.assets / "kubelet"), f"--config={config}", f"--root-dir={root}",
             f"--cert-dir={self.workdir / 'pki'}", f"--kubeconfig={self.plane.kubeconfig}",
             "--container-runtime=remote", f"--container-runtime-endpoint={self.containerd.endpoint}",
             f"--pod-infra-container-image={configs.SANDBOX_IMAGE}", f"--hostname-override={self.name}",
@@ -165,9 +181,12 @@ class RealNode:
         ]  # fmt: skip
 
     def _spawn_kubelet(self) -> None:
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: a kubelet restarted from a
+        # short-lived thread (the demo's node loss) must not die with it (atexit and stop() still end it).
         self._kubelet = _procs.ManagedProcess("kubelet", self._kubelet_argv, self.logs["kubelet"],
                                               env={"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
-                                              stop_grace_s=15.0)  # fmt: skip
+                                              stop_grace_s=15.0,
+                                              die_with_parent=threading.current_thread() is threading.main_thread())  # fmt: skip
         try:
             self._kubelet.start()
         except _procs.ProcessStartError as exc:

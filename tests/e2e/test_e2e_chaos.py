@@ -22,7 +22,8 @@ import pytest
 def run_demo(tmp_path: Path, *args: str, timeout: float = 1400) -> tuple[dict, subprocess.CompletedProcess]:
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "kresume.devtools.demo", *args, "--work-dir", str(tmp_path / "demo"),
+        # the node agent: these runs check the demo's checks and chaos; tests/e2e/test_e2e_realnode.py runs a kubelet
+        [sys.executable, "-m", "kresume.devtools.demo", "--node", "agent", *args, "--work-dir", str(tmp_path / "demo"),
          "--json-out", str(out), "--timeout", str(timeout - 200)],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip

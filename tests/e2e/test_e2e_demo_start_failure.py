@@ -26,7 +26,7 @@ from kresume.devtools.demo.settings import DemoSettings
 ], ids=["command-not-found", "crash-before-first-step"])  # fmt: skip
 def test_a_trainer_that_cannot_start_fails_the_demo_at_once(tmp_path: Path, command, expected):
     timeout = 500.0  # far more than the failure needs: the demo must not wait for it
-    settings = DemoSettings(preemptions=1, store=f"file://{tmp_path / 'store'}", work_dir=tmp_path / "demo",
+    settings = DemoSettings(node="agent", preemptions=1, store=f"file://{tmp_path / 'store'}", work_dir=tmp_path / "demo",
                             trainer_command=command, timeout=timeout)  # fmt: skip
     out = io.StringIO()
     console = Console(file=out, width=200)

@@ -27,7 +27,7 @@ def test_demo_on_a_real_kubelet_survives_write_upload_and_node_loss(tmp_path: Pa
     out = tmp_path / "result.json"
     mounts_before = set(cleanup.mounts_under(cleanup.MOUNTINFO.read_text(), [Path("/var/tmp"), Path("/run")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "kresume.devtools.demo", "--node", "kubelet", "--preemptions", "3", "--seed", "7",
+        [sys.executable, "-m", "kresume.devtools.demo", "--node", "kubelet", "--preemptions", "3", "--seed", "7", "--modes", "write,upload,kill",
          "--max-steps", "200", "--step-seconds", "0.05", "--work-dir", str(tmp_path / "demo"), "--json-out", str(out),
          "--timeout", "1500"],
         capture_output=True, text=True, timeout=2300,

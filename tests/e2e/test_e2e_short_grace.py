@@ -21,7 +21,7 @@ from kresume.devtools.demo.settings import DemoSettings
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_a_grace_period_too_short_for_the_upload_leaves_the_pointer_on_the_previous_checkpoint(tmp_path: Path):
-    settings = DemoSettings(preemptions=1, seed=1, modes=("upload",), max_steps=100, every_n_steps=20,
+    settings = DemoSettings(node="agent", preemptions=1, seed=1, modes=("upload",), max_steps=100, every_n_steps=20,
                             step_seconds=0.05, hidden=524288, sidecar_grace_seconds=1, expect_zero_loss=False,
                             first_preemption_after=2, work_dir=tmp_path / "demo", timeout=900)  # fmt: skip
     out = io.StringIO()

@@ -18,6 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from kresume import contract
 from kresume.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,9 @@ def lightning_ckpts(tmp_path_factory) -> Path:
     """A real Lightning run of 20 steps, checkpoints at steps 10 and 20."""
     ckpt_dir = tmp_path_factory.mktemp("lightning") / "ckpts"
     _train(ckpt_dir, 20)
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["epoch=0-step=10.ckpt", "epoch=0-step=20.ckpt"]
+    # the example trainer also holds its preemption lock there (contract.TRAINER_LOCK, docs/preemption.md)
+    assert sorted(p.name for p in ckpt_dir.iterdir() if p.name != contract.TRAINER_LOCK) == \
+        ["epoch=0-step=10.ckpt", "epoch=0-step=20.ckpt"]
     return ckpt_dir
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -69,6 +70,11 @@ def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = o
     (other protocol, ``fsspec`` selected, or an option without an exact equivalent: logged at INFO once
     per key). Makes no request."""
     if choose_client(options, env) != "native" or "://" not in url:
+        return None
+    if importlib.util.find_spec("obstore") is None:  # an install without it (older extras): the fsspec backend
+        if "obstore" not in _LOGGED:
+            _LOGGED.add("obstore")
+            logger.info("obstore is not installed: using the fsspec backend (pip install 'kresume[s3]' adds it)")
         return None
     import fsspec.config
 

@@ -312,6 +312,20 @@ class _Demo:
         except Exception as exc:  # noqa: BLE001 - reported as a failed check
             return None, f"{type(exc).__name__}: {exc}"
 
+    def _ckptrun_table(self, wait_s: float = 20.0) -> str:
+        """``kubectl get ckptrun`` as printed. The operator creates the CheckpointRun after the first admission,
+        asynchronously: a demo that stopped a second after the Job (a trainer that cannot start) waits up to
+        ``wait_s`` seconds for its row instead of printing "No resources found" (seen in CI)."""
+        if self.stack.plane is None:
+            return ""
+        deadline = time.monotonic() + wait_s
+        while True:
+            res = self.stack.plane.kubectl("get", "ckptrun", "-n", self.s.namespace, check=False)
+            table = (res.stdout or res.stderr).rstrip()
+            if (res.returncode == 0 and len(table.splitlines()) > 1) or time.monotonic() > deadline:
+                return table
+            time.sleep(0.5)
+
     def _result(self, t_submit: float, timed_out: bool) -> dict[str, Any]:
         seen = list(self.poller.seen.values()) if self.poller else []
         restarts = []
@@ -338,10 +352,7 @@ class _Demo:
                 problems.append(f"the run did not finish its {self.s.planned_steps} steps (last done event: {final})")
             if len(self.preemptions) < len(self.plan):
                 problems.append(f"only {len(self.preemptions)} of {len(self.plan)} planned preemptions happened")
-        ckptrun = ""
-        if self.stack.plane is not None:
-            res = self.stack.plane.kubectl("get", "ckptrun", "-n", self.s.namespace, check=False)
-            ckptrun = (res.stdout or res.stderr).rstrip()
+        ckptrun = self._ckptrun_table()
         return {
             "ok": not problems and not timed_out,
             "problems": problems,

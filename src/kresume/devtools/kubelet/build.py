@@ -104,7 +104,9 @@ def _base_image(cache: Path, log: Path | None) -> str:
             "mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
             "--aptopt=Apt::Install-Recommends \"false\"", "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-            "bookworm", f"{tar}.tmp",  # no mirror given: the host's apt sources
+            # No mirror: the host's apt sources. The format is named: from the ".tmp" suffix mmdebstrap
+            # would make a folder (measured on a cold cache).
+            "--format=tar", "bookworm", f"{tar}.tmp",
         ], timeout=1800)  # fmt: skip
         Path(f"{tar}.tmp").rename(tar)
     ctr = b.run("buildah from scratch", "from", "scratch").strip()

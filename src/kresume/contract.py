@@ -68,6 +68,9 @@ ENV_PARTS = "KRESUME_PARTS"  # the sidecar's copy of ANN_PARTS
 #   <run>/latest.json                           the pointer to the newest committed checkpoint
 #   <run>/bad/<id>.json                         checkpoints marked bad (skipped by resolution)
 CHECKPOINTS_DIR = "checkpoints"
+PARTS_DIR = "parts"  # parts/<id>/<rank>.json: a rank's part of a multi-rank checkpoint
+PINS_DIR = "pins"  # pins/<holder>.json: a live pod's lease on the checkpoint it resumed from
+STORE_CLOCK_NAME = ".kresume-clock"  # rewritten to read the store's own clock (retention, orphans)
 MANIFESTS_DIR = "manifests"
 BAD_DIR = "bad"
 POINTER_NAME = "latest.json"

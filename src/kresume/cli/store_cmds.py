@@ -80,14 +80,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ls")
     def ls_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
-               as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table.")) -> None:
+               as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of tables (each line "
+                                            "has kind: checkpoint or uncommitted).")) -> None:
         """List committed checkpoints of a run, oldest first (by step, then commit time); the pointer's
-        target is marked with *, checkpoints marked bad (skipped by `latest`) with BAD."""
+        target is marked with *, checkpoints marked bad (skipped by `latest`) with BAD. Multi-rank steps
+        not committed yet are listed after them with the ranks that recorded their part and what is
+        missing (a stuck rank shows here)."""
         store = _open(url, storage_option)
         manifests = store.list()
         pointer = store.read_pointer()
         bad = store.bad_ids()
-        if not manifests and pointer is None:
+        waiting = store.pending()
+        if not manifests and pointer is None and not waiting:
             missing = store.no_checkpoint("")  # BucketMissing when the bucket does not exist
             if isinstance(missing, errors.BucketMissing):
                 raise missing
@@ -95,10 +99,15 @@ def register(app: typer.Typer) -> None:
                                  fix="check the URL; runs live at <policy storage>/<namespace>/<run>/")
         if as_json:
             for m in manifests:
-                print(json.dumps({"id": m.id, "name": m.name, "step": m.step, "epoch": m.epoch, "format": m.format,
-                                  "bytes": m.total_bytes, "files": len(m.files), "committed_at": m.committed_at,
-                                  "url": store.checkpoint_url(m),
+                print(json.dumps({"kind": "checkpoint", "id": m.id, "name": m.name, "step": m.step, "epoch": m.epoch,
+                                  "format": m.format, "bytes": m.total_bytes, "files": len(m.files),
+                                  "committed_at": m.committed_at, "url": store.checkpoint_url(m),
                                   "pointer": bool(pointer and pointer.checkpoint == m.id), "bad": m.id in bad}))
+            for w in reversed(waiting):
+                print(json.dumps({"kind": "uncommitted", "id": w.checkpoint_id, "name": w.name, "step": w.step,
+                                  "ranks": list(w.ranks), "world_size": w.world_size,
+                                  "missing_ranks": list(w.missing_ranks), "missing_files": w.missing_files,
+                                  "reason": w.reason, "conflict": w.conflict}))
             return
         table = Table("", "ID", "NAME", "STEP", "FORMAT", "SIZE", "FILES", "COMMITTED", "BAD")
         for m in manifests:
@@ -106,6 +115,13 @@ def register(app: typer.Typer) -> None:
                           "" if m.step is None else str(m.step), m.format, _human(m.total_bytes),
                           str(len(m.files)), m.committed_at[:19], "bad" if m.id in bad else "")
         out.print(table)
+        if waiting:
+            parts_table = Table("UNCOMMITTED ID", "NAME", "STEP", "PARTS", "STATE", title="multi-rank steps not committed")
+            for w in reversed(waiting):
+                have = f"{len(w.ranks)}/{w.world_size}" if w.world_size else str(len(w.ranks))
+                parts_table.add_row(w.checkpoint_id, w.name, "" if w.step is None else str(w.step), have,
+                                    ("CONFLICT: " if w.conflict else "") + w.reason)
+            out.print(parts_table)
 
     @app.command("latest")
     def latest_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
@@ -156,7 +172,11 @@ def register(app: typer.Typer) -> None:
                     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c",
                                                              help="Checkpoint id or name (the newest with that name; default: latest)."),
                     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
-                                                            help="Progress bar (default: when stderr is a terminal).")
+                                                            help="Progress bar (default: when stderr is a terminal)."),
+                    rank: Optional[int] = typer.Option(
+                        None, "--rank", min=0, help="Multi-rank checkpoint: download only this rank's files "
+                        "(DCP __R_*.distcp, DeepSpeed zero_pp_rank_R_*, *rank_R*) plus the files no rank owns "
+                        "(.metadata, model states, latest). Default: the whole folder (DCP can reshard on load).")
                     ) -> None:
         """Download a committed checkpoint, verify sizes and CRC-32C, then rename it into place.
 
@@ -167,7 +187,7 @@ def register(app: typer.Typer) -> None:
         manifest = store.resolve_checkpoint(checkpoint)
         try:
             with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
-                path = store.restore(dest, manifest, progress=advance)
+                path = store.restore(dest, manifest, progress=advance, rank=rank)
         except errors.CorruptCheckpoint as exc:
             if exc.fix:
                 raise

@@ -41,6 +41,30 @@ def check_content(checkpoint: LocalCheckpoint) -> None:
                                           fix="commit it once the writer has finished; a truncated file never becomes valid")
 
 
+def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: str,
+                 progress: Progress = None) -> list[FileEntry]:
+    """Upload every captured file of ``checkpoint`` under ``checkpoints/<checkpoint_id>/<name>/``
+    (``max_workers`` at once, each with the store's retries) and return their entries (path, size,
+    CRC-32C of the bytes sent), in the order of ``checkpoint.files``.
+
+    Every file is re-checked after all uploads: a rewrite of an early file during a later upload
+    must also abandon the commit (raises ``SourceChanged``).
+    """
+    keys = {f.relpath: layout.data_key(checkpoint_id, checkpoint.name, f.relpath or None) for f in checkpoint.files}
+
+    def upload(f: Any) -> FileEntry:
+        crc = store._retry(lambda: transfer.upload_file(store.fs, f, store._path(keys[f.relpath]), store.settings,
+                                                        progress), keys[f.relpath])
+        return FileEntry(f.relpath, f.size, crc)
+
+    workers = max(1, min(store.settings.max_workers, len(checkpoint.files)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="kresume-upload") as pool:
+        entries = list(pool.map(upload, checkpoint.files))
+    for f in checkpoint.files:
+        f.check_unchanged()
+    return entries
+
+
 def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str], *,
            info: CheckpointInfo | None = None, source: Mapping[str, Any] | None = None,
            progress: Progress = None, move_pointer: bool = True) -> Manifest:
@@ -83,20 +107,7 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
     info = info or describe(checkpoint.path)
     cid = layout.new_checkpoint_id(info.step)
     name = checkpoint.name
-    keys = {f.relpath: layout.data_key(cid, name, f.relpath or None) for f in checkpoint.files}
-
-    def upload(f: Any) -> FileEntry:
-        crc = store._retry(lambda: transfer.upload_file(store.fs, f, store._path(keys[f.relpath]), store.settings,
-                                                        progress), keys[f.relpath])
-        return FileEntry(f.relpath, f.size, crc)
-
-    workers = max(1, min(store.settings.max_workers, len(checkpoint.files)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="kresume-upload") as pool:
-        entries = list(pool.map(upload, checkpoint.files))
-    # Every file is re-checked after all uploads: a rewrite of an early file during a later
-    # upload must also abandon the commit.
-    for f in checkpoint.files:
-        f.check_unchanged()
+    entries = upload_files(store, checkpoint, cid, progress)
     sizes = store._object_sizes(cid)
     manifest = Manifest(
         id=cid, name=name, kind=checkpoint.kind, format=info.format, step=info.step, epoch=info.epoch,

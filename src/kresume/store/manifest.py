@@ -105,13 +105,13 @@ class Manifest:
             raise ManifestInvalid(f"id: {doc['id']!r} does not match its key {expected_id!r}")
         if doc["kind"] not in ("file", "dir"):
             raise ManifestInvalid(f"kind: {doc['kind']!r} is not 'file' or 'dir'")
-        _check_relpath(doc["name"], "name", allow_empty=False, single=True)
+        check_relpath(doc["name"], "name", allow_empty=False, single=True)
         files = []
         for i, f in enumerate(doc.get("files") or []):
             if not isinstance(f, dict) or not isinstance(f.get("size"), int) or f["size"] < 0 \
                     or not isinstance(f.get("crc32c"), str) or not isinstance(f.get("path"), str):
                 raise ManifestInvalid(f"files[{i}]: needs path (str), size (int ≥ 0), crc32c (str)")
-            _check_relpath(f["path"], f"files[{i}].path", allow_empty=doc["kind"] == "file")
+            check_relpath(f["path"], f"files[{i}].path", allow_empty=doc["kind"] == "file")
             files.append(FileEntry(f["path"], f["size"], f["crc32c"]))
         if not files:
             raise ManifestInvalid("files: empty")
@@ -119,7 +119,7 @@ class Manifest:
         for i, ln in enumerate(doc.get("links") or []):
             if not isinstance(ln, dict) or not isinstance(ln.get("path"), str) or not isinstance(ln.get("target"), str):
                 raise ManifestInvalid(f"links[{i}]: needs path and target strings")
-            _check_relpath(ln["path"], f"links[{i}].path", allow_empty=False)
+            check_relpath(ln["path"], f"links[{i}].path", allow_empty=False)
             links.append(LinkEntry(ln["path"], ln["target"]))
         for key in ("step", "epoch"):
             if doc.get(key) is not None and not isinstance(doc[key], int):
@@ -157,7 +157,7 @@ class Pointer:
         return cls(doc["checkpoint"], str(doc.get("url", "")), doc.get("step"), str(doc.get("updated_at", "")))
 
 
-def _check_relpath(path: str, fld: str, *, allow_empty: bool, single: bool = False) -> None:
+def check_relpath(path: str, fld: str, *, allow_empty: bool, single: bool = False) -> None:
     if path == "":
         if allow_empty:
             return

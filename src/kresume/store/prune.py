@@ -33,6 +33,7 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
           dry_run: bool = False, orphans_older_than: float | None = None) -> retention.PrunePlan:
     """Delete old checkpoints by the rules of :mod:`kresume.store.retention`.
 
+    A multi-rank checkpoint is one step: its manifest, data and part records go together.
     Only checkpoints not marked bad count toward ``keep_last``/``keep_every``; bad-marked ones,
     the pointer's target and the checkpoint :func:`kresume.store.reading.latest` resolves to are
     never deleted. Each deletion removes the manifest first (so the checkpoint is no longer
@@ -50,7 +51,7 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
     if orphans_older_than is not None:
         committed = set(ids)
         cutoff = clock.time() - orphans_older_than
-        for cid in store._ls_names(contract.CHECKPOINTS_DIR):
+        for cid in sorted(set(store._ls_names(contract.CHECKPOINTS_DIR)) | set(store._ls_names(contract.PARTS_DIR))):
             started = layout.id_started_at(cid)
             if cid not in committed and started is not None and started.timestamp() < cutoff:
                 orphans.append(cid)
@@ -58,9 +59,18 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
         for cid in plan.delete:
             store.known.forget(cid)
             store._retry(lambda c=cid: store._rm(layout.manifest_key(c)), layout.manifest_key(cid))
-            store._retry(lambda c=cid: store._rm(layout.data_prefix(c), recursive=True), layout.data_prefix(cid))
+            _delete_objects(store, cid)
         for cid in orphans:
-            store._retry(lambda c=cid: store._rm(layout.data_prefix(c), recursive=True), layout.data_prefix(cid))
+            _delete_objects(store, cid)
     reasons = dict(plan.reasons)
     reasons.update({cid: "orphan" for cid in orphans})
     return retention.PrunePlan(plan.keep, plan.delete + orphans, reasons)
+
+
+def _delete_objects(store: RunStore, checkpoint_id: str) -> None:
+    """Delete a checkpoint's part records (multi-rank; absent otherwise), then its data objects.
+
+    Parts go first: while they exist a rank's try could (re-)create the manifest, and it must never
+    do so over data that is being deleted."""
+    for key in (layout.parts_prefix(checkpoint_id), layout.data_prefix(checkpoint_id)):
+        store._retry(lambda k=key: store._rm(k, recursive=True), key)

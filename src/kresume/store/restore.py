@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kresume.store import download, errors, layout, native, reading
+from kresume.store import download, errors, layout, native, parts, reading
 from kresume.store.manifest import FileEntry, Manifest
 from kresume.store.transfer import Progress
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Manifest | None = None, *,
-            progress: Progress = None, on_start: Callable[[Manifest], None] | None = None) -> Path:
+            progress: Progress = None, on_start: Callable[[Manifest], None] | None = None,
+            rank: int | None = None) -> Path:
     """Download a committed checkpoint into folder ``dest``; return the local path of the
     checkpoint (``dest/<name>``).
 
@@ -35,9 +36,15 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
     ``progress`` is called with bytes downloaded (never more than each file's size in total,
     retries included). Raises ``CorruptCheckpoint`` on a mismatch, naming the object's URL
     (the temporary folder is removed).
+
+    A multi-rank checkpoint is restored whole by default (DCP may reshard on load). With ``rank``,
+    only the files a rank-specific naming rule gives that rank plus the files no rule claims (DCP's
+    ``.metadata``, DeepSpeed's model states and ``latest``) are downloaded
+    (:func:`kresume.store.parts.files_for_rank`).
     """
     # A manifest the caller already resolved is used as it is (no second lookup; manifests are immutable).
     manifest = checkpoint if isinstance(checkpoint, Manifest) else reading.resolve_checkpoint(store, checkpoint)
+    files = manifest.files if rank is None else tuple(parts.files_for_rank(manifest.files, rank))
     if on_start:
         on_start(manifest)
     dest_dir = Path(dest)
@@ -84,8 +91,8 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
         # 64 x 16 MB: all slots busy 93 % of the time instead of 75 %); waiting files hold no buffers.
         width = max(store.settings.max_workers,
                     2 * store.settings.ranges_in_flight if native.is_native(store.fs) else 0)
-        with ThreadPoolExecutor(max(1, min(width, len(manifest.files))), thread_name_prefix="kresume-restore") as pool:
-            futures = [pool.submit(fetch, f) for f in manifest.files]
+        with ThreadPoolExecutor(max(1, min(width, len(files))), thread_name_prefix="kresume-restore") as pool:
+            futures = [pool.submit(fetch, f) for f in files]
             try:
                 for fut in futures:
                     fut.result()
@@ -93,11 +100,13 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
                 for fut in futures:  # fail fast: files not started yet are not downloaded
                     fut.cancel()
                 raise
+        if manifest.kind == "dir":  # a rank's restore may select no file of a folder
+            (staging / manifest.name).mkdir(parents=True, exist_ok=True)
         # Give the copy the original's mtime: a sidecar watching ``dest`` (the restore init step
         # writes into the checkpoint folder) then recognises it as already committed.
         mtime_ns = manifest.source.get("mtime_ns")
         if isinstance(mtime_ns, int) and mtime_ns > 0:
-            for f in manifest.files:
+            for f in files:
                 local = staging / manifest.name if not f.path else staging / manifest.name / f.path
                 os.utime(local, ns=(mtime_ns, mtime_ns))
         for ln in manifest.links:

@@ -4,6 +4,7 @@
 small document); each operation lives in its own module and receives the store:
 
 - :mod:`kresume.store.commit`  — upload a captured checkpoint, write its manifest, move the pointer;
+- :mod:`kresume.store.partcommit` — one rank's part of a multi-rank checkpoint, and the commit of the whole;
 - :mod:`kresume.store.reading` — list manifests, bad marks, the pointer; resolve ``latest``; pick a checkpoint by id or name;
 - :mod:`kresume.store.verify`  — check committed checkpoints (sizes, optionally CRC-32C);
 - :mod:`kresume.store.restore` — download a checkpoint into a folder, atomically;
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume.formats.metadata import CheckpointInfo
-from kresume.store import commit, errors, layout, prune, reading, restore, retention, selection, verify
+from kresume.store import commit, errors, layout, partcommit, parts, prune, reading, restore, retention, selection, verify
 from kresume.store.known import Known
 from kresume.store.local import LocalCheckpoint
 from kresume.store.manifest import Manifest, Pointer
@@ -64,6 +65,7 @@ class RunStore:
         self.settings = settings
         self.known = Known()
         """Checkpoints this handle has validated (:mod:`kresume.store.known`); resolution reads only the rest."""
+        self._parts = partcommit.PartCache()
 
     @classmethod
     def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,
@@ -163,6 +165,30 @@ class RunStore:
         return commit.commit(self, checkpoint, info=info, source=source, progress=progress,
                              move_pointer=move_pointer)
 
+    def commit_part(self, checkpoint: LocalCheckpoint | str | os.PathLike[str], *, rank: int,
+                    world_size: int | None, epoch: str, info: CheckpointInfo | None = None,
+                    expect: parts.Expects | None = None, source: Mapping[str, Any] | None = None,
+                    progress: Progress = None) -> partcommit.PartOutcome:
+        """Upload this rank's files of a multi-rank unit, record its part, try the commit.
+
+        ``store.commit_part(snap, rank=R, world_size=W, epoch=KRESUME_EPOCH)`` returns a
+        :class:`~kresume.store.partcommit.PartOutcome`: ``.committed`` with ``.manifest``, or
+        ``.waiting`` (missing ranks/files); call :meth:`try_commit` on reconcile ticks until
+        committed (:func:`kresume.store.parts.tick_delay`). Details and errors:
+        :func:`kresume.store.partcommit.commit_part`.
+        """
+        return partcommit.commit_part(self, checkpoint, rank=rank, world_size=world_size, epoch=epoch, info=info,
+                                      expect=expect, source=source, progress=progress)
+
+    def try_commit(self, checkpoint_id: str, *, world_size: int | None = None) -> partcommit.PartOutcome:
+        """Commit a multi-rank checkpoint whose parts are whole (:func:`kresume.store.partcommit.try_commit`)."""
+        return partcommit.try_commit(self, checkpoint_id, world_size=world_size)
+
+    def pending(self) -> list[parts.Waiting]:
+        """Uncommitted multi-rank checkpoints with parts, newest first, and what each still needs
+        (:func:`kresume.store.partcommit.pending`)."""
+        return partcommit.pending(self)
+
     def repair_pointer(self) -> str | None:
         """Move the pointer to the newest valid checkpoint when it names an older or broken one
         (:func:`kresume.store.commit.repair_pointer`); the id moved to, or ``None``."""
@@ -218,10 +244,12 @@ class RunStore:
 
     # ---------------------------------------------------------------- restore
     def restore(self, dest: str | os.PathLike[str], checkpoint: str | Manifest | None = None, *,
-                progress: Progress = None, on_start: Callable[[Manifest], None] | None = None) -> Path:
+                progress: Progress = None, on_start: Callable[[Manifest], None] | None = None,
+                rank: int | None = None) -> Path:
         """Download a committed checkpoint into folder ``dest``; the local path of the checkpoint
-        (``dest/<name>``) (:func:`kresume.store.restore.restore`)."""
-        return restore.restore(self, dest, checkpoint, progress=progress, on_start=on_start)
+        (``dest/<name>``). With ``rank``, only that rank's files and those no rank-specific rule
+        claims (:func:`kresume.store.parts.files_for_rank`) (:func:`kresume.store.restore.restore`)."""
+        return restore.restore(self, dest, checkpoint, progress=progress, on_start=on_start, rank=rank)
 
     # ---------------------------------------------------------------- retention
     def mark_bad(self, checkpoint_id: str, reason: str) -> str | None:

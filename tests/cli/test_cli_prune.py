@@ -27,9 +27,10 @@ def test_prune_keep_last_one_after_mark_bad_of_the_newest(cli, moto_run_url, tmp
     proc = cli("prune", url, "--keep-last", "1", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = [line.split("\t") for line in proc.stdout.splitlines()]
-    assert lines == [["deleted", ids[400]], ["deleted", ids[200]],
+    assert lines == [["deleted", ids[200]],
                      ["kept", ids[500], "marked bad"],
-                     ["kept", ids[450], "one of the 1 newest valid, the pointer's target"]]
+                     ["kept", ids[450], "one of the 1 newest valid, the pointer's target"],
+                     ["kept", ids[400], "the fallback: newest valid checkpoint older than latest (none is verified yet)"]]
     latest = cli("latest", "--json", url, cwd=tmp_path, env=env)
     assert latest.returncode == 0 and json.loads(latest.stdout)["id"] == ids[450]
 

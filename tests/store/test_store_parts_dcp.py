@@ -121,7 +121,7 @@ RACE_ROUNDS = 8
 """Rounds of two ranks' ``commit_part`` released at the same moment, per backend."""
 
 
-def test_two_ranks_finishing_at_the_same_moment_write_one_manifest(store_base, tmp_path, caplog):
+def test_two_ranks_finishing_at_the_same_moment_write_one_manifest(store_base, tmp_path, caplog, atomic_preconditions):
     caplog.set_level(logging.DEBUG, logger="kresume.store")
     url = store_base.join("ns", f"mr-race-{uuid.uuid4().hex[:8]}")
     ranks = [RunStore.open(url, store_base.options) for _ in range(2)]
@@ -151,7 +151,9 @@ def test_two_ranks_finishing_at_the_same_moment_write_one_manifest(store_base, t
             if not o.committed:
                 outcomes[r] = ranks[r].try_commit(cid, world_size=2)
         assert all(o.committed for o in outcomes)
-        assert sum(o.created for o in outcomes) == 1, outcomes  # exactly one call wrote the manifest
+        # Exactly one call wrote the manifest (on moto, whose create-only is not atomic, both may: the bytes
+        # are identical either way).
+        assert sum(o.created for o in outcomes) == 1 or (not atomic_preconditions and all(o.created for o in outcomes))
         assert outcomes[0].manifest == outcomes[1].manifest
         assert ranks[0].manifest_ids().count(cid) == 1
         assert ranks[0].read_pointer().checkpoint == cid  # forward: each round's step is newer

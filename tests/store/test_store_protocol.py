@@ -7,6 +7,7 @@ backend must keep the same invariants (DESIGN.md "Store protocol" 1-3).
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 import os
 import uuid
 from pathlib import Path
@@ -194,15 +195,17 @@ def test_prune_deletes_manifest_then_data_and_keeps_pointer_target(run, tmp_path
     assert run.verify() == []
 
 
-def test_prune_dry_run_deletes_nothing_and_orphans_are_collected(run, tmp_path):
+def test_prune_dry_run_deletes_nothing_and_young_orphans_stay(run, tmp_path):
+    """Orphans are judged by the store's clock (tests/store/test_store_orphans.py): one written just now
+    stays, whatever time its id carries."""
     ids = [run.commit(_write(tmp_path / f"s{i}" / f"epoch=0-step={i}.ckpt", 1000, seed=i)).id for i in range(1, 4)]
-    orphan = layout.new_checkpoint_id(99).replace("2026", "2020", 1)
+    orphan = layout.new_checkpoint_id(99, datetime(2020, 1, 1, tzinfo=UTC))
     _put(run, run._path(layout.data_key(orphan, "x.ckpt", None)), b"z" * 10)
     plan = run.prune(keep_last=1, dry_run=True, orphans_older_than=3600)
-    assert orphan in plan.delete and set(run.manifest_ids()) == set(ids)
+    assert plan.delete == [ids[0]] and set(run.manifest_ids()) == set(ids)
     run.prune(keep_last=1, orphans_older_than=3600)
-    assert run._object_sizes(orphan) == {}
-    assert run.manifest_ids() == [ids[2]]
+    assert run._object_sizes(orphan) != {}
+    assert run.manifest_ids() == [ids[2], ids[1]]  # ids[1]: the fallback older than latest
 
 
 def test_bad_checkpoint_is_skipped(run, tmp_path):

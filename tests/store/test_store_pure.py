@@ -143,3 +143,33 @@ def test_pointer_moves_forward_only_and_checks_a_newer_target():
     assert selection.pointer_decision(newer, newer) == selection.KEEP
     # A newer current target is kept unless the caller finds it missing, invalid or bad-marked.
     assert selection.pointer_decision(newer, older) == selection.CHECK
+
+
+def test_retention_keeps_live_pins_and_one_verified_fallback():
+    by_step = {s: _id(s, 1) for s in (100, 200, 300, 400, 500)}
+    steps = {i: s for s, i in by_step.items()}
+    plan = retention.plan_prune(steps, keep_last=1, latest_id=by_step[500], verified=[by_step[200]],
+                                pinned={by_step[100]: ["trainer-0", "trainer-1"]})
+    assert set(plan.keep) == {by_step[500], by_step[200], by_step[100]}
+    assert plan.delete == [by_step[400], by_step[300]]  # the verified one wins over the newer unverified
+    assert plan.reasons[by_step[200]].startswith("the fallback: newest verified")
+    assert plan.reasons[by_step[100]] == "pinned by trainer-0, trainer-1 (a live pod resumed from it)"
+    # A verified id newer than latest is not a fallback; bad ones never are.
+    plan = retention.plan_prune(steps, keep_last=1, latest_id=by_step[300], bad=[by_step[200]],
+                                verified=[by_step[400]])
+    assert "fallback: newest valid" in plan.reasons[by_step[100]] and by_step[200] in plan.keep
+
+
+def test_pin_lease_rule_and_last_modified_forms():
+    from kresume.store import clock, pins
+
+    t0 = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    later = datetime(2026, 1, 1, 0, 10, 0, tzinfo=UTC)
+    assert pins.is_live(t0, later, 601) and not pins.is_live(t0, later, 600)
+    assert pins.is_live(None, later, 1) and pins.is_live(t0, None, 1)  # unknown age protects
+    assert clock.modified_at({"LastModified": t0}) == t0
+    assert clock.modified_at({"updated": "2026-01-01T00:00:00.000Z"}) == t0
+    assert clock.modified_at({"mtime": t0.timestamp()}) == t0
+    assert clock.modified_at({"name": "x"}) is None
+    assert layout.checkpoint_id_of(f"s3://b/checkpoints/ns/run/checkpoints/{_id(5, 1)}/m.ckpt") == _id(5, 1)
+    assert layout.checkpoint_id_of("/data/m.ckpt") is None

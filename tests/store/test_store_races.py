@@ -55,7 +55,10 @@ def _shared_manifest(cid: str, writer: int) -> Manifest:
                     epoch=None, files=(FileEntry("", 1, "00000000"),), source={"writer": writer})
 
 
-def test_two_writers_race_pointer_and_manifests(store_base, tmp_path: Path, caplog) -> None:
+def test_two_writers_race_pointer_and_manifests(store_base, tmp_path: Path, caplog, atomic_preconditions) -> None:
+    """On a server whose preconditions are not atomic (moto: tests/store/conftest.py) only what the
+    fallback row of the docs table promises is asserted — every manifest whole, ``latest`` resolving
+    the newest commit — and the pointer anomalies are counted and printed."""
     races = _races()
     rng = random.Random(f"races-{store_base.backend}")
     url = store_base.join("ns", f"race-{uuid.uuid4().hex[:8]}")
@@ -63,7 +66,7 @@ def test_two_writers_race_pointer_and_manifests(store_base, tmp_path: Path, capl
     shared_run = RunStore.open(store_base.join("ns", f"race-create-{uuid.uuid4().hex[:8]}"), store_base.options)
     observer = _Observer(RunStore.open(url, store_base.options))
     committed: dict[str, Manifest] = {}
-    create_wins = create_conflicts = 0
+    create_wins = create_conflicts = double_wins = pointer_lags = 0
     lock = threading.Lock()
     failures: list[BaseException] = []
     caplog.set_level(logging.DEBUG, logger="kresume.store")
@@ -76,7 +79,6 @@ def test_two_writers_race_pointer_and_manifests(store_base, tmp_path: Path, capl
             outcomes: list[str] = []
 
             def writer(w: int, step: int) -> None:
-                nonlocal create_wins, create_conflicts
                 src = tmp_path / f"w{w}" / f"r{r}" / f"step_{step}.data"
                 src.parent.mkdir(parents=True, exist_ok=True)
                 src.write_bytes(f"race {r} writer {w}".encode())
@@ -104,20 +106,29 @@ def test_two_writers_race_pointer_and_manifests(store_base, tmp_path: Path, capl
             assert not failures, failures
             # The newer of everything committed so far is named once both writers are done.
             newest = layout.sort_newest_first(list(committed))[0]
-            assert writers[0].read_pointer().checkpoint == newest, f"race {r}: pointer lags behind {newest}"
-            # Exactly one creation of the shared id won; the stored bytes are the winner's.
+            assert writers[0].latest().checkpoint_id == newest  # readers resolve it on every backend
+            if writers[0].read_pointer().checkpoint != newest:
+                assert not atomic_preconditions, f"race {r}: pointer lags behind {newest}"
+                pointer_lags += 1
+            # Exactly one creation of the shared id won; the stored bytes are one writer's, whole.
             wins = [o for o in outcomes if o.startswith("won:")]
-            assert len(wins) == 1 and outcomes.count("conflict") == 1, f"race {r}: {outcomes}"
             stored = shared_run.read_manifest(shared_id)
-            assert stored == _shared_manifest(shared_id, int(wins[0].split(":")[1]))
-            create_wins += 1
-            create_conflicts += 1
+            assert stored in (_shared_manifest(shared_id, 0), _shared_manifest(shared_id, 1))
+            if len(wins) != 1:
+                assert not atomic_preconditions and len(wins) == 2, f"race {r}: {outcomes}"
+                double_wins += 1
+            else:
+                assert outcomes.count("conflict") == 1, f"race {r}: {outcomes}"
+                assert stored == _shared_manifest(shared_id, int(wins[0].split(":")[1]))
+            create_wins += len(wins)
+            create_conflicts += outcomes.count("conflict")
     finally:
         observer.stop.set()
         observer.join(timeout=30)
     assert not observer.errors, observer.errors
     keys = [layout.parse_checkpoint_id(cid) for cid in observer.seen]
-    assert keys == sorted(keys), f"the pointer moved backwards: {observer.seen}"
+    backwards = sum(b < a for a, b in zip(keys, keys[1:]))
+    assert backwards == 0 or not atomic_preconditions, f"the pointer moved backwards: {observer.seen}"
     # Every manifest that exists is whole (parses, all objects present with their sizes) and is
     # exactly what its commit returned.
     ids = writers[0].manifest_ids()
@@ -128,5 +139,7 @@ def test_two_writers_race_pointer_and_manifests(store_base, tmp_path: Path, capl
         assert not writers[0].verify(cid)
     lost = sum("pointer changed under us" in rec.getMessage() for rec in caplog.records)
     print(f"\n[races] {store_base.backend}: {races} races, {len(committed)} commits, pointer targets seen "
-          f"{len(observer.seen)} (monotonic), pointer writes that lost a race and re-read {lost}, "
-          f"manifest creations won {create_wins} / refused {create_conflicts}")
+          f"{len(observer.seen)}, pointer writes that lost a race and re-read {lost}, "
+          f"manifest creations won {create_wins} / refused {create_conflicts}"
+          + ("" if atomic_preconditions else f"; server not atomic: both creations won {double_wins}, pointer "
+                                            f"left behind {pointer_lags}, moved backwards {backwards}"))

@@ -22,10 +22,11 @@ def test_bad_newest_does_not_count_toward_keep_last():
     by_step = {s: _id(s) for s in (200, 400, 450, 500)}
     plan = retention.plan_prune({i: s for s, i in by_step.items()}, keep_last=1, pointer_id=by_step[500],
                                 bad=[by_step[500]], latest_id=by_step[450])
-    assert plan.keep == [by_step[500], by_step[450]]
-    assert plan.delete == [by_step[400], by_step[200]]
+    assert plan.keep == [by_step[500], by_step[450], by_step[400]]
+    assert plan.delete == [by_step[200]]
     assert plan.reasons[by_step[500]] == "marked bad, the pointer's target"
     assert plan.reasons[by_step[450]] == "one of the 1 newest valid"
+    assert plan.reasons[by_step[400]].startswith("the fallback: newest valid checkpoint older than latest")
 
 
 def test_bad_checkpoints_are_never_deleted_and_do_not_count_for_keep_every():
@@ -40,10 +41,10 @@ def test_bad_checkpoints_are_never_deleted_and_do_not_count_for_keep_every():
 
 def test_latest_is_kept_even_when_newer_valid_ids_fill_keep_last():
     # The newest unmarked id can be unresolvable (objects lost): `latest` then answers an older one.
-    by_step = {s: _id(s) for s in (100, 200, 300)}
-    plan = retention.plan_prune({i: s for s, i in by_step.items()}, keep_last=1, latest_id=by_step[200])
-    assert plan.keep == [by_step[300], by_step[200]] and plan.delete == [by_step[100]]
-    assert "latest" in plan.reasons[by_step[200]]
+    by_step = {s: _id(s) for s in (100, 200, 300, 400)}
+    plan = retention.plan_prune({i: s for s, i in by_step.items()}, keep_last=1, latest_id=by_step[300])
+    assert plan.keep == [by_step[400], by_step[300], by_step[200]] and plan.delete == [by_step[100]]
+    assert "latest" in plan.reasons[by_step[300]] and "fallback" in plan.reasons[by_step[200]]
 
 
 def test_all_bad_keeps_everything():
@@ -69,17 +70,17 @@ def test_mark_bad_moves_the_pointer_and_prune_keeps_the_newest_valid(run, tmp_pa
     assert run.mark_bad(ids[500], "fails to load") == ids[450]
     assert run.read_pointer().checkpoint == ids[450]  # moved off the bad checkpoint
     plan = run.prune(keep_last=1)
-    assert plan.keep == [ids[500], ids[450]] and plan.delete == [ids[400], ids[200]]
-    assert run.manifest_ids() == [ids[500], ids[450]]
+    assert plan.keep == [ids[500], ids[450], ids[400]] and plan.delete == [ids[200]]  # 400: the fallback
+    assert run.manifest_ids() == [ids[500], ids[450], ids[400]]
     assert run.latest().checkpoint_id == ids[450]
     assert run.verify() == []
 
 
 def test_prune_keeps_what_latest_resolves_to_when_the_newest_lost_objects(run, tmp_path):
-    ids = {s: run.commit(_ckpt(tmp_path, s)).id for s in (100, 200, 300)}
+    ids = {s: run.commit(_ckpt(tmp_path, s)).id for s in (50, 100, 200, 300)}
     m300 = run.read_manifest(ids[300])
     run.fs.rm(run._path(layout.data_key(m300.id, m300.name, None)))
     assert run.latest().checkpoint_id == ids[200]
     plan = run.prune(keep_last=1)
-    assert plan.delete == [ids[100]]
+    assert plan.delete == [ids[50]] and "fallback" in plan.reasons[ids[100]]
     assert run.latest().checkpoint_id == ids[200]

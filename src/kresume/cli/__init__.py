@@ -40,7 +40,7 @@ app = typer.Typer(
 store_cmds.register(app)
 
 
-_STORE_COMMANDS = {"ls", "latest", "verify", "restore", "prune", "commit", "mark-bad"}
+_STORE_COMMANDS = {"ls", "latest", "verify", "restore", "prune", "commit", "mark-bad", "unmark-bad"}
 _mounted = False
 
 
@@ -65,7 +65,7 @@ def _mount_optional(argv: list[str] | None = None) -> None:
 #: teardown (module and object finalisation: 0.3-0.4 s of every ``kresume restore``/``commit`` on a
 #: 2-core machine, measured with py-spy; s5cmd's whole run takes 0.2 s). Their work is complete and
 #: synchronous by then: files renamed into place, manifest and pointer written, output flushed below.
-FAST_EXIT = frozenset({"ls", "latest", "verify", "restore", "prune", "commit", "mark-bad"})
+FAST_EXIT = frozenset({"ls", "latest", "verify", "restore", "prune", "commit", "mark-bad", "unmark-bad"})
 _invoked: list[str] = []
 
 

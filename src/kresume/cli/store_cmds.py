@@ -1,4 +1,4 @@
-"""Store commands: ``ls``, ``latest``, ``verify``, ``restore``, ``prune``, ``commit``, ``mark-bad``."""
+"""Store commands: ``ls``, ``latest``, ``verify``, ``restore``, ``prune``, ``commit``, ``mark-bad``, ``unmark-bad``."""
 
 from __future__ import annotations
 
@@ -85,12 +85,14 @@ def register(app: typer.Typer) -> None:
         """List committed checkpoints of a run, oldest first (by step, then commit time); the pointer's
         target is marked with *, checkpoints marked bad (skipped by `latest`) with BAD. Multi-rank steps
         not committed yet are listed after them with the ranks that recorded their part and what is
-        missing (a stuck rank shows here)."""
+        missing (a stuck rank shows here), then pins: checkpoints live pods resumed from, with their
+        age by the store's clock (a stale pin no longer protects)."""
         store = _open(url, storage_option)
         manifests = store.list()
         pointer = store.read_pointer()
         bad = store.bad_ids()
         waiting = store.pending()
+        pinned = store.pins() if _has_pins(store) else []
         if not manifests and pointer is None and not waiting:
             missing = store.no_checkpoint("")  # BucketMissing when the bucket does not exist
             if isinstance(missing, errors.BucketMissing):
@@ -108,6 +110,10 @@ def register(app: typer.Typer) -> None:
                                   "ranks": list(w.ranks), "world_size": w.world_size,
                                   "missing_ranks": list(w.missing_ranks), "missing_files": w.missing_files,
                                   "reason": w.reason, "conflict": w.conflict}))
+            for p in pinned:
+                print(json.dumps({"kind": "pin", "holder": p.holder, "checkpoint": p.checkpoint, "pod": p.pod,
+                                  "namespace": p.namespace, "ttl_seconds": p.ttl_seconds,
+                                  "age_seconds": p.age_seconds, "live": p.live}))
             return
         table = Table("", "ID", "NAME", "STEP", "FORMAT", "SIZE", "FILES", "COMMITTED", "BAD")
         for m in manifests:
@@ -122,6 +128,12 @@ def register(app: typer.Typer) -> None:
                 parts_table.add_row(w.checkpoint_id, w.name, "" if w.step is None else str(w.step), have,
                                     ("CONFLICT: " if w.conflict else "") + w.reason)
             out.print(parts_table)
+        if pinned:
+            pins_table = Table("HOLDER", "CHECKPOINT", "AGE", "TTL", "STATE", title="pins (retention keeps live ones)")
+            for p in pinned:
+                pins_table.add_row(p.holder, p.checkpoint, "?" if p.age_seconds is None else f"{p.age_seconds:.0f} s",
+                                   f"{p.ttl_seconds:g} s", "live" if p.live else "stale (ignored)")
+            out.print(pins_table)
 
     @app.command("latest")
     def latest_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
@@ -203,17 +215,20 @@ def register(app: typer.Typer) -> None:
                       None, "--keep-every", min=1, help="Also keep valid checkpoints whose step is a multiple of K."),
                   orphans_older_than: Optional[float] = typer.Option(
                       None, "--orphans-older-than", min=0, metavar="SECONDS",
-                      help="Also delete data of interrupted commits (no manifest) started longer ago than this."),
+                      help="Also delete uncommitted data and parts (interrupted commits, steps a rank never finished) "
+                           "whose newest object is older than this by the store's own clock."),
                   dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, delete nothing.")) -> None:
         """Delete old checkpoints: manifest first, then data.
 
         Only valid checkpoints (not marked bad with `mark-bad`) count toward --keep-last and --keep-every.
 
-        Never deleted: the newest valid checkpoint (what `latest` resolves to) and the pointer's target.
+        Never deleted: the newest valid checkpoint (what `latest` resolves to), the pointer's target,
+        every checkpoint a live pin names (a running pod resumed from it), and one fallback older than
+        latest (the newest verified one — a pod resumed from it and committed since — else the newest valid).
 
-        Checkpoints marked bad are kept (reason "marked bad"), so a mistaken mark can be undone.
+        Checkpoints marked bad are kept (reason "marked bad"); `kresume unmark-bad` undoes a mark.
 
-        Prints one line per checkpoint (deleted/kept, id, reason); exit 4 when the run has none.
+        Prints one line per checkpoint (deleted/kept, id, why it is kept); exit 4 when the run has none.
         """
         store = _open(url, storage_option)
         plan = store.prune(keep_last, keep_every, dry_run=dry_run, orphans_older_than=orphans_older_than)
@@ -233,6 +248,10 @@ def register(app: typer.Typer) -> None:
                        False, "--allow-unknown",
                        help="Commit a file or folder whose format kresume does not recognise (format 'unknown', "
                             "no content check, no step from its content); without it that is refused (exit 10)."),
+                   resumed_from: Optional[str] = typer.Option(
+                       None, "--resumed-from", metavar="ID|URL",
+                       help="The checkpoint this training resumed from (recorded; it makes that one the verified "
+                            "fallback retention keeps)."),
                    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                                            help="Progress bar (default: when stderr is a terminal).")
                    ) -> None:
@@ -268,7 +287,8 @@ def register(app: typer.Typer) -> None:
                                              fix="nothing was committed; pass --allow-unknown to commit it as format 'unknown'")
                 err.print(f"warning: {path}: format unknown ({why}); committing it as format 'unknown'", soft_wrap=True)
             with _bar(captured.total_bytes, f"commit {captured.name}", show) as advance:
-                manifest = store.commit(captured, info=info, progress=advance, move_pointer=not no_pointer)
+                manifest = store.commit(captured, info=info, progress=advance, move_pointer=not no_pointer,
+                                        resumed_from=resumed_from)
         print(f"{store.checkpoint_url(manifest)}\tstep={'' if manifest.step is None else manifest.step}")
 
     @app.command("mark-bad")
@@ -287,6 +307,31 @@ def register(app: typer.Typer) -> None:
         print(f"marked bad\t{manifest.id}\t{manifest.name}")
         if moved:
             print(f"pointer\t{moved}\t(the newest valid checkpoint; it named the one marked bad)")
+
+
+    @app.command("unmark-bad")
+    def unmark_bad_cmd(url: str = typer.Argument(..., help=_URL_HELP),
+                       checkpoint: str = typer.Argument(
+                           ..., help="Checkpoint id, or a name only one committed checkpoint has (see `kresume ls`)."),
+                       storage_option: Optional[list[str]] = StorageOpt) -> None:
+        """Remove a bad mark (a mistaken `mark-bad`, or the operator's crash-loop mark once the cause is
+        fixed): `latest` may pick the checkpoint again; the pointer moves to it when it is the newest valid.
+
+        Exit 4 when the checkpoint is not marked bad.
+        """
+        store = _open(url, storage_option)
+        manifest = store.resolve_checkpoint(checkpoint, unique=True)
+        moved = store.unmark_bad(manifest.id)
+        print(f"unmarked\t{manifest.id}\t{manifest.name}")
+        if moved:
+            print(f"pointer\t{moved}\t(the newest valid checkpoint again)")
+
+
+def _has_pins(store: RunStore) -> bool:
+    """Whether the run has any pin (one listing; the store clock is read only then)."""
+    from kresume import contract
+
+    return bool(store._ls_names(contract.PINS_DIR))
 
 
 def _human(n: int) -> str:

@@ -67,7 +67,7 @@ def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: st
 
 def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str], *,
            info: CheckpointInfo | None = None, source: Mapping[str, Any] | None = None,
-           progress: Progress = None, move_pointer: bool = True) -> Manifest:
+           progress: Progress = None, move_pointer: bool = True, resumed_from: str | None = None) -> Manifest:
     """Upload a local checkpoint and commit it.
 
     Parameters
@@ -86,6 +86,10 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
         Called with the number of bytes uploaded since the last call.
     move_pointer : bool
         Move ``latest.json`` to this checkpoint when it is newer than the current target.
+    resumed_from : str, optional
+        The checkpoint the committing pod resumed from (an id, or the ``KRESUME_RESUME_FROM`` URL),
+        recorded as ``source.resumed_from`` (its id): it makes that checkpoint *verified*, the
+        fallback retention keeps (docs/store-protocol.md "Pins, verified fallbacks and retention").
 
     Returns
     -------
@@ -102,7 +106,8 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
     """
     if not isinstance(checkpoint, LocalCheckpoint):
         with snapshot(checkpoint) as captured:
-            return commit(store, captured, info=info, source=source, progress=progress, move_pointer=move_pointer)
+            return commit(store, captured, info=info, source=source, progress=progress, move_pointer=move_pointer,
+                          resumed_from=resumed_from)
     check_content(checkpoint)
     info = info or describe(checkpoint.path)
     cid = layout.new_checkpoint_id(info.step)
@@ -115,7 +120,8 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
         created_at=checkpoint.created_at, committed_at="",
         source={"host": socket.gethostname(), "path": str(checkpoint.path), "mtime_ns": checkpoint.mtime_ns,
                 "pod": os.environ.get("KRESUME_POD_NAME", ""),
-                "namespace": os.environ.get("KRESUME_POD_NAMESPACE", ""), **dict(source or {})},
+                "namespace": os.environ.get("KRESUME_POD_NAMESPACE", ""), **dict(source or {}),
+                **resumed_source(resumed_from)},
     )
     problems = selection.object_problems(manifest, sizes)
     if problems:
@@ -126,6 +132,14 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
     if move_pointer:
         pointer.move(store, manifest)
     return manifest
+
+
+def resumed_source(resumed_from: str | None) -> dict[str, str]:
+    """``{"resumed_from": <id>}`` for a manifest's or part's ``source`` (``{}`` when not resumed);
+    a value that holds no kresume id (a local path) is kept as given."""
+    if not resumed_from:
+        return {}
+    return {"resumed_from": layout.checkpoint_id_of(resumed_from) or resumed_from}
 
 
 def write_manifest(store: RunStore, manifest: Manifest) -> None:

@@ -98,7 +98,7 @@ def new_checkpoint_id(step: int | None, now: datetime | None = None, rand: str |
 def new_epoch_token(now: datetime | None = None, rand: str | None = None) -> str:
     """A fresh resume-epoch token ``<UTC ts>-<6 hex>`` (``KRESUME_EPOCH``), e.g.
     ``20261129T103000123456Z-9f2c1a``: the operator gives it to every pod of one epoch."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     return f"{now.astimezone(UTC).strftime(_TS_FORMAT)}-{rand or secrets.token_hex(3)}"
 
 
@@ -134,8 +134,21 @@ def parse_checkpoint_id(checkpoint_id: str) -> CheckpointKey | None:
     return CheckpointKey(step, m["ts"], m["rand"], m["tag"] or "")
 
 
+def checkpoint_id_of(value: str) -> str | None:
+    """The checkpoint id in ``value``: an id itself, or a resume URL ``…/checkpoints/<id>/<name>``
+    (what ``KRESUME_RESUME_FROM`` holds); ``None`` when it holds none."""
+    if parse_checkpoint_id(value or "") is not None:
+        return value
+    parts = (value or "").split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part == contract.CHECKPOINTS_DIR and parse_checkpoint_id(parts[i + 1]) is not None:
+            return parts[i + 1]
+    return None
+
+
 def id_started_at(checkpoint_id: str) -> datetime | None:
-    """When the commit of ``checkpoint_id`` started (UTC), or ``None`` for a foreign name."""
+    """The time stamp of ``checkpoint_id`` (UTC; a multi-rank id's is its epoch's), or ``None`` for a
+    foreign name. An ordering hint only (the id-time floor): no age rule uses it."""
     key = parse_checkpoint_id(checkpoint_id)
     if key is None:
         return None

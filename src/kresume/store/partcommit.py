@@ -11,7 +11,8 @@ is written create-only, so racing ranks write one manifest.
 
 Requests per commit with world size ``W`` known: every rank lists ``parts/<id>/`` and reads the
 manifest once per try; only a rank that lists ``W`` parts reads them (records are immutable and
-cached per :class:`~kresume.store.runstore.RunStore`), so a commit costs O(W) requests, not O(W²).
+cached per :class:`~kresume.store.runstore.RunStore`), so a commit costs O(W) requests, not O(W²):
+measured 9·W in all (2 per rank are its file's PUT and HEAD), bench/RESULTS.md "Multi-rank commit".
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def part_id(name: str, epoch: str) -> str:
 def commit_part(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str], *, rank: int,
                 world_size: int | None, epoch: str, info: CheckpointInfo | None = None,
                 expect: parts.Expects | None = None, source: Mapping[str, Any] | None = None,
-                progress: Progress = None) -> PartOutcome:
+                progress: Progress = None, resumed_from: str | None = None) -> PartOutcome:
     """Upload this rank's files of a multi-rank unit, record its part, then try the commit.
 
     Parameters
@@ -128,6 +129,9 @@ def commit_part(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike
         Provenance merged into the part's ``source`` (``pod``, ``namespace``, ``resumed_from``).
     progress : callable, optional
         Called with bytes uploaded since the last call.
+    resumed_from : str, optional
+        The checkpoint this pod resumed from (id or ``KRESUME_RESUME_FROM`` URL), recorded in the
+        part and, from the lowest rank that has it, in the manifest (``source.resumed_from``).
 
     Returns
     -------
@@ -148,7 +152,7 @@ def commit_part(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike
     if not isinstance(checkpoint, LocalCheckpoint):
         with snapshot(checkpoint) as captured:
             return commit_part(store, captured, rank=rank, world_size=world_size, epoch=epoch, info=info,
-                               expect=expect, source=source, progress=progress)
+                               expect=expect, source=source, progress=progress, resumed_from=resumed_from)
     _check_rank(rank, world_size)
     cid = part_id(checkpoint.name, epoch)
     commit.check_content(checkpoint)
@@ -163,7 +167,7 @@ def commit_part(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike
         if recorded.source.get("mtime_ns") != checkpoint.mtime_ns:
             raise _rewritten(store, cid, f"rank {rank}'s part records another version (mtime)")
         store._parts.add(recorded)
-        return try_commit(store, cid, world_size=world_size)
+        return try_commit(store, cid, world_size=world_size, committed_checked=True)
     info = info or describe(checkpoint.path)
     entries = commit.upload_files(store, checkpoint, cid, progress)
     _head_objects(store, cid, checkpoint.name, entries)
@@ -174,7 +178,7 @@ def commit_part(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike
         expects=expect if expect is not None else expects.from_checkpoint(checkpoint),
         source={"host": socket.gethostname(), "path": str(checkpoint.path), "mtime_ns": checkpoint.mtime_ns,
                 "pod": os.environ.get("KRESUME_POD_NAME", ""), "namespace": os.environ.get("KRESUME_POD_NAMESPACE", ""),
-                **dict(source or {})},
+                **dict(source or {}), **commit.resumed_source(resumed_from)},
         epoch_of_training=info.epoch, created_at=checkpoint.created_at, recorded_at=clock.now_iso(),
     )
     data = record.to_json()
@@ -184,10 +188,11 @@ def commit_part(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike
             raise _rewritten(store, cid, f"another writer recorded rank {rank}'s part at the same time")
         record = again
     store._parts.add(record)
-    return try_commit(store, cid, world_size=world_size)
+    return try_commit(store, cid, world_size=world_size, committed_checked=True)
 
 
-def try_commit(store: RunStore, checkpoint_id: str, *, world_size: int | None = None) -> PartOutcome:
+def try_commit(store: RunStore, checkpoint_id: str, *, world_size: int | None = None,
+               committed_checked: bool = False) -> PartOutcome:
     """Commit ``checkpoint_id`` if its parts are whole (a reconcile tick; safe to call from every rank).
 
     One manifest GET (committed already? then the pointer is moved forward if needed), one LIST of
@@ -195,10 +200,13 @@ def try_commit(store: RunStore, checkpoint_id: str, *, world_size: int | None = 
     more. Otherwise the records not read yet are read, :func:`kresume.store.parts.plan_commit`
     decides, and a whole union is written create-only and the pointer moved.
 
+    ``committed_checked``: the caller (:func:`commit_part`) has just read the manifest and found none,
+    so the first GET is skipped (one request per rank less).
+
     Returns a :class:`PartOutcome`; raises ``CommitConflict`` when the parts can never commit as they
     are (two ranks' files differ under one path, world sizes disagree), ``StoreError`` on store failures.
     """
-    existing = reading.read_manifest(store, checkpoint_id)
+    existing = None if committed_checked else reading.read_manifest(store, checkpoint_id)
     if existing is not None:
         store._parts.forget(checkpoint_id)
         pointer.move(store, existing)
@@ -238,6 +246,8 @@ def pending(store: RunStore) -> list[parts.Waiting]:
     out: list[parts.Waiting] = []
     for cid in ids:
         listed = layout.ranks_from_part_names(store._ls_names(layout.parts_prefix(cid)))
+        if not listed:
+            continue  # an empty "folder" some servers keep after a delete (SeaweedFS)
         known = store._parts.get(cid)
         known.update(_read_parts(store, cid, [r for r in listed if r not in known]))
         plan = parts.plan_commit(cid, known)

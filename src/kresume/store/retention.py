@@ -11,9 +11,15 @@ the run nothing to resume from):
   history for evaluation or rollback); checkpoints with unknown step are not kept by this rule;
 - always keep the newest valid checkpoint that :meth:`RunStore.latest` resolves to (it also checks
   that the objects exist, so it can be older than the newest valid id), the pointer's target and
-  every protected id (a checkpoint a live pod resumed from);
+  every protected id;
+- keep every checkpoint a *live pin* names (a pod resumed from it and still runs; docs/store-protocol.md
+  "Pins": a lease in the store, so a sidecar honours other pods' needs without Kubernetes credentials);
+- keep one *fallback*: the newest *verified* valid checkpoint older than ``latest`` (verified: some
+  manifest records it as ``source.resumed_from``, so a pod loaded it and then committed), or, when
+  none is verified, the newest valid one older than ``latest`` (issue 11: with ``keepLast: 1`` a
+  newest checkpoint that does not load left nothing to resume from);
 - never delete a checkpoint marked bad: it is kept with reason ``"marked bad"``, so a mistaken mark
-  can be undone by a human (delete ``bad/<id>.json``), and removing bad checkpoints is a human decision.
+  can be undone (``kresume unmark-bad``), and removing bad checkpoints is a human decision.
 
 Deletion order is enforced by the caller: manifest first (un-commit), then data.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from kresume.store import layout
 
@@ -47,6 +54,8 @@ def plan_prune(
     protect: Iterable[str] = (),
     bad: Iterable[str] = (),
     latest_id: str | None = None,
+    pinned: Mapping[str, Iterable[str]] | None = None,
+    verified: Iterable[str] = (),
 ) -> PrunePlan:
     """Decide what to delete (rules in the module docstring).
 
@@ -66,7 +75,11 @@ def plan_prune(
     bad : iterable of str
         Ids marked bad: kept, and not counted toward ``keep_last``/``keep_every``.
     latest_id : str, optional
-        The checkpoint resolution picks (:meth:`RunStore.latest`), kept.
+        The checkpoint resolution picks (:meth:`RunStore.latest`), kept; the fallback is chosen below it.
+    pinned : mapping, optional
+        Id → holders of *live* pins on it (the caller drops stale pins), kept.
+    verified : iterable of str
+        Ids some manifest records as ``source.resumed_from`` (preferred as the fallback).
 
     Returns
     -------
@@ -80,7 +93,9 @@ def plan_prune(
         raise ValueError(f"keep_every must be ≥ 1, got {keep_every}")
     protected = set(protect)
     marked = set(bad)
+    pins = {cid: sorted(set(h)) for cid, h in (pinned or {}).items()}
     ordered = layout.sort_newest_first(list(steps))
+    fallback, fallback_why = _fallback(ordered, marked, latest_id, set(verified))
     keep: list[str] = []
     delete: list[str] = []
     reasons: dict[str, str] = {}
@@ -102,9 +117,33 @@ def plan_prune(
             why.append("the pointer's target")
         if cid in protected:
             why.append("protected (a pod resumed from it)")
+        if pins.get(cid):
+            why.append("pinned by " + ", ".join(pins[cid]) + " (a live pod resumed from it)")
+        if cid == fallback:
+            why.append(fallback_why)
         if why:
             keep.append(cid)
             reasons[cid] = ", ".join(why)
         else:
             delete.append(cid)
     return PrunePlan(keep, delete, reasons)
+
+
+def _fallback(ordered: list[str], bad: set[str], latest_id: str | None, verified: set[str]) -> tuple[str | None, str]:
+    """The fallback of the module docstring: ``(id, reason)``, or ``(None, "")`` when ``latest_id``
+    is unknown or nothing valid is older than it."""
+    if latest_id is None or latest_id not in ordered:
+        return None, ""
+    older = [cid for cid in ordered[ordered.index(latest_id) + 1:] if cid not in bad]
+    for cid in older:
+        if cid in verified:
+            return cid, "the fallback: newest verified checkpoint older than latest (a pod loaded it, then committed)"
+    if older:
+        return older[0], "the fallback: newest valid checkpoint older than latest (none is verified yet)"
+    return None, ""
+
+
+def orphan_is_old(newest_modified: datetime, store_now: datetime, older_than: float) -> bool:
+    """Pure orphan rule: an uncommitted checkpoint may be deleted when its newest object (data or
+    part), by the store's clock, is more than ``older_than`` seconds older than the store's now."""
+    return (store_now - newest_modified).total_seconds() > older_than

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kresume.formats.metadata import CheckpointInfo
-from kresume.store import commit, errors, layout, partcommit, parts, prune, reading, restore, retention, selection, verify
+from kresume.store import (clock, commit, conditional, errors, layout, partcommit, parts, pins, prune, reading,
+                           restore, retention, selection, verify)
 from kresume.store.known import Known
 from kresume.store.local import LocalCheckpoint
 from kresume.store.manifest import Manifest, Pointer
@@ -105,18 +107,28 @@ class RunStore:
             return errors.BucketMissing(self.url, repr(bucket), fix="create it first, or fix its name in the URL")
         return errors.NoCheckpoint(self.url, detail, fix=fix)
 
-    def _ls_names(self, key: str) -> list[str]:
-        """Base names directly under ``key`` (one uncached listing; ``[]`` when absent)."""
+    def _ls(self, key: str, *, detail: bool = False) -> list[Any]:
+        """One listing directly under ``key`` that never answers from the filesystem's listing cache
+        (``[]`` when absent). s3fs and gcsfs take ``refresh=True``, adlfs ``invalidate_cache=True``;
+        invalidating first is not enough when threads of one process list concurrently (another
+        thread may refill the cache with an older listing in between)."""
         path = self._path(key)
+        kind = conditional.backend(self.fs)
+        kwargs = {"refresh": True} if kind in ("s3", "gcs") else {"invalidate_cache": True} if kind == "azure" else {}
 
-        def ls() -> list[str]:
-            self.fs.invalidate_cache(path)
+        def ls() -> list[Any]:
+            if not kwargs:
+                self.fs.invalidate_cache(path)
             try:
-                return [n.rstrip("/").rsplit("/", 1)[-1] for n in self.fs.ls(path, detail=False)]
+                return self.fs.ls(path, detail=detail, **kwargs)
             except FileNotFoundError:
                 return []
 
         return self._retry(ls, key)
+
+    def _ls_names(self, key: str) -> list[str]:
+        """Base names directly under ``key`` (one uncached listing; ``[]`` when absent)."""
+        return [str(n).rstrip("/").rsplit("/", 1)[-1] for n in self._ls(key)]
 
     def _read(self, key: str) -> bytes | None:
         """The bytes of the object at ``key``, or ``None`` when it does not exist."""
@@ -160,15 +172,16 @@ class RunStore:
     # ---------------------------------------------------------------- commit
     def commit(self, checkpoint: LocalCheckpoint | str | os.PathLike[str], *, info: CheckpointInfo | None = None,
                source: Mapping[str, Any] | None = None, progress: Progress = None,
-               move_pointer: bool = True) -> Manifest:
-        """Upload a local checkpoint and commit it (:func:`kresume.store.commit.commit`)."""
+               move_pointer: bool = True, resumed_from: str | None = None) -> Manifest:
+        """Upload a local checkpoint and commit it (:func:`kresume.store.commit.commit`); ``resumed_from``
+        (id or URL of the checkpoint this pod resumed from) is recorded as ``source.resumed_from``."""
         return commit.commit(self, checkpoint, info=info, source=source, progress=progress,
-                             move_pointer=move_pointer)
+                             move_pointer=move_pointer, resumed_from=resumed_from)
 
     def commit_part(self, checkpoint: LocalCheckpoint | str | os.PathLike[str], *, rank: int,
                     world_size: int | None, epoch: str, info: CheckpointInfo | None = None,
                     expect: parts.Expects | None = None, source: Mapping[str, Any] | None = None,
-                    progress: Progress = None) -> partcommit.PartOutcome:
+                    progress: Progress = None, resumed_from: str | None = None) -> partcommit.PartOutcome:
         """Upload this rank's files of a multi-rank unit, record its part, try the commit.
 
         ``store.commit_part(snap, rank=R, world_size=W, epoch=KRESUME_EPOCH)`` returns a
@@ -178,7 +191,7 @@ class RunStore:
         :func:`kresume.store.partcommit.commit_part`.
         """
         return partcommit.commit_part(self, checkpoint, rank=rank, world_size=world_size, epoch=epoch, info=info,
-                                      expect=expect, source=source, progress=progress)
+                                      expect=expect, source=source, progress=progress, resumed_from=resumed_from)
 
     def try_commit(self, checkpoint_id: str, *, world_size: int | None = None) -> partcommit.PartOutcome:
         """Commit a multi-rank checkpoint whose parts are whole (:func:`kresume.store.partcommit.try_commit`)."""
@@ -256,6 +269,30 @@ class RunStore:
         """Mark a committed checkpoint bad (:func:`kresume.store.prune.mark_bad`); the id the pointer
         moved to, or ``None``."""
         return prune.mark_bad(self, checkpoint_id, reason)
+
+    def unmark_bad(self, checkpoint_id: str) -> str | None:
+        """Remove a bad mark (:func:`kresume.store.prune.unmark_bad`); the id the pointer moved to, or ``None``."""
+        return prune.unmark_bad(self, checkpoint_id)
+
+    # ---------------------------------------------------------------- pins and the store clock
+    def pin(self, holder: str, checkpoint_id: str, ttl_seconds: float = pins.DEFAULT_TTL_SECONDS, *,
+            pod: str = "", namespace: str = "") -> None:
+        """Write or renew ``pins/<holder>.json`` on a checkpoint (id or resume URL) for ``ttl_seconds``
+        (:func:`kresume.store.pins.pin`): retention keeps it while the pin is live. Renew every ``ttl/3``."""
+        pins.pin(self, holder, checkpoint_id, ttl_seconds, pod=pod, namespace=namespace)
+
+    def unpin(self, holder: str) -> None:
+        """Delete ``holder``'s pin (a clean exit)."""
+        pins.unpin(self, holder)
+
+    def pins(self) -> list[pins.Pin]:
+        """Every pin with its age and liveness by the store's clock (:func:`kresume.store.pins.read_pins`)."""
+        found = pins.read_pins(self)
+        return pins.judge(found, self.store_now()) if found else []
+
+    def store_now(self) -> datetime | None:
+        """The store's own time (:class:`kresume.store.clock.StoreClock`: one PUT + one HEAD)."""
+        return clock.StoreClock(self).now()
 
     def prune(self, keep_last: int, keep_every: int | None = None, *, protect: Iterable[str] = (),
               dry_run: bool = False, orphans_older_than: float | None = None) -> retention.PrunePlan:

@@ -75,3 +75,18 @@ def test_burst_bench_reports_a_rate_per_mode(tmp_path: Path) -> None:
         assert result[mode]["created"] > 0 and result[mode]["errors"] == 0, (mode, result[mode])
         assert result[mode]["rate_per_s"] > 0
     assert result["kresume-memory"]["created"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_parts_commit_bench_measures_latency_and_requests(tmp_path: Path) -> None:
+    out = tmp_path / "parts.json"
+    proc = subprocess.run([sys.executable, "bench/parts_commit.py", "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=500, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert [r["world"] for r in result["rows"]] == [2, 8]
+    for row in result["rows"]:
+        assert row["latency_ms_median"] > 0 and row["requests_median"] >= 2 * row["world"]
+        assert row["by_operation"]["PutObject"] >= 2 * row["world"]  # each rank: its file and its part
+    assert "requests_at_1000" in result["fit"] and "| 8 |" in proc.stdout

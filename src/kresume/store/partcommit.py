@@ -344,7 +344,14 @@ def _create_manifest(store: RunStore, manifest: Manifest) -> tuple[Manifest, boo
     key = layout.manifest_key(manifest.id)
     data = manifest.to_json()
     if store._retry(lambda: conditional.create_if_absent(store.fs, store._path(key), data), key):
-        return manifest, True
+        if any(store._read(key) == data for _ in range(2)):  # read back, as commit.write_manifest does
+            return manifest, True
+        # The store kept other bytes than were sent (a body cut on the way, no checksum checked): remove
+        # it so no reader meets a damaged commit; the next try of any rank writes it again from the parts.
+        store._retry(lambda: store._rm(key), key)
+        raise errors.CorruptCheckpoint(store.key_url(key), "the manifest did not land intact (the store kept other "
+                                                            "bytes than were sent); it was removed, the next try "
+                                                            "writes it again")
     existing = store._read(key)
     if existing == data:
         logger.debug("%s: %s already committed with identical bytes by another rank", store.url, manifest.id)

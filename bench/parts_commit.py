@@ -13,7 +13,8 @@ sidecar) sharing one s3fs client in this process, each with a folder ``step_<n>/
    when the create-only PUT returned);
 3. every other rank's next reconcile tick (``try_commit``) finds the manifest.
 
-Requests are counted at the client with botocore's ``before-call`` event hook, by operation, and split
+Requests are counted at the client with botocore's ``before-call`` event hook (so the run uses the s3fs
+client, ``kresume_client=fsspec``; the native client makes the same requests), by operation, and split
 into the data path (the ranks' file PUTs and HEADs, which any upload needs) and the commit protocol
 (parts, manifest, pointer, listings, ticks). ``requests ≈ a + b·W`` is fitted to read off W = 1,000.
 
@@ -128,7 +129,9 @@ def run(worlds: list[int], repeats: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="kresume-bench-parts-"))
     try:
         url = target.url(f"parts-{int(time.time())}/ns/run")
-        options = target.storage_options
+        # Counted on the s3fs client (botocore's event hooks); the native client (obstore, kresume's default
+        # for s3://) makes the same protocol requests but offers no hook to count them in-process.
+        options = {**target.storage_options, "kresume_client": "fsspec"}
         counting = Counting(RunStore.open(url, options).fs)
         try:
             rows = {}

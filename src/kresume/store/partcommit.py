@@ -12,7 +12,7 @@ is written create-only, so racing ranks write one manifest.
 Requests per commit with world size ``W`` known: every rank lists ``parts/<id>/`` and reads the
 manifest once per try; only a rank that lists ``W`` parts reads them (records are immutable and
 cached per :class:`~kresume.store.runstore.RunStore`), so a commit costs O(W) requests, not O(W²):
-measured 9·W in all (2 per rank are its file's PUT and HEAD), bench/RESULTS.md "Multi-rank commit".
+measured 9·W + 1 in all (2 per rank are its file's PUT and HEAD), bench/RESULTS.md "Multi-rank commit".
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def test_dcp_folder_real_save_and_pitfalls(tmp_path):
 def _ds_model_states(path, world):
     # The shape DeepSpeed writes (engine._save_checkpoint): module, ds_config, an argparse
     # Namespace and dp_world_size; the inert unpickler must read it without importing anything.
-    torch.save({"module": {"w": torch.randn(8, 8)}, "dp_world_size": world, "mp_world_size": 1,
+    # "module" is a real state_dict(): an OrderedDict carrying a _metadata attribute (pickled with BUILD).
+    torch.save({"module": torch.nn.Linear(8, 8).state_dict(), "dp_world_size": world, "mp_world_size": 1,
                 "ds_version": "0.19.8", "args": argparse.Namespace(lr=0.1), "global_steps": 3}, path)
 
 

@@ -57,10 +57,15 @@ class Stub:
         self.__dict__.setdefault("_list", []).extend(values)
 
 
+class _Dict(dict):  # type: ignore[type-arg]
+    """Stand-in for ``dict``/``OrderedDict`` that keeps BUILD state as attributes: a torch ``state_dict()`` is
+    an ``OrderedDict`` with a ``_metadata`` attribute (DeepSpeed's model states hold one as ``module``)."""
+
+
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in (("collections", "OrderedDict"), ("builtins", "dict")):
-            return dict
+            return _Dict
         if (module, name) in (("builtins", "set"), ("builtins", "frozenset")):
             return frozenset
         return type(name, (Stub,), {"_qualname": f"{module}.{name}"})
@@ -109,7 +114,7 @@ def deepspeed_world_size(fd: int, size: int) -> int | None:
     """``dp_world_size`` recorded in a DeepSpeed ``*_model_states.pt`` (``None`` if absent)."""
     try:
         obj = torch_zip_pickle(fd, size)
-    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError):
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError):
         return None
     if isinstance(obj, dict):
         ws = obj.get("dp_world_size")

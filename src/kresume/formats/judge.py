@@ -214,28 +214,37 @@ def _dcp(unit: Unit, listing: Listing, reader: ContentReader, now_ns: int, settl
     return _members(unit, reader, now_ns, settle_ns)
 
 
-def _deepspeed(unit: Unit, listing: Listing, reader: ContentReader, now_ns: int, settle_ns: int,
-               rules: Rules) -> Verdict:
+def deepspeed_announced(unit: Unit, listing: Listing, reader: ContentReader) -> tuple[Verdict, str]:
+    """``(verdict, shard_dir)``: whether DeepSpeed's ``latest`` names this tag (or a newer one, for a
+    tag folder) and the folder holding the tag's files (writers.md §5: ``latest`` is written by global
+    rank 0 after its own files)."""
     latest = listing.get(unit.latest_rel or "")
     if latest is None or latest.kind != "file":
-        return incomplete(f"{unit.rel}: no `latest` file announces it yet")
+        return incomplete(f"{unit.rel}: no `latest` file announces it yet"), unit.rel
     try:
         tag = reader.with_fd(latest, lambda fd, size: os.pread(fd, min(size, 4096), 0)).decode(
             "utf-8", "replace").strip()
     except OSError as exc:
-        return reader.os_verdict(latest, exc)
+        return reader.os_verdict(latest, exc), unit.rel
     if not tag or "/" in tag or tag in (".", ".."):
-        return incomplete(f"{latest.rel} is empty or invalid ({tag!r}); being rewritten")
+        return incomplete(f"{latest.rel} is empty or invalid ({tag!r}); being rewritten"), unit.rel
     if latest.rel.startswith(unit.rel + "/"):  # Lightning-style root: the tag lives inside the unit
         shard_dir = f"{unit.rel}/{tag}"
         if shard_dir not in listing:
-            return incomplete(f"{latest.rel} names {tag}, which does not exist yet")
-    else:
-        shard_dir = unit.rel
-        if tag != unit.name:
-            mine, theirs = step_of(unit.name), step_of(tag)
-            if mine is None or theirs is None or mine >= theirs:
-                return incomplete(f"{latest.rel} names {tag}, not {unit.name} (yet)")
+            return incomplete(f"{latest.rel} names {tag}, which does not exist yet"), shard_dir
+        return COMPLETE, shard_dir
+    if tag != unit.name:
+        mine, theirs = step_of(unit.name), step_of(tag)
+        if mine is None or theirs is None or mine >= theirs:
+            return incomplete(f"{latest.rel} names {tag}, not {unit.name} (yet)"), unit.rel
+    return COMPLETE, unit.rel
+
+
+def _deepspeed(unit: Unit, listing: Listing, reader: ContentReader, now_ns: int, settle_ns: int,
+               rules: Rules) -> Verdict:
+    announced, shard_dir = deepspeed_announced(unit, listing, reader)
+    if not announced.ok:
+        return announced
     return worst([_ds_shards(unit, shard_dir, listing, reader), _members(unit, reader, now_ns, settle_ns)])
 
 

@@ -10,6 +10,8 @@ the marker file (``.kresume-complete``)  ``marker``   the folder
 ``trainer_state.json`` / ``checkpoint-N`` ``hf``       the folder (HF Trainer)
 ``.metadata`` or ``*.distcp``           ``dcp``      the folder (``dcp.save``)
 ``*.ckpt``-named folder with ``latest`` ``deepspeed`` the folder (Lightning DeepSpeed strategy)
+or with a subfolder of DeepSpeed files               (ranks > 0 write no ``latest``: same unit name
+                                                     on every rank)
 ``*_model_states.pt``/``*optim_states.pt`` ``deepspeed`` the tag folder (``global_stepN``); its
                                                      parent's ``latest`` announces it
 ======================================  ===========  ==============================================
@@ -155,6 +157,10 @@ def classify_folder(listing: Listing, folder: str, rules: Rules) -> tuple[str, s
     latest = names.get("latest")
     if fname.endswith(TORCH_SUFFIXES) and latest is not None and latest.kind == "file":
         return ("deepspeed", f"{folder}/latest")
+    if fname.endswith(TORCH_SUFFIXES) and any(
+            e.kind == "dir" and any(k.kind == "file" and _DS_FILE.search(k.name) for k in children(listing, e.rel))
+            for e in kids):
+        return ("deepspeed", f"{folder}/latest")  # Lightning's DeepSpeed root on a rank that writes no `latest`
     if any(e.kind == "file" and _DS_FILE.search(e.name) for e in kids):
         return ("deepspeed", f"{parent}/latest" if parent else "latest")
     return None

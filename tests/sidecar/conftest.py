@@ -26,12 +26,13 @@ class SidecarProc:
     """One sidecar process; logs (JSON lines) in ``log_path``, stdout (summary) in ``out_path``."""
 
     def __init__(self, watch: Path, run_url: str, options: dict, env: dict, workdir: Path, *args: str,
-                 prefix: tuple[str, ...] = ()):
+                 prefix: tuple[str, ...] = (), launcher: tuple[str, ...] = ()):
         self.log_path = workdir / f"sidecar-{time.monotonic_ns()}.log"
         self.out_path = self.log_path.with_suffix(".out")
         full_env = {**os.environ, **env, "KRESUME_STORAGE_OPTIONS": json.dumps(options),
                     "KRESUME_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
-        argv = [*prefix, sys.executable, "-m", "kresume.sidecar", "--watch", str(watch), "--run-url", run_url,
+        argv = [*prefix, *(launcher or (sys.executable, "-m", "kresume.sidecar")), "--watch", str(watch),
+                "--run-url", run_url,
                 "--metrics-port", "0", "--settle-seconds", "2", *args]
         self._err = open(self.log_path, "w")
         self._out = open(self.out_path, "w")
@@ -97,13 +98,14 @@ def moto_run(objstore_pool, tmp_path):
 
 @pytest.fixture
 def start_sidecar(tmp_path):
-    """Factory ``start(watch, run, *flags, prefix=()) -> SidecarProc``; ``prefix`` runs the sidecar
-    under a command (``setpriv …``); every process is killed at teardown."""
+    """Factory ``start(watch, run, *flags, prefix=(), launcher=()) -> SidecarProc``; ``prefix`` runs the sidecar
+    under a command (``setpriv …``), ``launcher`` replaces ``python -m kresume.sidecar`` (a script that patches
+    a fault in first); every process is killed at teardown."""
     procs: list[SidecarProc] = []
 
-    def start(watch: Path, run, *args: str, prefix: tuple[str, ...] = ()) -> SidecarProc:
+    def start(watch: Path, run, *args: str, prefix: tuple[str, ...] = (), launcher: tuple[str, ...] = ()) -> SidecarProc:
         url, options, env, _ = run
-        p = SidecarProc(watch, url, options, env, tmp_path, *args, prefix=prefix)
+        p = SidecarProc(watch, url, options, env, tmp_path, *args, prefix=prefix, launcher=launcher)
         procs.append(p)
         return p
 

@@ -81,6 +81,16 @@ def command(
                                         help="Source namespace recorded in manifests."),
     log_format: Optional[str] = _opt("log_format", "--log-format",
                                      help="json | text | auto (JSON when stderr is not a terminal)."),
+    rank: Optional[int] = _opt("rank", "--rank", help="This pod's rank in a multi-rank run (injected by the operator)."),
+    world_size: Optional[int] = _opt(
+        "world_size", "--world-size",
+        help="Pods of the run; above 1 sharded checkpoints (DCP, DeepSpeed) commit as this rank's part."),
+    epoch: Optional[str] = _opt("epoch", "--epoch",
+                                help="Resume-epoch token shared by every rank of one restart (injected)."),
+    parts: Optional[str] = _opt("parts", "--parts",
+                                help="all-ranks: every checkpoint goes through per-rank parts (default: sharded only)."),
+    resume_from: Optional[str] = _opt("resume_from", "--resume-from",
+                                      help="The checkpoint this pod resumed from (recorded in what it commits)."),
 ) -> None:
     """Watch a checkpoint folder and commit every complete checkpoint to the run's store.
 
@@ -102,6 +112,7 @@ def command(
             commit_attempts=commit_attempts, grace_seconds=grace_seconds, keep_last=keep_last,
             keep_every=keep_every, delete_local_after_commit=delete_local_after_commit,
             metrics_port=metrics_port, pod_name=pod_name, pod_namespace=pod_namespace, log_format=log_format,
+            rank=rank, world_size=world_size, epoch=epoch, parts=parts, resume_from=resume_from,
         ).validate()
     except (SettingsError, ValueError) as exc:
         typer.echo(f"kresume sidecar: {exc}", err=True)

@@ -43,6 +43,8 @@ class Ledger:
         self.pending: dict[CommitKey, CommitTask] = {}
         self.inflight: dict[CommitKey, CommitTask] = {}
         self.committed: dict[CommitKey, int | None] = {}  # key -> step
+        self.recorded: dict[CommitKey, str] = {}
+        """Multi-rank units whose part this rank recorded, not committed yet: key -> checkpoint id."""
         self.rejected: dict[CommitKey, Rejection] = {}
         self.newest_committed = -1
         """Priority (mtime ns) of the newest committed checkpoint."""
@@ -77,7 +79,8 @@ class Ledger:
     def known(self, key: CommitKey) -> bool:
         """True when ``key`` is committed, queued, uploading, or given up for this process's life."""
         with self.cv:
-            return key in self.committed or key in self.pending or key in self.inflight or key in self.given_up
+            return (key in self.committed or key in self.pending or key in self.inflight or key in self.given_up
+                    or key in self.recorded)
 
     def is_committed(self, key: CommitKey) -> bool:
         """True when ``key`` is committed."""
@@ -88,6 +91,7 @@ class Ledger:
         """Never commit ``key`` unless its ``access`` fingerprint changes (see :class:`Rejection`)."""
         with self.cv:
             self.rejected[key] = Rejection(reason, access)
+            self.recorded.pop(key, None)
 
     def still_rejected(self, key: CommitKey, access: Any) -> bool:
         """True when ``key`` was rejected and nothing that could change the verdict moved since;
@@ -163,15 +167,28 @@ class Ledger:
 
     def record_commit(self, job: CommitTask, step: int | None) -> bool:
         """Record a committed checkpoint; returns True when its step is the newest seen."""
+        return self.record_committed_key(job.key, step)
+
+    def record_committed_key(self, key: CommitKey, step: int | None) -> bool:
+        """Record that the local unit of ``key`` is committed (by this sidecar, or — a multi-rank step —
+        by another rank's); returns True when its step is the newest seen."""
         with self.cv:
-            self.committed[job.key] = step
-            self.newest_committed = max(self.newest_committed, job.priority)
+            self.committed[key] = step
+            self.recorded.pop(key, None)
+            self.newest_committed = max(self.newest_committed, key[1])
             self.commits += 1
-            self.abandoned.discard(job.key)
+            self.abandoned.discard(key)
             if step is not None and step > self.last_step:
                 self.last_step = step
                 return True
             return False
+
+    def record_part(self, job: CommitTask, checkpoint_id: str) -> None:
+        """This rank's part of ``job`` is recorded; its step waits for other ranks (never captured again)."""
+        with self.cv:
+            self.recorded[job.key] = checkpoint_id
+            self.newest_committed = max(self.newest_committed, job.priority)
+            self.abandoned.discard(job.key)
 
     def count_abandoned(self, key: CommitKey, *, for_good: bool = False) -> None:
         """The checkpoint of ``key`` was given up (counted once, however often it is retried);

@@ -31,6 +31,10 @@ class Metrics:
         self.last_step = Gauge(f"{PREFIX}_last_committed_step", "Step of the newest committed checkpoint",
                                registry=r)
         self.last_step.set(-1)
+        self.parts_recorded = Counter(f"{PREFIX}_parts_recorded", "This rank's parts of multi-rank checkpoints "
+                                      "recorded in the store", registry=r)
+        self.parts_waiting = Gauge(f"{PREFIX}_parts_waiting", "Multi-rank checkpoints this rank has recorded its "
+                                   "part of that are not committed yet (waiting for other ranks)", registry=r)
 
 
 class Health:

@@ -2,9 +2,11 @@
 
 Events are only hints (writers.md "What this means for the sidecar" 1): every pass lists the whole
 folder (:func:`kresume.formats.listing.scan`), finds the units (:func:`~kresume.formats.units.find_units`)
-and judges each from content (:func:`~kresume.formats.judge.judge`). A complete unit is captured at
-once with :func:`kresume.store.local.snapshot` (every file opened: Lightning deletes the previous
-checkpoint 0.1–6 ms after saving the next, writers.md §2) and queued in the :class:`Ledger`.
+and judges each from content (:func:`~kresume.formats.judge.judge`; in a multi-rank run, a sharded
+unit by what this rank's folder can show, :func:`~kresume.formats.partjudge.judge_part`). A complete
+unit is captured at once with :func:`kresume.store.local.snapshot` (every file opened: Lightning
+deletes the previous checkpoint 0.1–6 ms after saving the next, writers.md §2) and queued in the
+:class:`Ledger`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 from kresume.formats.judge import ContentReader, judge
 from kresume.formats.listing import Listing, scan
 from kresume.formats.metadata import CheckpointInfo, describe
+from kresume.formats.partjudge import judge_part
 from kresume.formats.units import Rules, Unit, find_units
+from kresume.sidecar import multirank
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Metrics
 from kresume.sidecar.settings import SidecarSettings
@@ -70,7 +74,12 @@ class Scanner:
             if self.ledger.known(key) or self.ledger.still_rejected(key, access) \
                     or unit.max_mtime_ns < self.ledger.floor:
                 continue
-            v = judge(unit, listing, self.reader, now_ns=now_ns, settle_ns=settle_ns, rules=self.rules)
+            part = multirank.uses_parts(self.settings, unit.format)
+            if part:  # this rank's share of a multi-rank checkpoint: judged by what its own folder can show
+                v = judge_part(unit, listing, self.reader, rank=self.settings.rank or 0, now_ns=now_ns,
+                               settle_ns=settle_ns, rules=self.rules)
+            else:
+                v = judge(unit, listing, self.reader, now_ns=now_ns, settle_ns=settle_ns, rules=self.rules)
             self.note(unit.rel, key, v.state, v.reason)
             if v.state == "incomplete":
                 writing = writing or now_ns - unit.max_mtime_ns < settle_ns or not unit.files
@@ -78,7 +87,7 @@ class Scanner:
                 self.ledger.reject(key, v.reason, access)
                 self.metrics.failures.labels(v.state).inc()
             else:
-                writing = self.capture(unit, key, access) or writing
+                writing = self.capture(unit, key, access, part=part) or writing
         for alias in found.aliases:
             self.note(alias.rel, alias.target, "alias",
                       f"symlink to {alias.target}" + (" (outside the watched folder; never read)" if alias.outside
@@ -100,10 +109,11 @@ class Scanner:
         elif state == "alias":
             self.log.info("%s: %s", rel, reason, extra={"fields": fields})
 
-    def capture(self, unit: Unit, key: CommitKey, access: Any = None) -> bool:
+    def capture(self, unit: Unit, key: CommitKey, access: Any = None, *, part: bool = False) -> bool:
         """Open every file of a complete unit now and queue it; returns True when it must be looked
         at again (it vanished or changed between judge and capture). ``access``: the unit's
-        :func:`access_fingerprint`, kept with a refusal so a permission fix makes it judged again."""
+        :func:`access_fingerprint`, kept with a refusal so a permission fix makes it judged again.
+        ``part``: committed as this rank's part of a multi-rank checkpoint."""
         path = os.path.join(self.root, unit.rel)
         try:
             snap = snapshot(path, root=self.root)
@@ -124,9 +134,10 @@ class Scanner:
             info = CheckpointInfo(unit.format)
         if info.format == "unknown" and unit.format != "unknown":
             info = replace(info, format=unit.format)  # e.g. a folder with a custom --marker
-        job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9, access=access)
-        self.log.info("complete: %s (%s, step %s, %d B), queued", unit.rel, info.format, info.step, job.size,
-                      extra={"fields": {"unit": unit.rel, "step": info.step, "bytes": job.size}})
+        job = CommitTask(unit.rel, key, snap, info, written_at=key[1] / 1e9, access=access, part=part)
+        what = f"rank {self.settings.rank}'s part" if part else "complete"
+        self.log.info("%s: %s (%s, step %s, %d B), queued", what, unit.rel, info.format, info.step, job.size,
+                      extra={"fields": {"unit": unit.rel, "step": info.step, "bytes": job.size, "part": part}})
         self.ledger.queue(job, skip_superseded=self.settings.skip_superseded,
                           on_drop=lambda old: self.log.info("superseded before upload: %s", old.rel))
         return False

@@ -3,7 +3,9 @@
 :class:`Sidecar` wires the parts, each in its own module:
 
 - :mod:`~kresume.sidecar.scanner` — the main loop's pass: list, judge from content, capture;
-- :mod:`~kresume.sidecar.uploader` — ``concurrency`` worker threads committing with :meth:`RunStore.commit`;
+- :mod:`~kresume.sidecar.uploader` — ``concurrency`` worker threads committing with :meth:`RunStore.commit`
+  (or, for a sharded unit of a multi-rank run, recording this rank's part: :mod:`~kresume.sidecar.multirank`);
+- :mod:`~kresume.sidecar.reconcile` — multi-rank runs: the ticks that commit a step once every rank's part is in;
 - :mod:`~kresume.sidecar.ledger` — what is queued, uploading, committed or rejected (shared, locked);
 - :mod:`~kresume.sidecar.shutdown` — the grace period after SIGTERM and the summary line;
 - :mod:`~kresume.sidecar.discovery` — watchdog events as hints; :mod:`~kresume.sidecar.metrics` — HTTP.
@@ -23,11 +25,12 @@ from kresume.sidecar import logs, presence
 from kresume.sidecar.discovery import Hints, choose_mode, start_observer
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Health, Metrics, serve
+from kresume.sidecar.reconcile import Reconciler
 from kresume.sidecar.scanner import Scanner
-from kresume.sidecar.settings import SidecarSettings
+from kresume.sidecar.settings import PARTS_ALL_RANKS, SidecarSettings
 from kresume.sidecar.shutdown import Shutdown
 from kresume.sidecar.uploader import Uploader
-from kresume.store import errors, layout
+from kresume.store import errors, layout, partcommit
 from kresume.store.deadline import Deadline
 from kresume.store.runstore import RunStore
 from kresume.store.storage import transfer_settings
@@ -51,6 +54,8 @@ class Sidecar:
         self.shutdown = Shutdown(settings.grace_seconds, self.ledger, self.health, self.log, self.hints.wake.set,
                                  self.requests)
         self.uploader: Uploader | None = None
+        self.pending_ids: list[str] = []
+        """Multi-rank ids with parts and no manifest when the store was opened (newest first)."""
         self.server: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -79,12 +84,15 @@ class Sidecar:
         self.uploader = Uploader(self.store, self.settings, self.ledger, self.metrics, self.hints, self.log,
                                  lambda: self.shutdown.deadline)
         self.shutdown.bandwidth = lambda: self.uploader.bw.value if self.uploader else None
+        reconciler = self._start_reconciler(self.uploader)
         self.uploader.start()
         try:
             self._loop(mode)
         finally:
             if observer is not None:
                 observer.stop()
+            if reconciler is not None:
+                reconciler.stop()
         deadline = self.shutdown.deadline or time.monotonic()
         self.uploader.stop("grace period over", join_seconds=max(0.0, min(5.0, deadline - time.monotonic())))
         return self._finish()
@@ -97,6 +105,8 @@ class Sidecar:
                                            transfer_settings(deadline=self.requests))
             manifests = self.store.list()
             layout.observe_checkpoint_ids(m.id for m in manifests)  # new ids sort after these (clock steps)
+            if self.settings.multi_rank:  # steps some rank recorded a part of: a killed committer's are finished
+                self.pending_ids = partcommit.pending_ids(self.store, {m.id for m in manifests})
             repaired = self.store.repair_pointer()
             if repaired:
                 self.log.info("pointer named an older, incomplete or bad-marked checkpoint (e.g. a commit killed "
@@ -108,6 +118,25 @@ class Sidecar:
         count = self.ledger.load(manifests, self.settings.keep_last)
         self.log.info("%d checkpoints already committed in %s", count, self.settings.run_url)
         return True
+
+    def _start_reconciler(self, uploader: Uploader) -> Reconciler | None:
+        """In a multi-rank run: the reconcile ticks of this rank's recorded parts, with the uncommitted
+        ids found at start adopted (:mod:`kresume.sidecar.reconcile`)."""
+        s = self.settings
+        if not s.multi_rank:
+            return None
+        assert self.store is not None and s.rank is not None and s.world_size is not None
+        reconciler = Reconciler(self.store, rank=s.rank, world_size=s.world_size, epoch=s.epoch, ledger=self.ledger,
+                                metrics=self.metrics, log=self.log, on_committed=uploader.part_committed)
+        uploader.reconciler = reconciler
+        adopted = reconciler.adopt(self.pending_ids)
+        self.log.info("rank %d of %d, resume epoch %s: sharded checkpoints (%s) commit as this rank's part; "
+                      "%d uncommitted multi-rank step(s) found in the store", s.rank, s.world_size, s.epoch,
+                      "every format" if s.parts == PARTS_ALL_RANKS else "DCP, DeepSpeed", adopted,
+                      extra={"fields": {"rank": s.rank, "world_size": s.world_size, "epoch": s.epoch,
+                                        "parts": s.parts or "sharded", "adopted": adopted}})
+        reconciler.start()
+        return reconciler
 
     def _finish(self) -> int:
         self.shutdown.finish()

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kresume import contract
+from kresume.store import layout
 
 WATCH_MODES = ("auto", "inotify", "poll")
+PARTS_ALL_RANKS = "all-ranks"
+"""``KRESUME_PARTS`` value: every unit of a multi-rank run commits through per-rank parts."""
 
 
 class SettingsError(ValueError):
@@ -108,6 +111,31 @@ class SidecarSettings:
     log_format: str = "auto"
     """``json``, ``text`` or ``auto`` (JSON when stderr is not a terminal)."""
 
+    rank: int | None = None
+    """This pod's rank in a multi-rank run (env ``KRESUME_RANK``, injected by the operator)."""
+
+    world_size: int | None = None
+    """Pods of the run (env ``KRESUME_WORLD_SIZE``). Above 1, sharded checkpoints (DCP, DeepSpeed) are
+    committed as this rank's part of one checkpoint of every rank (docs/store-protocol.md)."""
+
+    epoch: str = ""
+    """The resume-epoch token every rank of one restart shares (env ``KRESUME_EPOCH``, from the
+    operator); it names the multi-rank checkpoint ids. Required when ``world_size`` > 1."""
+
+    parts: str = ""
+    """``all-ranks``: every checkpoint of a multi-rank run goes through per-rank parts and commits
+    when every rank has recorded one (env ``KRESUME_PARTS``, from ``kresume.dev/parts``); empty:
+    only sharded formats do."""
+
+    resume_from: str = ""
+    """The checkpoint this pod resumed from (env ``KRESUME_RESUME_FROM``); recorded as
+    ``source.resumed_from`` of what this pod commits."""
+
+    @property
+    def multi_rank(self) -> bool:
+        """True in a run of more than one pod (``world_size`` > 1)."""
+        return self.world_size is not None and self.world_size > 1
+
     def validate(self) -> SidecarSettings:
         """Raise :class:`SettingsError` naming the flag and env of the first bad value."""
         if not self.run_url:
@@ -123,7 +151,24 @@ class SidecarSettings:
                 raise SettingsError(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
         if self.grace_seconds < 0:
             raise SettingsError(f"--grace-seconds must be ≥ 0, got {self.grace_seconds}")
+        self._validate_ranks()
         return self
+
+    def _validate_ranks(self) -> None:
+        if self.parts not in ("", PARTS_ALL_RANKS):
+            raise SettingsError(f"KRESUME_PARTS must be {PARTS_ALL_RANKS!r} or empty, got {self.parts!r} "
+                                f"(the pod annotation {contract.ANN_PARTS})")
+        if self.world_size is not None and self.world_size < 1:
+            raise SettingsError(f"KRESUME_WORLD_SIZE must be ≥ 1, got {self.world_size}")
+        if not self.multi_rank:
+            return
+        if self.rank is None or not 0 <= self.rank < self.world_size:  # type: ignore[operator]
+            raise SettingsError(f"KRESUME_RANK must be an integer in 0..{self.world_size - 1} with "  # type: ignore[operator]
+                                f"KRESUME_WORLD_SIZE={self.world_size}, got {self.rank!r} (the operator injects both)")
+        try:
+            layout.check_epoch_token(self.epoch)
+        except ValueError as exc:
+            raise SettingsError(f"{exc}; required with KRESUME_WORLD_SIZE > 1, the same on every rank") from None
 
 
 def env_name(field_name: str) -> str:
@@ -147,7 +192,7 @@ def parse_value(name: str, raw: str, current: Any) -> Any:
             if raw.lower() in ("0", "false", "no", "off", ""):
                 return False
             raise ValueError("not a boolean (true/false)")
-        if name in ("keep_last", "keep_every"):
+        if name in ("keep_last", "keep_every", "rank", "world_size"):
             return int(raw) if raw.strip() else None
         if isinstance(current, int):
             return int(raw)

@@ -71,6 +71,8 @@ class CommitTask:
     access: Any = None
     """The unit's access fingerprint at capture (:func:`kresume.sidecar.scanner.access_fingerprint`)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    part: bool = False
+    """Committed as this rank's part of a multi-rank checkpoint (:mod:`kresume.sidecar.multirank`)."""
 
     @property
     def size(self) -> int:

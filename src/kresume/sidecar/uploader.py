@@ -2,7 +2,11 @@
 
 Each worker takes the task :meth:`Ledger.pick_locked` chooses (newest first, within the in-flight
 byte budget, :mod:`kresume.sidecar.scheduling`), commits it with :meth:`RunStore.commit` (data, then
-manifest, then pointer: DESIGN.md invariant 1) and records the outcome. A failed commit is retried
+manifest, then pointer: DESIGN.md invariant 1) — or, for a unit of a multi-rank run that goes through
+parts (:mod:`kresume.sidecar.multirank`), records this rank's part with :meth:`RunStore.commit_part`
+and leaves a step that waits for other ranks to the :mod:`~kresume.sidecar.reconcile` ticks — and
+records the outcome. A multi-rank unit rewritten in place within one epoch is refused (logged, counted
+as ``failures_total{reason="rewritten"}``). A failed commit is retried
 as a whole with full-jitter backoff (:func:`kresume.store.storage.backoff`) after the store's own
 per-request retries gave up; after SIGTERM it is not retried. Retention runs after each commit.
 """
@@ -14,13 +18,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from kresume.sidecar import scheduling
+from kresume.sidecar import multirank, scheduling
 from kresume.sidecar.discovery import Hints
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Metrics
+from kresume.sidecar.reconcile import Reconciler, Tick
 from kresume.sidecar.settings import SidecarSettings
-from kresume.sidecar.tasks import CommitTask, UploadCancelled
+from kresume.sidecar.tasks import CommitKey, CommitTask, UploadCancelled
 from kresume.store import clock, errors
+from kresume.store.manifest import Manifest
 from kresume.store.runstore import RunStore
 from kresume.store.storage import backoff
 
@@ -42,6 +48,8 @@ class Uploader:
         self.threads: list[threading.Thread] = []
         self._stop = False
         self._prune_lock = threading.Lock()
+        self.reconciler: Reconciler | None = None
+        """Tries this rank's recorded parts' steps again (multi-rank runs only; set by the sidecar)."""
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -104,7 +112,12 @@ class Uploader:
                   **({"namespace": s.pod_namespace} if s.pod_namespace else {})}
         log_fields = {"unit": job.rel, "bytes": job.size, "attempt": job.attempts + 1}
         try:
-            manifest = self.store.commit(job.snap, info=job.info, source=source, progress=progress)
+            if job.part:
+                manifest = self._record_part(job, source, progress, log_fields)
+                if manifest is None:
+                    return False  # recorded; the step waits for other ranks (reconcile ticks)
+            else:
+                manifest = self.store.commit(job.snap, info=job.info, source=source, progress=progress)
         except UploadCancelled as exc:
             self._abandon(job, "cancelled", f"upload of {job.rel} stopped: {exc.detail or exc}")
             return False
@@ -119,6 +132,9 @@ class Uploader:
             self._abandon(job, "source", f"{job.rel}: {exc}")
             return False
         except Exception as exc:  # noqa: BLE001 - StoreError after the store's retries, or a bug
+            if job.part and isinstance(exc, errors.CommitConflict):
+                self._refuse_part(job, exc, log_fields)
+                return False
             job.attempts += 1
             reason = "store" if isinstance(exc, errors.StoreError) else "internal"
             if job.attempts < s.commit_attempts and self.deadline() is None:
@@ -133,14 +149,62 @@ class Uploader:
             return False
         elapsed = time.monotonic() - job.started
         self.bw.add(job.size, elapsed)
-        if self.ledger.record_commit(job, manifest.step):
-            self.metrics.last_step.set(manifest.step)
-        self.metrics.commits.inc()
-        self.metrics.commit_lag.observe(max(0.0, clock.time() - job.written_at))
+        self._committed(job.key, job.written_at, manifest)
         self.log.info("committed %s as %s (step %s, %d B in %.2f s)", job.rel, manifest.id, manifest.step,
                       job.size, elapsed, extra={"fields": {**log_fields, "id": manifest.id, "step": manifest.step}})
         self._prune()
         return False
+
+    def _record_part(self, job: CommitTask, source: dict, progress: Callable[[int], None],
+                     log_fields: dict) -> Manifest | None:
+        """Upload and record this rank's part of ``job``'s multi-rank checkpoint, then try its commit; the
+        manifest when the step is committed now, ``None`` when it waits for other ranks (then the reconcile
+        ticks try again). Raises as :meth:`RunStore.commit_part`."""
+        s = self.settings
+        assert s.rank is not None and s.world_size is not None
+        if s.resume_from:
+            source = {**source, "resumed_from": s.resume_from}
+        outcome = self.store.commit_part(job.snap, rank=s.rank, world_size=s.world_size, epoch=s.epoch,
+                                         info=job.info, expect=multirank.part_expects(job.snap, s.world_size),
+                                         source=source, progress=progress)
+        self.metrics.parts_recorded.inc()
+        if outcome.committed:
+            assert outcome.manifest is not None
+            return outcome.manifest
+        self.bw.add(job.size, time.monotonic() - (job.started or time.monotonic()))
+        self.ledger.record_part(job, outcome.checkpoint_id)
+        waiting = outcome.waiting
+        reason = waiting.reason if waiting is not None else "not whole yet"
+        self.log.info("recorded rank %d's part of %s as %s (%d B): %s", s.rank, job.rel, outcome.checkpoint_id,
+                      job.size, reason, extra={"fields": {**log_fields, "id": outcome.checkpoint_id, "rank": s.rank,
+                                                          "reason": reason}})
+        if self.reconciler is not None:
+            self.reconciler.add(outcome.checkpoint_id, job.rel, job.key)
+        return None
+
+    def _refuse_part(self, job: CommitTask, exc: errors.CommitConflict, log_fields: dict) -> None:
+        """A multi-rank unit rewritten in place within one epoch (or whose parts disagree): never committed."""
+        self.ledger.reject(job.key, str(exc), job.access)
+        self.ledger.count_abandoned(job.key)
+        self.metrics.failures.labels("rewritten").inc()
+        self.log.error("refusing %s: %s", job.rel, exc, extra={"fields": {**log_fields, "reason": "rewritten"}})
+
+    def part_committed(self, tick: Tick, manifest: Manifest, created: bool) -> None:
+        """A multi-rank step this rank recorded a part of is committed (a reconcile tick: by this sidecar's
+        try, ``created``, or by another rank's)."""
+        if tick.key is not None:
+            self._committed(tick.key, tick.key[1] / 1e9, manifest)
+        by = "this sidecar's reconcile tick" if created else "another rank's sidecar"
+        self.log.info("committed %s as %s (step %s, %d ranks; committed by %s)", tick.rel or manifest.name,
+                      manifest.id, manifest.step, len(manifest.source.get("ranks") or []), by,
+                      extra={"fields": {"unit": tick.rel, "id": manifest.id, "step": manifest.step}})
+        self._prune()
+
+    def _committed(self, key: CommitKey, written_at: float, manifest: Manifest) -> None:
+        if self.ledger.record_committed_key(key, manifest.step):
+            self.metrics.last_step.set(manifest.step)
+        self.metrics.commits.inc()
+        self.metrics.commit_lag.observe(max(0.0, clock.time() - written_at))
 
     def _abandon(self, job: CommitTask, reason: str, message: str) -> None:
         self.ledger.count_abandoned(job.key, for_good=self.deadline() is not None)

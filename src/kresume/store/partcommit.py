@@ -363,3 +363,11 @@ def _create_manifest(store: RunStore, manifest: Manifest) -> tuple[Manifest, boo
     logger.warning("%s: %s was committed by another rank from a different set of parts; keeping it",
                    store.url, manifest.id)
     return theirs, False
+
+
+def pending_ids(store: RunStore, committed: set[str] | None = None) -> list[str]:
+    """Ids with part records and no manifest, newest first: one LIST of ``parts/`` (plus one of
+    ``manifests/`` when ``committed``, the committed ids, is not given). Cheap where :func:`pending`
+    reads every part: a restarted sidecar adopts these (:mod:`kresume.sidecar.reconcile`)."""
+    done = set(reading.manifest_ids(store)) if committed is None else committed
+    return [cid for cid in layout.sort_newest_first(store._ls_names(contract.PARTS_DIR)) if cid not in done]

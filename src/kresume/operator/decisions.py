@@ -230,6 +230,14 @@ def pending_summary(steps: list[int] | None) -> dict[str, Any] | None | bool:
     return {"step": steps[0], "count": len(steps)} if steps else None
 
 
+def waiting_for_ranks(pending: list[int] | None, latest_step: int | None) -> list[int] | None:
+    """The pending steps that still matter: newer than the newest whole step (an older step a dead epoch left
+    uncommitted is never resumed; retention deletes it as an orphan). ``None`` stays ``None``."""
+    if pending is None:
+        return None
+    return [s for s in pending if latest_step is None or s > latest_step]
+
+
 def record_world_size(status: dict[str, Any] | None, world_size: int) -> dict[str, Any] | None:
     """The next status with ``worldSize`` (pods of the run), or ``None`` when unchanged."""
     status = copy.deepcopy(status or {})

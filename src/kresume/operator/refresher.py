@@ -82,7 +82,8 @@ async def refresh_run(state: admission.State, key: tuple[str, str], url: str, po
                 latest["step"] = entry.resume.step
             if entry.committed_at:
                 latest["committedAt"] = rfc3339(entry.committed_at)
-        waiting = await pending_steps(state, url, options)
+        waiting = decisions.waiting_for_ranks(await pending_steps(state, url, options),
+                                             latest.get("step") if latest else None)
         WAITING[url] = len(waiting or [])
         metrics.STEPS_WAITING.set(sum(WAITING.values()))
         await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(
@@ -97,26 +98,18 @@ WAITING: dict[str, int] = {}
 
 
 async def pending_steps(state: admission.State, url: str, options: dict[str, Any]) -> list[int] | None:
-    """Steps of multi-rank checkpoints some rank has written its part of but that are not committed yet, newest
-    first — the hook for the store's ``RunStore.pending()`` (docs/store-protocol.md, parts). None while the store
-    has no such method (single-rank stores, or before the multi-rank commit lands): nothing is reported then.
+    """Steps of multi-rank checkpoints some rank has recorded its part of but that are not committed yet, newest
+    first, from :meth:`RunStore.pending` (docs/store-protocol.md "Commit of a multi-rank checkpoint"). None when
+    the store cannot say (it failed: logged; ``status.pending`` is then left as it is). Part records are
+    immutable and cached per store handle, so a refresh re-reads only the listings."""
+    def read(store: Any) -> list[int]:
+        return sorted({w.step for w in store.pending() if isinstance(w.step, int) and w.step >= 0}, reverse=True)
 
-    Accepts what ``pending()`` yields: step numbers, objects with a ``step`` attribute, or dicts with ``"step"``;
-    items without a step are left out.
-    """
-    def read(store: Any) -> list[int] | None:
-        pending = getattr(store, "pending", None)
-        if pending is None:
-            return None
-        steps = []
-        for item in pending():
-            step = item if isinstance(item, int) else getattr(item, "step", None) if not isinstance(item, dict) \
-                else item.get("step")
-            if isinstance(step, int) and step >= 0:
-                steps.append(step)
-        return sorted(steps, reverse=True)
-
-    return await state.resolver.call(url, options, read)  # type: ignore[no-any-return]
+    try:
+        return await state.resolver.call(url, options, read)  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - the status of the rest of the run must still be written
+        logger.warning("listing the pending multi-rank steps of %s failed: %s", url, exc)
+        return None
 
 
 def observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity,

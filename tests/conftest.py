@@ -5,6 +5,7 @@ pytest_plugins = [
     "_fixtures.objstores",
     "_fixtures.cluster",
     "_fixtures.faultproxy",
+    "_fixtures.sockets",
     "_fixtures.operator",
 ]
 

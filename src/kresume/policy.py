@@ -20,13 +20,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from pydantic.alias_generators import to_camel
 
-#: URL schemes a policy may store to (fsspec protocols of s3fs, gcsfs, adlfs and fsspec's own).
-ALLOWED_SCHEMES: tuple[str, ...] = ("s3", "gs", "gcs", "az", "abfs", "abfss", "file", "memory")
+from kresume.store import errors, urls
 
-#: The storage URL rule, shared with the CRD schema: an allowed scheme, ``://``, then at least one
-#: character that is not whitespace, ``?`` or ``#`` (a query or fragment would change the meaning
-#: of the keys appended after it).
-STORAGE_PATTERN = r"^(" + "|".join(ALLOWED_SCHEMES) + r")://[^\s?#]+$"
+#: URL schemes a policy may store to (fsspec protocols of s3fs, gcsfs, adlfs and fsspec's own).
+ALLOWED_SCHEMES: tuple[str, ...] = urls.POLICY_SCHEMES
+
+#: The storage URL rule as the CRD schema's and the chart schema's pattern: the policy variant of
+#: the one URL rule, :func:`kresume.store.urls.check_url` (an allowed scheme, ``://``, a bucket for
+#: bucket schemes, no whitespace, ``?``, ``#`` or ``..`` segment).
+STORAGE_PATTERN = urls.STORAGE_PATTERN
 
 #: A Kubernetes resource quantity as a string (k8s.io/apimachinery/pkg/api/resource, the regex its
 #: OpenAPI docs give): ``500m``, ``1.5Gi``, ``128974848``, ``129e6``.
@@ -179,15 +181,14 @@ class Policy(_Model):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str) -> str:
-        if not re.match(STORAGE_PATTERN, value):
-            scheme = value.split("://", 1)[0] if "://" in value else "(none)"
+        try:
+            urls.check_url(value, policy=True)
+        except errors.BadURL as exc:
             raise ValueError(
-                f"storage: {value!r} is not a supported URL (scheme {scheme!r}); use "
+                f"storage: {value!r}: {exc.detail} ({exc.fix}); a policy's storage is "
                 f"<scheme>://<bucket-or-path> with scheme one of {', '.join(ALLOWED_SCHEMES)}, "
-                "no whitespace, '?' or '#'"
-            )
-        if any(part == ".." for part in value.split("://", 1)[1].split("/")):
-            raise ValueError(f"storage: {value!r} must not contain '..' path segments")
+                "no whitespace, '?', '#' or '..' segment"
+            ) from None
         stripped = value.rstrip("/")
         # "file:///" stripped would lose the root; keep the scheme's separator intact.
         return stripped if not stripped.endswith(":/") and not stripped.endswith(":") else value

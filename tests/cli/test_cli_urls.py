@@ -70,3 +70,40 @@ def test_no_bucket_is_refused_before_any_request(cli, tmp_path):
     # No credentials in the environment: the old behaviour was "s3:/manifests: no credentials".
     proc = cli("ls", "s3://", cwd=tmp_path, env={"AWS_EC2_METADATA_DISABLED": "true"})
     assert proc.returncode == 2 and "no credentials" not in proc.stderr
+
+
+COMMANDS = {
+    "ls": lambda url, tmp: ("ls", url),
+    "latest": lambda url, tmp: ("latest", url),
+    "verify": lambda url, tmp: ("verify", url),
+    "restore": lambda url, tmp: ("restore", url, str(tmp / "dest")),
+    "prune": lambda url, tmp: ("prune", url, "--keep-last", "1"),
+    "commit": lambda url, tmp: ("commit", str(tmp / "x.ckpt"), url),
+    "mark-bad": lambda url, tmp: ("mark-bad", url, "some-id"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_scheme_less_and_one_slash_urls_are_usage_errors_in_every_command(cli, tmp_path, command):
+    """Before, `kresume commit x.ckpt s3:/bucket/run/` and `bucket/run/` exited 0 after writing a
+    local folder named `s3:`; the chart's schema refused the same strings."""
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.ckpt")
+    for url, fix in (("s3:/bucket/run/", "use s3://bucket/run/"), ("bucket/run/", "write s3://bucket/run/")):
+        proc = cli(*COMMANDS[command](url, tmp_path), cwd=tmp_path)
+        assert proc.returncode == 2, (url, proc.stderr)
+        assert fix in _one_line(proc), proc.stderr
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "bucket").exists()
+
+
+def test_sidecar_refuses_the_same_urls(tmp_path):
+    """The sidecar checks its run URL with the same rule before it starts (exit 2, one line)."""
+    import subprocess
+    import sys
+
+    for url in ("s3:/bucket/ns/run/", "bucket/ns/run/"):
+        proc = subprocess.run([sys.executable, "-m", "kresume.sidecar", "--watch", str(tmp_path), "--run-url", url,
+                               "--metrics-port", "-1"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("kresume sidecar: --run-url / KRESUME_RUN_URL: ") and "s3://bucket/ns/run/" in proc.stderr

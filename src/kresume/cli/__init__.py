@@ -5,7 +5,8 @@ Exit codes (also in the README):
 == ======================================================================
 0  success
 1  store error not covered below
-2  bad usage: typer/click's own, and kresume's ``UsageError`` (empty URL, unknown scheme, no bucket,
+2  bad usage: typer/click's own, and kresume's ``UsageError`` (empty URL, no ``://`` or one slash,
+   unknown scheme, no bucket,
    a storage option the backend refuses, an ambiguous checkpoint name)
 3  the URL is not a kresume run (``ls`` of a URL that holds nothing)
 4  the run has no committed checkpoint (or not the one asked for)
@@ -75,11 +76,18 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs.", envvar="KRESUME_DEBUG"),
     attempts: int = typer.Option(3, "--attempts", min=1, envvar="KRESUME_ATTEMPTS",
                                  help="Tries per store request on throttling/5xx/unreachable (backoff with jitter)."),
+    timeout: float = typer.Option(
+        30.0, "--timeout", min=0, envvar="KRESUME_TIMEOUT", metavar="SECONDS",
+        help="Fail with exit 8 when the store has not answered for this long (every answer and every chunk "
+             "moved starts it again, so a long restore of a live store is never cut); 0 = no budget. "
+             "Requests also have connect/read timeouts of their own (README)."),
 ) -> None:
     if ctx.invoked_subcommand:
         _invoked.append(ctx.invoked_subcommand)
+    ctx.call_on_close(store_cmds.end_command)  # the command's store budget ends with it
     os.environ["KRESUME_DEBUG"] = "1" if debug else os.environ.get("KRESUME_DEBUG", "")
     os.environ["KRESUME_ATTEMPTS"] = str(attempts)
+    store_cmds.budget_seconds[:] = [timeout]  # not via os.environ: in-process callers run many commands
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not debug:
         # Backends log their own retries and tracebacks (gcsfs logs ERROR with a traceback before
@@ -109,10 +117,6 @@ def _exit(code: int) -> None:
     :data:`FAST_EXIT`, else through ``sys.exit`` (long-running commands clean up in their own way)."""
     if not _invoked or _invoked[-1] not in FAST_EXIT:
         sys.exit(code)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`kresume ls | head`): nothing more to say
-            pass
-    os._exit(code)
+    from kresume.store.deadline import exit_now
+
+    exit_now(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -51,6 +52,18 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
 #: a terminal for an unreachable endpoint wants the answer in seconds, not after a minute of backoff.
 CLI_ATTEMPTS = 3
 
+#: Seconds a command may go without an answer from the store (``--timeout`` / ``KRESUME_TIMEOUT``):
+#: every answer and every chunk moved starts it again, so it bounds a store that does not answer
+#: (exit 8) without cutting a long restore or commit of one that does. 0 turns it off.
+CLI_TIMEOUT = 30.0
+#: After the budget has passed, seconds the command gets to fail on its own path (a cancelled request
+#: reported as "no answer before …") before the watchdog ends it with exit 8.
+WATCHDOG_GRACE = 2.0
+
+budget_seconds: list[float] = []  # --timeout of the command being run (set by the CLI's root callback)
+_budget: list[Any] = []  # the command's Deadline, once opened (one command per process)
+_ended: list[threading.Event] = []  # set to stop the command's watchdog
+
 
 def _open(url: str, storage_option: list[str] | None) -> RunStore:
     from dataclasses import replace
@@ -58,18 +71,67 @@ def _open(url: str, storage_option: list[str] | None) -> RunStore:
     from kresume.store.storage import transfer_settings
 
     attempts = int(os.environ.get("KRESUME_ATTEMPTS") or CLI_ATTEMPTS)
-    return RunStore.open(url, parse_storage_options(storage_option), replace(transfer_settings(), attempts=attempts))
+    settings = replace(transfer_settings(), attempts=attempts, deadline=_command_budget(url))
+    return RunStore.open(url, parse_storage_options(storage_option), settings)
+
+
+def _command_budget(url: str) -> Any:
+    """The command's idle :class:`~kresume.store.deadline.Deadline` and its watchdog (``None`` when
+    ``--timeout 0``). The watchdog prints one error line and exits 8 if the command has not ended
+    ``WATCHDOG_GRACE`` s after the budget passed (a call the deadline cannot cancel)."""
+    from kresume.store.deadline import Deadline, exit_now, watch
+
+    seconds = budget_seconds[0] if budget_seconds else CLI_TIMEOUT
+    if seconds <= 0:
+        return None
+    if _budget:
+        return _budget[0]
+    deadline = Deadline(f"the command's budget (--timeout {seconds:g} s without an answer from the store)",
+                        idle=seconds)
+
+    def give_up() -> None:
+        unreachable = errors.StoreUnreachable(url, f"no answer for {seconds:g} s",
+                                              fix="check the endpoint and network, or raise --timeout / KRESUME_TIMEOUT")
+        print(f"kresume: error: {unreachable}", file=sys.stderr)
+        exit_now(unreachable.exit_code)
+
+    done = threading.Event()
+    watch(deadline, give_up, after=WATCHDOG_GRACE, cancel=done, name="kresume-budget")
+    _budget.append(deadline)
+    _ended.append(done)
+    return deadline
+
+
+def end_command() -> None:
+    """The command ended: stop its budget's watchdog (the CLI's root context calls this on close, so
+    in-process callers such as a test runner go on safely)."""
+    for done in _ended:
+        done.set()
+    _ended.clear()
+    _budget.clear()
+
+
+def _touch(n: int) -> None:
+    """Bytes moved: the store is answering (renews the command's budget)."""
+    if _budget:
+        _budget[0].touch()
 
 
 @contextmanager
 def _bar(total: int, label: str, enabled: bool) -> Iterator[Any]:
+    """A progress callback ``f(nbytes)`` (a rich bar when ``enabled``) that also renews the budget."""
     if not enabled:
-        yield None
+        yield _touch
         return
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False) as progress:
         task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
+
+        def advance(n: int) -> None:
+            _touch(n)
+            progress.advance(task, n)
+
+        yield advance
 
 
 StorageOpt = typer.Option(None, "--storage-option", "-o", help=_OPTS_HELP, metavar="KEY=VALUE")

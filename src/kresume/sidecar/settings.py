@@ -15,6 +15,8 @@ from typing import Any
 
 from kresume import contract
 from kresume.store import layout
+from kresume.store import errors
+from kresume.store.urls import check_url
 
 WATCH_MODES = ("auto", "inotify", "poll")
 PARTS_ALL_RANKS = "all-ranks"
@@ -140,6 +142,10 @@ class SidecarSettings:
         """Raise :class:`SettingsError` naming the flag and env of the first bad value."""
         if not self.run_url:
             raise SettingsError("--run-url / KRESUME_RUN_URL is required (e.g. s3://bucket/prefix/ns/run/)")
+        try:
+            check_url(self.run_url)
+        except errors.BadURL as exc:
+            raise SettingsError(f"--run-url / KRESUME_RUN_URL: {exc}") from None
         if self.watch_mode not in WATCH_MODES:
             raise SettingsError(f"--watch-mode must be one of {WATCH_MODES}, got {self.watch_mode!r}")
         for name in ("concurrency", "commit_attempts"):

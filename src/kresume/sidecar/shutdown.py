@@ -35,7 +35,7 @@ from typing import Any
 from kresume.sidecar import presence, scheduling
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Health
-from kresume.store.deadline import Deadline, watch
+from kresume.store.deadline import Deadline, exit_now, watch
 
 EXIT_STATUS = 0
 """Exit status after a signal, by the normal path or at the deadline (sidecar/README "Signals and exit")."""
@@ -45,18 +45,6 @@ def request_margin(grace_seconds: float) -> float:
     """Seconds before the grace period's end at which store requests are cut: a quarter of the
     grace period, at most 2 s (time for the workers to report and the summary to be printed)."""
     return min(2.0, grace_seconds / 4)
-
-
-def exit_now(code: int) -> None:
-    """End the process at once with ``code`` after flushing logs and output (``os._exit``: threads
-    blocked in a store call, and the interpreter's teardown, cannot delay it)."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
 
 class Shutdown:

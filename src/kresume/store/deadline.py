@@ -22,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -158,21 +161,39 @@ class BoundedFS:
 
 
 def watch(deadline: Deadline, on_expiry: Callable[[], None], *, after: float = 0.0,
-          now: threading.Event | None = None, name: str = "kresume-deadline") -> threading.Thread:
+          now: threading.Event | None = None, cancel: threading.Event | None = None,
+          name: str = "kresume-deadline") -> threading.Thread:
     """Start a daemon thread that calls ``on_expiry()`` once ``deadline`` has been passed for
-    ``after`` seconds (or at once when ``now`` is set). ``on_expiry`` is expected to end the process
+    ``after`` seconds (or at once when ``now`` is set); setting ``cancel`` ends the thread without
+    calling it (the work finished in time). ``on_expiry`` is expected to end the process
     (``os._exit``): it is the guarantee for calls :class:`BoundedFS` cannot bound."""
     now = now or threading.Event()
+    cancel = cancel or threading.Event()
 
     def run() -> None:
         while not now.is_set():
+            if cancel.is_set():
+                return
             left = deadline.remaining()
             wait = 1.0 if left is None else left + after
             if left is not None and wait <= 0:
                 break
-            now.wait(min(max(wait, 0.01), 1.0))
-        on_expiry()
+            now.wait(min(max(wait, 0.01), 0.25))
+        if not cancel.is_set():
+            on_expiry()
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def exit_now(code: int) -> None:
+    """End the process at once with ``code`` after flushing logs and output (``os._exit``: threads
+    blocked in a store call, and the interpreter's teardown that would join them, cannot delay it)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`kresume ls | head`): nothing more to say
+            pass
+    os._exit(code)

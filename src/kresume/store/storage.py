@@ -7,10 +7,13 @@ exact native equivalent. Storage options come, in order of precedence, from the 
 fsspec's own config (``FSSPEC_<PROTOCOL>_<KEY>`` environment variables and
 ``~/.config/fsspec/*.json``; fsspec applies those in its filesystem metaclass, the native client
 reads the same ``fsspec.config.conf``), then :data:`BACKEND_DEFAULTS` (fsspec backends only).
+The URL rule itself is :func:`kresume.store.urls.check_url`; fsspec backends get their defaults
+through :func:`backend_options`.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.util
 import logging
@@ -23,6 +26,7 @@ from typing import Any, TypeVar
 
 from kresume.store import errors
 from kresume.store.deadline import BoundedFS, Deadline
+from kresume.store.urls import check_url
 
 # gcsfs >= 2026.x probes zonal/HNS buckets through gRPC first; against anything but real GCS that
 # stalls 50-110 s per call (measured, shared/objstores/README.md). Must be set before import.
@@ -35,20 +39,62 @@ from kresume.store import native  # noqa: E402
 T = TypeVar("T")
 logger = logging.getLogger("kresume.store")
 
-#: Per-protocol defaults applied unless the caller or fsspec config sets the key.
-#: adlfs resolves ``max_concurrency`` to thousands by default and then holds a whole blob in memory
-#: (measured: 1 GiB put peaks the client at 1.1-1.4 GiB); 4 keeps it near 100 MiB.
-#: s3fs's ``get_file`` with its default ``max_concurrency=10`` downloads 10 ranges of 50 MiB at once:
+#: Per-protocol defaults applied unless the caller or fsspec config sets the key (a dict-valued
+#: default such as s3fs's ``config_kwargs`` is merged key by key: :func:`backend_options`).
+#:
+#: Memory: adlfs resolves ``max_concurrency`` to thousands by default and then holds a whole blob in
+#: memory (measured: 1 GiB put peaks the client at 1.1-1.4 GiB); 4 keeps it near 100 MiB. s3fs's
+#: ``get_file`` with its default ``max_concurrency=10`` downloads 10 ranges of 50 MiB at once:
 #: measured on SeaweedFS (400 MB, bench/RESULTS.md) 52-83 MB/s at 711-751 MiB peak RSS, against
 #: 70-121 MB/s at 80 MiB with one stream (``max_concurrency=1``). kresume's own uploads and restores
 #: do not use it; it bounds anything else calling get_file/put_file.
+#:
+#: Timeouts (issue 12 item 3; seconds): every request gets a connect and a read timeout, so a store
+#: that accepts connections and never answers fails instead of hanging (measured before: ``kresume
+#: ls`` > 15 min, from s3fs's 5 tries x botocore's 5 attempts x the read timeout x kresume's tries).
+#: S3: botocore ``connect_timeout`` 5, ``read_timeout`` 15 (s3fs's own values, made explicit) and 3
+#: attempts per request instead of 5 (kresume's :func:`retrying` is the retry layer above it).
+#: GCS: gcsfs passes ``requests_timeout`` to aiohttp, whose default (total=None from gcsfs) has no
+#: connect or read timeout at all: 5 s to connect, 30 s between reads. Azure: adlfs
+#: ``connection_timeout`` 5, ``read_timeout`` 30 (azure-core's defaults are 300 s each).
+#: Per command the CLI adds a budget (``--timeout``), ``resume_from`` its own, the sidecar its
+#: shutdown deadline (:mod:`kresume.store.deadline`).
 BACKEND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "s3": {"max_concurrency": 1},
-    "s3a": {"max_concurrency": 1},
-    "az": {"max_concurrency": 4},
-    "abfs": {"max_concurrency": 4},
-    "abfss": {"max_concurrency": 4},
+    "s3": {"max_concurrency": 1,
+           "config_kwargs": {"connect_timeout": 5, "read_timeout": 15, "retries": {"total_max_attempts": 3}}},
+    "gs": {"requests_timeout": "aiohttp:5:30"},
+    "az": {"max_concurrency": 4, "connection_timeout": 5, "read_timeout": 30},
 }
+for _alias, _base in (("s3a", "s3"), ("gcs", "gs"), ("abfs", "az"), ("abfss", "az")):
+    BACKEND_DEFAULTS[_alias] = BACKEND_DEFAULTS[_base]
+
+
+def _materialise(value: Any) -> Any:
+    """``"aiohttp:<connect>:<read>"`` → ``aiohttp.ClientTimeout`` (kept a string in the table so
+    importing this module does not import aiohttp)."""
+    if isinstance(value, str) and value.startswith("aiohttp:"):
+        import aiohttp
+
+        connect, read = (float(x) for x in value.split(":")[1:])
+        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+    return value
+
+
+def backend_options(protocol: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments kresume passes to the ``protocol`` filesystem: the caller's options,
+    then fsspec's config for the protocol, then :data:`BACKEND_DEFAULTS`, merged one level deep
+    for dict values (a caller's ``config_kwargs={"region_name": …}`` keeps the default timeouts)."""
+    from fsspec.config import conf
+
+    caller = dict(storage_options or {})
+    configured = conf.get(protocol, {})
+    out = dict(caller)
+    for key, default in BACKEND_DEFAULTS.get(protocol, {}).items():
+        if isinstance(default, dict):  # copied: botocore adds keys to the dicts it is given
+            out[key] = copy.deepcopy({**default, **(configured.get(key) or {}), **(caller.get(key) or {})})
+        elif key not in caller and key not in configured:
+            out[key] = _materialise(default)
+    return out
 
 
 @dataclass(frozen=True)
@@ -174,29 +220,6 @@ def _unknown_protocol(url: str, protocol: str) -> errors.BadURL:
     return errors.BadURL(url, detail, fix=fix)
 
 
-def check_url(url: str) -> str:
-    """Return the protocol of ``url`` (``"file"`` for a plain path) after the checks that need no backend.
-
-    Raises
-    ------
-    BadURL
-        ``url`` is empty or whitespace (it would silently mean the current folder), or a bucket URL
-        has no bucket (``s3://``), or a ``file://``/``memory://`` URL has no path.
-    """
-    if not url or not url.strip():
-        raise errors.BadURL(repr(url), "the run URL is empty",
-                            fix="give one, e.g. s3://bucket/prefix/<namespace>/<run>/ or file:///data/runs/<run>/")
-    if "://" not in url:
-        return "file"
-    protocol, rest = url.split("://", 1)
-    if protocol in BUCKET_PROTOCOLS and not rest.split("/", 1)[0].strip():
-        what = "container" if BUCKET_PROTOCOLS[protocol][1] == "azure" else "bucket"
-        raise errors.BadURL(url, f"the URL has no {what}", fix=f"use {protocol}://{what.upper()}/prefix/<namespace>/<run>/")
-    if protocol in ("file", "memory", "local") and not rest.strip("/"):
-        raise errors.BadURL(url, "the URL has no path", fix=f"use {protocol}:///path/to/runs/<namespace>/<run>/")
-    return protocol
-
-
 def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
             deadline: Deadline | None = None) -> tuple[Any, str]:
     """Return ``(filesystem, root_path)`` for ``url`` with kresume's backend defaults.
@@ -215,7 +238,8 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
     Raises
     ------
     BadURL
-        Empty URL, no bucket (:func:`check_url`), unknown protocol (names the close match and the
+        Not allowed by the URL rule (:func:`kresume.store.urls.check_url`: empty, no scheme, one
+        slash, no bucket …), unknown protocol (names the close match and the
         installed ones) or a backend package that is not installed (names the ``kresume[extra]``).
     BadOption
         The backend's constructor refused a storage option (s3fs refuses only at the first request;
@@ -231,8 +255,7 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
                                                   "native or fsspec") from exc
     if opened is not None:
         return opened
-    opts = dict(BACKEND_DEFAULTS.get(protocol, {}))
-    opts.update({k: v for k, v in (storage_options or {}).items() if k != native.OPTION})
+    opts = backend_options(protocol, {k: v for k, v in (storage_options or {}).items() if k != native.OPTION})
     try:
         fs, path = fsspec.url_to_fs(url, **opts)
     except ImportError as exc:

@@ -98,7 +98,7 @@ def command(
     2 for bad settings or a missing watch folder.
     """
     from kresume.sidecar.service import Sidecar
-    from kresume.sidecar.shutdown import exit_now
+    from kresume.store.deadline import exit_now
 
     try:
         opts = json.loads(storage_options) if storage_options else None

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kresume import contract
-from kresume.store import layout
-from kresume.store import errors
+from kresume.store import errors, layout
 from kresume.store.urls import check_url
 
 WATCH_MODES = ("auto", "inotify", "poll")

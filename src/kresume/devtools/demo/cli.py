@@ -35,6 +35,8 @@ def command(
     modes: str = typer.Option("step,write,upload,kill", "--modes",
                               help="Preemption modes to cycle through (comma list of step, write, upload, kill); "
                                    "e.g. step,write,upload for graceful preemptions only."),
+    hidden: int = typer.Option(64, "--hidden", help="Hidden units of the example model (checkpoint ~136 B per unit; "
+                                                    "524288 gives 71 MB)."),
     grace: int = typer.Option(15, "--grace", help="The Job's terminationGracePeriodSeconds (the sidecar's grace "
                                                   "period is derived from it: T - min(5, T // 4))."),
     node: str = typer.Option("auto", "--node", help="Where the pods run: kubelet (a real node: containerd + kubelet, "
@@ -69,7 +71,7 @@ def command(
             options[key] = value
     settings = DemoSettings(preemptions=preemptions, seed=seed, store=store, store_options=options,
                             max_steps=max_steps, every_n_steps=every_n_steps, step_seconds=step_seconds,
-                            work_dir=work_dir, json_out=json_out, timeout=timeout, grace_seconds=grace,
+                            work_dir=work_dir, json_out=json_out, timeout=timeout, grace_seconds=grace, hidden=hidden,
                             modes=mode_list, node=node)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     display = Display()

@@ -78,6 +78,7 @@ def summary(result: dict[str, Any], console: Console) -> None:
     if result.get("node"):
         console.print(f"node: {result['node']}" + (f"; helm test passed ({result['helm_test']['seconds']} s)"
                                                    if (result.get("helm_test") or {}).get("passed") else ""))
+    timeline_table(result, console)
     console.print(f"final step: {result['final_step']} of {result['settings']['max_steps']} planned; "
                   f"{len(result['committed'])} checkpoints committed; job {result['durations'].get('job_s')} s, "
                   f"total {result['durations'].get('total_s', '-')} s")  # fmt: skip
@@ -95,3 +96,35 @@ def summary(result: dict[str, Any], console: Console) -> None:
         console.print(Text("\nCHECKS FAILED:", style="bold red"))
         for problem in result["problems"]:
             console.print(f"  - {problem}", markup=False)
+
+
+_SHORT = {
+    "sigterm_to_trainer_exit_s": "SIGTERM→\ntrainer exit", "final_commit_s": "final\ncommit*", "old_pod_done_s": "old pod\ndone",
+    "replacement_created_s": "new pod\ncreated", "admission_s": "admission*", "pod_start_s": "pod\nstart",
+    "restore_s": "restore*", "startup_s": "start-up\n(imports)", "checkpoint_load_s": "checkpoint\nload",
+    "first_step_s": "first\nstep",
+}
+
+
+def timeline_table(result: dict[str, Any], console: Console) -> None:
+    """The per-restart time line (:mod:`kresume.devtools.demo.timeline`), seconds, and the medians."""
+    from kresume.devtools.demo.timeline import PARTS
+
+    rows = [(p["index"], p["mode"], p.get("timeline") or {}) for p in result["preemptions"]]
+    if not rows:
+        return
+    t = Table(title="Restart time line, s (* = kresume's part: admission + final commit after the trainer's exit "
+                    "+ restore)", title_justify="left")  # fmt: skip
+    for col in ("#", "mode", *(_SHORT[k] for k, _ in PARTS), "total", "kresume", "answer\nsource"):
+        t.add_column(col, justify="left" if col in ("mode", "answer\nsource") else "right")
+    med = result.get("timeline_median") or {}
+    for index, mode, tl in [*rows, ("median", "", med)]:
+        answer = str(tl.get("answer") or "")
+        t.add_row(str(index), mode, *(_fmt(tl.get(k), 2) for k, _ in PARTS), _fmt(tl.get("total_s"), 1),
+                  _fmt(tl.get("kresume_s"), 2), answer.removeprefix("injected/"))
+    console.print(t)
+    if med.get("kresume_share") is not None:
+        cp = (f"; cp of the same {med['checkpoint_bytes']} B on this disk: {med['cp_s']:.3f} s "
+              f"(kresume's share = {med['kresume_to_cp']}x cp)") if med.get("cp_s") else ""
+        console.print(f"kresume's share of a restart (median): {med['kresume_s']:.2f} s of {med['total_s']:.1f} s "
+                      f"({100 * med['kresume_share']:.1f} %){cp}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.devtools.demo import chaos, checks
+from kresume.devtools.demo import chaos, checks, timeline
 from kresume.devtools.demo.observe import StorePoller, TrainerLog, error_line
 from kresume.devtools.demo.report import Display
 from kresume.devtools.demo.settings import REPO, TRAIN_SCRIPT, DemoSettings
@@ -326,6 +326,27 @@ class _Demo:
                 return table
             time.sleep(0.5)
 
+    def _timeline(self, seen: list[Any]) -> dict[int, dict[str, Any] | None]:
+        """The time line of each restart (:func:`timeline.collect`), by preemption index."""
+        out: dict[int, dict[str, Any] | None] = {}
+        for i, old in enumerate(self.pods[:-1]):
+            p, new = old.preempted, self.pods[i + 1]
+            if p is None:
+                continue
+            size = None
+            m = next((x for x in seen if x.url == new.admission.injected_url), None)
+            if m is not None and self.poller is not None:
+                with contextlib.suppress(Exception):
+                    manifest = self.poller.store.read_manifest(m.id)
+                    size = manifest.total_bytes if manifest else None
+            try:
+                out[p.index] = timeline.collect(
+                    old, new, sigterm=p.at, operator_log=self.stack.logs.get("operator"), namespace=self.s.namespace,
+                    run=self.s.job_name, admission_window=(new.admission.lo, new.admission.hi), checkpoint_bytes=size)
+            except Exception as exc:  # noqa: BLE001 - the time line is a report; it must not fail the demo
+                out[p.index] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out
+
     def _result(self, t_submit: float, timed_out: bool) -> dict[str, Any]:
         seen = list(self.poller.seen.values()) if self.poller else []
         restarts = []
@@ -352,6 +373,7 @@ class _Demo:
                 problems.append(f"the run did not finish its {self.s.planned_steps} steps (last done event: {final})")
             if len(self.preemptions) < len(self.plan):
                 problems.append(f"only {len(self.preemptions)} of {len(self.plan)} planned preemptions happened")
+        restarts_split = self._timeline(seen)
         ckptrun = self._ckptrun_table()
         return {
             "ok": not problems and not timed_out,
@@ -363,8 +385,11 @@ class _Demo:
                          "sidecar_grace_seconds": self.s.sidecar_grace_seconds, "modes": list(self.s.modes),
                          "hidden": self.s.hidden},
             "final_step": final,
-            "preemptions": [{**asdict(p), "lost_steps": p.lost_steps, "time_to_resume_s": p.time_to_resume}
-                            for p in self.preemptions],
+            "preemptions": [{**asdict(p), "lost_steps": p.lost_steps, "time_to_resume_s": p.time_to_resume,
+                             "timeline": restarts_split.get(p.index)} for p in self.preemptions],
+            "timeline_median": timeline.with_cp_ratio(
+                timeline.summarize([r for r in restarts_split.values() if r]),
+                [r for r in restarts_split.values() if r], self.node.work_dir),
             "admissions": restarts,
             "committed": [asdict(x) for x in seen],
             "ckptrun": ckptrun,

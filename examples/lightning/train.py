@@ -8,7 +8,7 @@ Used by ``kresume demo`` and the tests; runs in seconds on a CPU.
 
 It prints one JSON line per event on stdout (``launched`` as the script starts, before the heavy
 imports; ``start`` with the step training starts at and the seconds spent importing and loading the
-checkpoint; ``progress``; ``preempted`` after the final save; ``done``) so a supervisor can check
+checkpoint; ``progress``; ``preempted`` after the final save; ``done``; ``exit`` as the interpreter shuts down) so a supervisor can check
 where a restarted run resumed and split its start-up time.
 
     python examples/lightning/train.py --max-steps 200 --every-n-steps 20
@@ -25,6 +25,7 @@ LAUNCHED = time.time()
 print(json.dumps({"event": "launched", "time": LAUNCHED, "pid": os.getpid()}), flush=True)
 
 import argparse  # noqa: E402 - the line above times the interpreter start, before the heavy imports
+import atexit  # noqa: E402
 
 import lightning as L
 import torch
@@ -78,6 +79,8 @@ class Report(Callback):
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: D102 - fit begins; the checkpoint loads next
         self.fit_called = self.fit_called or time.time()
+        # after PreemptionCheckpoint.setup (listed before this callback): this runs before its fast exit
+        atexit.register(lambda: emit("exit"))
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102 - the checkpoint is loaded
         now = time.time()
@@ -113,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                                  save_top_k=args.save_top_k, monitor="step", mode="max")
     trainer = L.Trainer(max_steps=args.max_steps, accelerator="cpu", devices=1, logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[checkpoint, Report(args.step_seconds, args.report_every or args.every_n_steps, ckpt_path),
-                                   PreemptionCheckpoint(dirpath=args.ckpt_dir,
-                                                        report=lambda r: emit("preempted", **r))],
+                        callbacks=[checkpoint,
+                                   # fast_exit: no logger here needs the interpreter's teardown after the save
+                                   PreemptionCheckpoint(dirpath=args.ckpt_dir, fast_exit=True,
+                                                        report=lambda r: emit("preempted", **r)),
+                                   Report(args.step_seconds, args.report_every or args.every_n_steps, ckpt_path)],
                         default_root_dir=args.ckpt_dir)
     data = DataLoader(make_data(seed=args.seed), batch_size=32, shuffle=True,
                       generator=torch.Generator().manual_seed(args.seed))

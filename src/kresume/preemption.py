@@ -29,6 +29,7 @@ Usage (plain PyTorch)::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -175,13 +176,20 @@ class Preemption:
 
     ``exit_code`` None: :meth:`check` returns True after saving instead of exiting (the loop must then stop
     by itself; exit non-zero, or the Job may count the pod as Succeeded).
+
+    ``fast_exit``: after a final save, once the ``atexit`` handlers registered after :meth:`start` have run,
+    end the process with ``os._exit`` instead of the interpreter's teardown (2.5-7 s for torch + Lightning on
+    this 2-core machine; the pod is not done, and its replacement not created, until the trainer has exited).
+    It skips ``atexit`` handlers registered before :meth:`start` (logging is shut down and stdout/stderr are
+    flushed first): leave it off when such a handler must run (a logger's final upload).
     """
 
     def __init__(self, save: Callable[[], Any], *, folder: str | os.PathLike[str] | None = None,
                  exit_code: int | None = contract.PREEMPTED_EXIT_CODE,
-                 signals: Iterable[int] = (signal.SIGTERM,)) -> None:
+                 signals: Iterable[int] = (signal.SIGTERM,), fast_exit: bool = False) -> None:
         self.save = save
         self.exit_code = exit_code
+        self.fast_exit = fast_exit
         self.latch = Latch(signals)
         self.presence = Presence(folder)
         self.latch.on_signal = self._signalled
@@ -194,7 +202,18 @@ class Preemption:
         """Take the presence lock and install the SIGTERM latch; returns self."""
         self.presence.acquire()
         self.latch.install()
+        if self.fast_exit:
+            atexit.register(self._exit_fast)  # early: it runs after the handlers registered later (LIFO)
         return self
+
+    def _exit_fast(self) -> None:
+        if not self.saved or self.exit_code is None:
+            return
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(self.exit_code)
 
     def close(self) -> None:
         """Restore the previous handlers and drop the lock."""
@@ -260,7 +279,7 @@ class Preemption:
 
 def on_preemption(save: Callable[[], Any], *, checkpoint_dir: str | os.PathLike[str] | None = None,
                   exit_code: int | None = contract.PREEMPTED_EXIT_CODE,
-                  signals: Iterable[int] = (signal.SIGTERM,)) -> Preemption:
+                  signals: Iterable[int] = (signal.SIGTERM,), fast_exit: bool = False) -> Preemption:
     """Save on SIGTERM in a plain training loop; returns a started :class:`Preemption` — call its
     ``check(step)`` after every step.
 
@@ -277,5 +296,7 @@ def on_preemption(save: Callable[[], Any], *, checkpoint_dir: str | os.PathLike[
         Exit status after the save (default 143 = 128 + SIGTERM). None: ``check()`` returns True instead.
     signals : iterable of int
         Signals that request the save (default SIGTERM only).
+    fast_exit : bool
+        Skip the interpreter's teardown after the final save (see :class:`Preemption`).
     """
-    return Preemption(save, folder=checkpoint_dir, exit_code=exit_code, signals=signals).start()
+    return Preemption(save, folder=checkpoint_dir, exit_code=exit_code, signals=signals, fast_exit=fast_exit).start()

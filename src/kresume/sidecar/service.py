@@ -148,6 +148,7 @@ class Sidecar:
     def _loop(self, mode: str) -> None:
         assert self.uploader is not None
         idle = self.settings.poll_seconds if mode == "poll" else self.settings.rescan_seconds
+        done_before = False
         while True:
             self.health.beat()
             self.hints.wake.clear()
@@ -163,9 +164,13 @@ class Sidecar:
                 now = time.monotonic()
                 if trainer.alive is False:
                     writing = False  # the writer is gone: an incomplete unit never completes
-                if now >= deadline or (not trainer.alive and not writing and self.shutdown.flush_done(
-                        now, self.uploader.pick_locked, self.uploader.bw.value)):
+                done = not trainer.alive and not writing and self.shutdown.flush_done(
+                    now, self.uploader.pick_locked, self.uploader.bw.value)
+                # Done twice in a row, with a rescan between: an upload that ended (or was abandoned because its
+                # file changed) while this turn's rescan ran leaves its requeued unit for the next rescan.
+                if now >= deadline or (done and done_before):
                     return
+                done_before = done
             self.metrics.pending.set(self.ledger.pending_count())
             timeout = self.settings.recheck_seconds if (writing or deadline is not None) else idle
             if self.hints.wake.wait(timeout) and self.shutdown.deadline is None:

@@ -380,9 +380,24 @@ class PodRunner:
             return
         code = proc.poll()
         cs.exit_code, cs.finished_at, cs.reason = code, time.time(), "Completed" if code == 0 else "Error"
-        cs.message = ""
+        cs.message = self._termination_message(name)
         cs.state = "terminated"  # last: see _launch
         self.note(f"container {name} exited with {code}")
+
+    def _termination_message(self, name: str) -> str:
+        """What the container left at its ``terminationMessagePath`` (in a volume; at most 4 KiB), as kubelet
+        reports it in ``state.terminated.message``; empty when it left nothing."""
+        spec = next((c for c in [*self.init_specs, *self.specs] if c["name"] == name), None)
+        if spec is None:
+            return ""
+        try:
+            source = podspec.termination_message_source(spec, self.volume_dirs)
+            if source is None:
+                return ""
+            with open(source, "rb") as f:
+                return f.read(podspec.TERMINATION_MESSAGE_MAX).decode("utf-8", "replace")
+        except (OSError, podspec.ContainerConfigError):
+            return ""
 
     def _poll(self, specs: list[dict[str, Any]], states: list[ContainerState], backoff: dict[str, float],
               native_only: bool = False) -> bool:  # fmt: skip
@@ -452,7 +467,15 @@ class PodRunner:
             self._delete_object()
 
     def _wait_until(self, deadline: float, names: list[str]) -> None:
-        while time.time() < deadline and any(n in self.procs and self.procs[n].poll() is None for n in names):
+        """Wait for ``names`` to exit (until ``deadline``), recording each exit as it happens (its ``finishedAt``
+        is when it ended, not when the last of them did)."""
+        states = {c.name: c for c in [*self.init, *self.regular]}
+        while True:
+            for n in names:
+                if n in self.procs and self.procs[n].poll() is not None and n in states:
+                    self._record_exit(n, states[n])
+            if time.time() >= deadline or not any(n in self.procs for n in names):
+                return
             time.sleep(TICK_SECONDS / 2)
 
     def _kill_everything(self) -> None:

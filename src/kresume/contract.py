@@ -46,10 +46,15 @@ DEFAULT_CHECKPOINT_DIR = "/checkpoints"
 # checkpoint: the sidecar never uploads them.
 TRAINER_LOCK = ".kresume-trainer.lock"
 TRAINER_NOTICE = ".kresume-trainer.json"
+RESTORE_RESULT = ".kresume-restore.json"  # kresume restore's outcome (the restore container's terminationMessagePath)
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: a trainer that saved on SIGTERM exits non-zero, never 0
 SIDECAR_CONTAINER_NAME = "kresume-sidecar"
 RESTORE_CONTAINER_NAME = "kresume-restore"
 VOLUME_NAME = "kresume-checkpoints"
+NODE_CACHE_VOLUME = "kresume-node-cache"  # hostPath of the node-local tier (policy nodeCache)
+NODE_CACHE_MOUNT = "/kresume-node-cache"  # where the sidecar and restore containers mount it
+ANN_RESTORED_FROM = f"{GROUP}/restored-from"  # written by the operator: "cache" or "store" (the restore step's source)
+ANN_RESTORE_SECONDS = f"{GROUP}/restore-seconds"  # written by the operator: the restore step's duration
 
 # --- Env injected into training containers ------------------------------------------------------
 ENV_RESUME_FROM = "KRESUME_RESUME_FROM"
@@ -87,6 +92,8 @@ ENV_GRACE_SECONDS = "KRESUME_GRACE_SECONDS"  # seconds to keep committing after 
 ENV_STORAGE_OPTIONS = "KRESUME_STORAGE_OPTIONS"  # JSON object passed to fsspec.url_to_fs(**options)
 ENV_CONCURRENCY = "KRESUME_CONCURRENCY"  # parallel uploads (integer >= 1)
 ENV_KEEP_LAST = "KRESUME_KEEP_LAST"  # retention: keep the newest N checkpoints (integer >= 1)
+ENV_CACHE_DIR = "KRESUME_CACHE_DIR"  # node-local cache folder (sidecar, restore)
+ENV_CACHE_MAX_BYTES = "KRESUME_CACHE_MAX_BYTES"  # its cap in bytes (sidecar)
 ENV_KEEP_EVERY = "KRESUME_KEEP_EVERY"  # retention: also keep every K-th step (integer >= 1)
 
 # --- Pod-ownership labels/annotations read to derive a run identity (set by other controllers) ----

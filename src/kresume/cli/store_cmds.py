@@ -251,22 +251,56 @@ def register(app: typer.Typer) -> None:
                         None, "--rank", min=0, help="Multi-rank checkpoint: download only this rank's files "
                         "(DCP __R_*.distcp, DeepSpeed zero_pp_rank_R_*, *rank_R*) plus the files no rank owns "
                         "(.metadata, model states, latest). Default: the whole folder (DCP can reshard on load).")
+                    progress_every: Optional[float] = typer.Option(
+                        None, "--progress-every", min=0,
+                        help="Without a bar: a progress line on stderr (bytes, rate, ETA) every N seconds, and one at "
+                             "the end; 0 = none (default: 5 when stderr is not a terminal)."),
+                    cache_dir: Optional[Path] = typer.Option(
+                        None, "--cache-dir", envvar="KRESUME_CACHE_DIR",
+                        help="Node-local cache (docs/preemption.md): copy the checkpoint from there when its entry "
+                             "matches the manifest (id, sizes, CRC-32C), else download."),
+                    result_file: Optional[Path] = typer.Option(
+                        None, "--result-file",
+                        help="Write the outcome as one JSON object here (source cache|store, checkpoint, bytes, "
+                             "seconds): the restore init container's terminationMessagePath."),
                     ) -> None:
         """Download a committed checkpoint, verify sizes and CRC-32C, then rename it into place.
 
         Prints the local path. A half-finished restore never appears under DEST/<name>.
         """
+        import time
+
+        from kresume.cli.progresslog import ProgressLog
+
+        t0 = time.monotonic()
         store = _open(url, storage_option)
         show = sys.stderr.isatty() if progress is None else progress
+        every = progress_every if progress_every is not None else (0.0 if show else 5.0)
         manifest = store.resolve_checkpoint(checkpoint)
+        cache = None
+        if cache_dir is not None:
+            from kresume.store.nodecache import NodeCache
+
+            cache = NodeCache(cache_dir, max_bytes=2**63)
+        outcome: dict[str, Any] = {}
+        plog = ProgressLog(f"restore {manifest.name}", manifest.total_bytes, every) if not show and every > 0 else None
         try:
             with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
-                path = store.restore(dest, manifest, progress=advance, rank=rank)
+                path = store.restore(dest, manifest, progress=plog.advance if plog else advance, rank=rank,
+                                     cache=cache, outcome=outcome)
         except errors.CorruptCheckpoint as exc:
             if exc.fix:
                 raise
             raise type(exc)(exc.url, exc.detail, fix=f"kresume mark-bad {url} {manifest.id} makes latest skip it; "
                                                      "kresume ls shows older ids for --checkpoint") from exc
+        outcome["seconds"] = round(time.monotonic() - t0, 3)
+        if plog is not None:
+            plog.finish(f"from the {'node cache' if outcome.get('source') == 'cache' else 'store'}")
+        if result_file is not None:
+            try:
+                result_file.write_text(json.dumps(outcome, sort_keys=True))
+            except OSError as exc:
+                err.print(f"kresume restore: cannot write --result-file {result_file}: {exc.strerror or exc}")
         print(path)
 
     @app.command("prune")

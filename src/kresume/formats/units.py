@@ -36,8 +36,9 @@ from kresume.formats.listing import Entry, Listing, children, descendants
 MARKER_DEFAULT = ".kresume-complete"
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 TEMP_PATTERNS = ("*.tmp", ".tmp*", "tmp*.tmp", "*.partial", "*.part", "*~", ".*.swp")
-OWN_FILES = (contract.TRAINER_LOCK, contract.TRAINER_NOTICE)
-"""kresume's own trainer/sidecar handshake files (:mod:`kresume.preemption`): never checkpoints."""
+OWN_FILES = (contract.TRAINER_LOCK, contract.TRAINER_NOTICE, contract.RESTORE_RESULT)
+"""kresume's own files in the checkpoint folder (the trainer/sidecar handshake of :mod:`kresume.preemption`,
+the restore step's result): never checkpoints."""
 _HF_NAME = re.compile(r"^checkpoint-\d+$")
 _DS_FILE = re.compile(r"(^|_)(model_states|optim_states)\.pt$")
 

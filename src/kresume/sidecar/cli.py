@@ -70,6 +70,12 @@ def command(
                                     help="Remote retention after each commit: keep the newest N (default: keep all)."),
     keep_every: Optional[int] = _opt("keep_every", "--keep-every",
                                      help="Remote retention: also keep checkpoints whose step is a multiple of K."),
+    cache_dir: Optional[str] = _opt(
+        "cache_dir", "--cache-dir",
+        help="Node-local cache folder (a hostPath): keep every committed checkpoint there too (default: off)."),
+    cache_max_bytes: Optional[int] = _opt(
+        "cache_max_bytes", "--cache-max-bytes",
+        help=f"Cap of the node-local cache, bytes; oldest first, never a run's newest (default: {_D.cache_max_bytes})."),
     delete_local_after_commit: Optional[bool] = _opt(
         "delete_local_after_commit", "--delete-local-after-commit/--keep-local",
         help="Delete local checkpoints once committed, never the newest (default: keep)."),
@@ -110,7 +116,8 @@ def command(
             poll_seconds=poll_seconds, rescan_seconds=rescan_seconds, settle_seconds=settle_seconds,
             concurrency=concurrency, max_inflight_bytes=max_inflight_bytes, skip_superseded=skip_superseded,
             commit_attempts=commit_attempts, grace_seconds=grace_seconds, keep_last=keep_last,
-            keep_every=keep_every, delete_local_after_commit=delete_local_after_commit,
+            keep_every=keep_every, delete_local_after_commit=delete_local_after_commit, cache_dir=cache_dir,
+            cache_max_bytes=cache_max_bytes,
             metrics_port=metrics_port, pod_name=pod_name, pod_namespace=pod_namespace, log_format=log_format,
             rank=rank, world_size=world_size, epoch=epoch, parts=parts, resume_from=resume_from,
         ).validate()

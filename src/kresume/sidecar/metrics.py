@@ -35,6 +35,10 @@ class Metrics:
                                       "recorded in the store", registry=r)
         self.parts_waiting = Gauge(f"{PREFIX}_parts_waiting", "Multi-rank checkpoints this rank has recorded its "
                                    "part of that are not committed yet (waiting for other ranks)", registry=r)
+        self.cache_puts = Counter(f"{PREFIX}_cache_puts", "Committed checkpoints kept in the node-local cache, by "
+                                  "method (clone, link, copy, rw)", ["method"], registry=r)
+        self.cache_put_failures = Counter(f"{PREFIX}_cache_put_failures", "Node-local cache writes that failed",
+                                          registry=r)
 
 
 class Health:

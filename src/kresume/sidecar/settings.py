@@ -93,6 +93,15 @@ class SidecarSettings:
     keep_every: int | None = None
     """Remote retention: also keep every checkpoint whose step is a multiple of K."""
 
+    cache_dir: str = ""
+    """Node-local cache (a hostPath shared by the node's pods, docs/preemption.md "Node-local tier"): every
+    committed checkpoint is also kept there (cloned, hard-linked or copied from the open files), so a
+    replacement pod on this node restores from local disk. Empty = off. Env ``KRESUME_CACHE_DIR``."""
+
+    cache_max_bytes: int = 20 * 2**30
+    """Cap of the node-local cache, bytes: oldest entries are evicted first, never a run's newest; a checkpoint
+    larger than the cap is not cached. Env ``KRESUME_CACHE_MAX_BYTES``."""
+
     delete_local_after_commit: bool = False
     """Delete local checkpoints once committed (never the newest one)."""
 
@@ -154,6 +163,10 @@ class SidecarSettings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
+        if self.cache_dir and not self.cache_dir.startswith("/"):
+            raise SettingsError(f"--cache-dir / KRESUME_CACHE_DIR must be an absolute path, got {self.cache_dir!r}")
+        if self.cache_max_bytes < 1:
+            raise SettingsError(f"--cache-max-bytes must be ≥ 1, got {self.cache_max_bytes}")
         if self.grace_seconds < 0:
             raise SettingsError(f"--grace-seconds must be ≥ 0, got {self.grace_seconds}")
         self._validate_ranks()

@@ -27,6 +27,7 @@ from kresume.sidecar.settings import SidecarSettings
 from kresume.sidecar.tasks import CommitKey, CommitTask, UploadCancelled
 from kresume.store import clock, errors
 from kresume.store.manifest import Manifest
+from kresume.store.nodecache import NodeCache
 from kresume.store.runstore import RunStore
 from kresume.store.storage import backoff
 
@@ -50,6 +51,7 @@ class Uploader:
         self._prune_lock = threading.Lock()
         self.reconciler: Reconciler | None = None
         """Tries this rank's recorded parts' steps again (multi-rank runs only; set by the sidecar)."""
+        self.cache: NodeCache | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -70,8 +72,12 @@ class Uploader:
 
     def pick_locked(self, now: float) -> CommitTask | None:
         """The next task to start (caller holds ``ledger.cv``)."""
-        return self.ledger.pick_locked(now, deadline=self.deadline(), bandwidth=self.bw.value,
-                                       concurrency=self.settings.concurrency,
+        deadline = self.deadline()
+        # After SIGTERM one upload at a time, newest first: the trainer's final save gets the whole bandwidth
+        # (two uploads sharing it can both miss the deadline), and an older checkpoint starts only once nothing
+        # newer is left, which it then no longer is (only checkpoints newer than every commit may start).
+        return self.ledger.pick_locked(now, deadline=deadline, bandwidth=self.bw.value,
+                                       concurrency=1 if deadline is not None else self.settings.concurrency,
                                        max_inflight_bytes=self.settings.max_inflight_bytes)
 
     # ------------------------------------------------------------------ worker
@@ -152,6 +158,7 @@ class Uploader:
         self._committed(job.key, job.written_at, manifest)
         self.log.info("committed %s as %s (step %s, %d B in %.2f s)", job.rel, manifest.id, manifest.step,
                       job.size, elapsed, extra={"fields": {**log_fields, "id": manifest.id, "step": manifest.step}})
+        self._keep_on_node(job, manifest)
         self._prune()
         return False
 
@@ -206,8 +213,32 @@ class Uploader:
         self.metrics.commits.inc()
         self.metrics.commit_lag.observe(max(0.0, clock.time() - written_at))
 
+    def _keep_on_node(self, job: CommitTask, manifest: Manifest) -> None:
+        """The node-local tier (``--cache-dir``): keep the committed checkpoint on this node, from the files
+        still open; a failure is logged and counted, never a failed commit."""
+        if not self.settings.cache_dir:
+            return
+        if self.cache is None:
+            self.cache = NodeCache(self.settings.cache_dir, self.settings.cache_max_bytes)
+        try:
+            res = self.cache.put(self.settings.run_url, manifest, job.snap.files)
+        except OSError as exc:
+            self.metrics.cache_put_failures.inc()
+            self.log.warning("node cache: cannot keep %s in %s: %s", job.rel, self.settings.cache_dir,
+                             exc.strerror or exc)
+            return
+        if res is None:
+            return
+        self.metrics.cache_puts.labels(res.method).inc()
+        self.log.info("node cache: kept %s (%s, %d B in %.3f s)%s", manifest.id, res.method, res.bytes, res.seconds,
+                      f"; evicted {', '.join(res.evicted)}" if res.evicted else "",
+                      extra={"fields": {"id": manifest.id, "method": res.method, "evicted": list(res.evicted)}})
+
     def _abandon(self, job: CommitTask, reason: str, message: str) -> None:
-        self.ledger.count_abandoned(job.key, for_good=self.deadline() is not None)
+        # After SIGTERM a given-up checkpoint is not captured again, except one whose file changed under the upload:
+        # what it holds now (Lightning's move from $TMPDIR ends with copystat, which moves mtime and ctime after the
+        # bytes are whole) is judged and captured afresh, within the time left.
+        self.ledger.count_abandoned(job.key, for_good=self.deadline() is not None and reason != "source_changed")
         self.metrics.failures.labels(reason).inc()
         self.log.warning(message, extra={"fields": {"unit": job.rel, "reason": reason}})
 

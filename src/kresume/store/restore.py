@@ -12,19 +12,20 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kresume.store import download, errors, layout, native, parts, reading
 from kresume.store.manifest import FileEntry, Manifest
 from kresume.store.transfer import Progress
 
 if TYPE_CHECKING:
+    from kresume.store.nodecache import NodeCache
     from kresume.store.runstore import RunStore
 
 
 def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Manifest | None = None, *,
             progress: Progress = None, on_start: Callable[[Manifest], None] | None = None,
-            rank: int | None = None) -> Path:
+            rank: int | None = None, cache: NodeCache | None = None, outcome: dict[str, Any] | None = None) -> Path:
     """Download a committed checkpoint into folder ``dest``; return the local path of the
     checkpoint (``dest/<name>``).
 
@@ -41,6 +42,10 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
     only the files a rank-specific naming rule gives that rank plus the files no rule claims (DCP's
     ``.metadata``, DeepSpeed's model states and ``latest``) are downloaded
     (:func:`kresume.store.parts.files_for_rank`).
+    ``cache`` (the node-local tier, :class:`kresume.store.nodecache.NodeCache`): the checkpoint is copied from
+    the node's cache instead when its entry matches the manifest (id, sizes, CRC-32C checked as it is copied),
+    else downloaded. ``outcome``, when given, gets ``source`` (``cache`` or ``store``), ``checkpoint``, ``bytes``.
+    The cache holds whole checkpoints: a restore with ``rank`` always downloads.
     """
     # A manifest the caller already resolved is used as it is (no second lookup; manifests are immutable).
     manifest = checkpoint if isinstance(checkpoint, Manifest) else reading.resolve_checkpoint(store, checkpoint)
@@ -57,6 +62,16 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
         raise errors.DestinationError(str(dest_dir), exc.strerror or str(exc),
                                       fix="DEST must be a writable folder (it is created if missing)") from exc
     try:
+        hit = False
+        if cache is not None and rank is None:
+            try:
+                hit = cache.restore_into(store.url, manifest, staging, progress)
+            except OSError as exc:
+                raise errors.DestinationError(str(dest_dir), exc.strerror or str(exc),
+                                              fix="free space on the restore destination or choose another") from exc
+        if outcome is not None:
+            outcome.update(source="cache" if hit else "store", checkpoint=manifest.id, bytes=manifest.total_bytes)
+
         def fetch(f: FileEntry) -> None:
             key = layout.data_key(manifest.id, manifest.name, f.path or None)
             local = staging / manifest.name if not f.path else staging / manifest.name / f.path
@@ -92,7 +107,7 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
         width = max(store.settings.max_workers,
                     2 * store.settings.ranges_in_flight if native.is_native(store.fs) else 0)
         with ThreadPoolExecutor(max(1, min(width, len(files))), thread_name_prefix="kresume-restore") as pool:
-            futures = [pool.submit(fetch, f) for f in files]
+            futures = [] if hit else [pool.submit(fetch, f) for f in files]
             try:
                 for fut in futures:
                     fut.result()

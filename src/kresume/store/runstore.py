@@ -258,11 +258,12 @@ class RunStore:
     # ---------------------------------------------------------------- restore
     def restore(self, dest: str | os.PathLike[str], checkpoint: str | Manifest | None = None, *,
                 progress: Progress = None, on_start: Callable[[Manifest], None] | None = None,
-                rank: int | None = None) -> Path:
-        """Download a committed checkpoint into folder ``dest``; the local path of the checkpoint
-        (``dest/<name>``). With ``rank``, only that rank's files and those no rank-specific rule
-        claims (:func:`kresume.store.parts.files_for_rank`) (:func:`kresume.store.restore.restore`)."""
-        return restore.restore(self, dest, checkpoint, progress=progress, on_start=on_start, rank=rank)
+                rank: int | None = None, cache: Any = None, outcome: dict[str, Any] | None = None) -> Path:
+        """Download a committed checkpoint into folder ``dest`` (or copy it from the node-local ``cache``); the
+        local path of the checkpoint (``dest/<name>``). With ``rank``, only that rank's files and those no
+        rank-specific rule claims (:func:`kresume.store.parts.files_for_rank`) (:func:`kresume.store.restore.restore`)."""
+        return restore.restore(self, dest, checkpoint, progress=progress, on_start=on_start, rank=rank, cache=cache,
+                               outcome=outcome)
 
     # ---------------------------------------------------------------- retention
     def mark_bad(self, checkpoint_id: str, reason: str) -> str | None:

@@ -216,6 +216,28 @@ def mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, str]) -> list
     return out
 
 
+TERMINATION_MESSAGE_MAX = 4096
+"""Bytes of a termination message kept (kubelet's limit per container)."""
+
+
+def termination_message_source(container: Mapping[str, Any], volume_dirs: Mapping[str, str]) -> str | None:
+    """The host file behind the container's ``terminationMessagePath``, when that path lies in one of its volume
+    mounts (the deepest); None otherwise (the default ``/dev/termination-log`` is not emulated here). A kubelet
+    bind-mounts its own file at that path; on the dev node the container writes into the volume itself."""
+    path = container.get("terminationMessagePath")
+    if not path or not str(path).startswith("/"):
+        return None
+    best: Mount | None = None
+    for m in mounts(container, volume_dirs):
+        t = m.target.rstrip("/")
+        if str(path).startswith(t + "/") and (best is None or len(t) > len(best.target)):
+            best = m
+    if best is None:
+        return None
+    rel = str(path)[len(best.target.rstrip("/")) + 1:]
+    return str(PurePosixPath(best.source) / rel)
+
+
 PRIVATE_TMP = "/tmp"
 """Where a container gets its private temporary folder (as in a container image, not shared with the host)."""
 

@@ -53,8 +53,6 @@ RESTORE_CONTAINER_NAME = "kresume-restore"
 VOLUME_NAME = "kresume-checkpoints"
 NODE_CACHE_VOLUME = "kresume-node-cache"  # hostPath of the node-local tier (policy nodeCache)
 NODE_CACHE_MOUNT = "/kresume-node-cache"  # where the sidecar and restore containers mount it
-ANN_RESTORED_FROM = f"{GROUP}/restored-from"  # written by the operator: "cache" or "store" (the restore step's source)
-ANN_RESTORE_SECONDS = f"{GROUP}/restore-seconds"  # written by the operator: the restore step's duration
 
 # --- Env injected into training containers ------------------------------------------------------
 ENV_RESUME_FROM = "KRESUME_RESUME_FROM"

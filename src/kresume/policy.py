@@ -123,6 +123,34 @@ class Sidecar(_Model):
     extra_env: list[EnvVar] = Field(default_factory=list)
 
 
+#: An absolute path of one or more non-empty segments, no trailing ``/`` (``.``/``..`` refused by the validator).
+HOST_PATH_PATTERN = r"^/[^/\x00]+(/[^/\x00]+)*$"
+
+
+class NodeCache(_Model):
+    """The node-local tier (issue 15 item 3; docs/preemption.md "Node-local tier").
+
+    enabled : bool (default False) — keep every committed checkpoint on the node too (the sidecar writes it as it
+        commits) and restore from there when the replacement pod lands on the same node; turns on the restore init
+        step for the run's pods.
+    host_path : str (``hostPath``, default ``/var/lib/kresume/cache``) — the node folder (a ``hostPath`` volume of
+        type ``DirectoryOrCreate``), shared by every pod of the node that uses it; absolute and normalised.
+    max_bytes : int (``maxBytes``, default 20 GiB) — the cache's cap in bytes; oldest entries are evicted first,
+        never a run's newest; a checkpoint larger than the cap is not kept.
+    """
+
+    enabled: bool = False
+    host_path: str = Field("/var/lib/kresume/cache", pattern=HOST_PATH_PATTERN, max_length=1024)
+    max_bytes: int = Field(20 * 2**30, ge=1)
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"nodeCache.hostPath: {value!r} must be absolute and normalised (no '.' or '..')")
+        return value
+
+
 #: Highest ``crashLoop.failures`` (the failures counted are kept in ``CheckpointRun.status``).
 MAX_CRASH_LOOP_FAILURES = 20
 
@@ -161,6 +189,7 @@ class Policy(_Model):
     epoch_join_seconds : float (default 60, ``epochJoinSeconds``) — a multi-rank run's resume epoch stays open for
         ranks not admitted yet this long after it started, and for as long as a pod of it is live
         (docs/store-protocol.md "Resume epochs"); > 0, ≤ 86400.
+    node_cache : NodeCache (``nodeCache``) — the node-local tier (off by default).
 
     Raises
     ------
@@ -177,6 +206,7 @@ class Policy(_Model):
     resolve_timeout_seconds: float = Field(2.0, gt=0, le=8)
     crash_loop: CrashLoop = Field(default_factory=CrashLoop)
     epoch_join_seconds: float = Field(60.0, gt=0, le=86400)
+    node_cache: NodeCache = Field(default_factory=NodeCache)
 
     @field_validator("storage")
     @classmethod

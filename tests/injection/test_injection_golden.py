@@ -41,6 +41,8 @@ FULL_POLICY = {
     },
 }
 
+NODE_CACHE_POLICY = {"storage": "s3://ckpts/kresume", "nodeCache": {"enabled": True, "maxBytes": 10 * 2**30}}
+
 # case -> (policy spec, has a committed checkpoint)
 CASES: dict[str, tuple[dict, bool]] = {
     "job-pod": (BASE_POLICY, True),
@@ -64,10 +66,12 @@ CASES: dict[str, tuple[dict, bool]] = {
     "pytorchjob-old-labels-pod": (BASE_POLICY, True),
     "parallel-job-pod": (BASE_POLICY, True),
     "annotated-ranks-pod": (BASE_POLICY, True),
+    "node-cache": (NODE_CACHE_POLICY, True),
 }
 #: The controller facts the operator reads through the API for a case (identity.ranks needs them).
 FACTS: dict[str, OwnerFacts] = {
     "job-pod": OwnerFacts("Job", "train", completions=1, parallelism=1),
+    "node-cache": OwnerFacts("Job", "train", completions=1, parallelism=1),
     "indexed-job-pod": OwnerFacts("Job", "ddp", completions=4, parallelism=4, indexed=True),
     "jobset-pod": OwnerFacts("Job", "llm-workers-1", completions=2, parallelism=2, indexed=True),
     "statefulset-pod": OwnerFacts("StatefulSet", "web", replicas=2),

@@ -4,7 +4,9 @@ the checkpoint volume) never violates it, and a pod that passed before injection
 
 The user's own containers may not be restricted-compliant (most inputs set no securityContext); their violations
 are theirs. The one exception on kresume's side is a trainer running as uid 0: the sidecar must share its uid to
-read its files (0600 safetensors), so it cannot be non-root either; such a pod is not restricted anyway.
+read its files (0600 safetensors), so it cannot be non-root either; such a pod is not restricted anyway. And the
+node-local tier (policy ``nodeCache``) is a hostPath volume, which the baseline standard forbids: a namespace that
+turns it on must allow hostPath (docs/preemption.md "Node-local tier").
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def _golden(case: str, mode: str) -> dict:
 
 
 def _ours(violations: list[podsecurity.Violation]) -> list[podsecurity.Violation]:
-    return [v for v in violations if v.container in OURS or v.volume == contract.VOLUME_NAME]
+    return [v for v in violations
+            if v.container in OURS or v.volume in (contract.VOLUME_NAME, contract.NODE_CACHE_VOLUME)]
 
 
 @pytest.mark.parametrize("case, mode", PARAMS, ids=[f"{c}-{m}" for c, m in PARAMS])
@@ -35,6 +38,9 @@ def test_what_kresume_injects_passes_restricted(case, mode):
     ours = _ours(podsecurity.violations(after, "restricted"))
     if case == "root-trainer":
         assert {v.control for v in ours} == ROOT_TRAINER, ours
+    elif case == "node-cache":
+        assert {(v.control, v.volume) for v in ours} == {("HostPath Volumes", contract.NODE_CACHE_VOLUME),
+                                                         ("Volume Types", contract.NODE_CACHE_VOLUME)}, ours
     else:
         assert ours == [], ours
     if not podsecurity.violations(before, "restricted"):

@@ -158,6 +158,19 @@ def policy_spec() -> Schema:
                 },
                 default={},
             ),
+            "nodeCache": _obj(
+                "Node-local tier: keep committed checkpoints on the node's disk and restore from there on the same "
+                "node (turns on the restore init step).",
+                {
+                    "enabled": {"type": "boolean", "description": "Turn the node-local tier on.",
+                                "default": _default(p.NodeCache, "enabled")},
+                    "hostPath": _str("Node folder of the cache (a hostPath volume, DirectoryOrCreate).",
+                                     pattern=p.HOST_PATH_PATTERN, maxLength=1024, default=_default(p.NodeCache, "host_path")),
+                    "maxBytes": _int("Cap of the cache in bytes: oldest entries go first, never a run's newest.",
+                                     minimum=1, default=_default(p.NodeCache, "max_bytes")),
+                },
+                default={},
+            ),
         },
         required=["storage"],
     )
@@ -236,6 +249,23 @@ def run_status() -> Schema:
                     "pod": _str("Pod name."),
                     "reason": _str("DisruptionTarget reason, Evicted, Preempted, NodeLost, ..."),
                     "time": _time("When it was observed."),
+                },
+            ),
+            "restores": _obj(
+                "Restore init steps of the run's pods, by where the checkpoint came from (docs/preemption.md).",
+                {
+                    "cache": _int("Restores from the node-local cache.", minimum=0),
+                    "store": _int("Restores downloaded from the store.", minimum=0),
+                    "pods": {"type": "array", "items": {"type": "string"}, "maxItems": 20,
+                             "description": "The last pods counted (each pod is counted once)."},
+                    "last": _obj("The last restore.", {
+                        "pod": _str("Pod name."),
+                        "source": _str("cache or store.", enum=["cache", "store"]),
+                        "checkpoint": _str("Checkpoint id."),
+                        "bytes": _int("Bytes restored.", minimum=0),
+                        "seconds": _str("Duration of the restore step, seconds (decimal)."),
+                        "time": _time("When the operator saw it."),
+                    }),
                 },
             ),
             "crashLoop": _obj(

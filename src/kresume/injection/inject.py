@@ -164,7 +164,7 @@ def inject(
     if contract.ANN_INJECTED in (meta_in.get("annotations") or {}):
         return Injection(copy.deepcopy(pod), (), url, changed=False)
 
-    opts = parse_options(pod, policy_restore=policy.restore)
+    opts = parse_options(pod, policy_restore=policy.restore or policy.node_cache.enabled)
     out = copy.deepcopy(pod)
     spec = out.setdefault("spec", {})
     plan = volumes.plan_volume(spec, opts)
@@ -220,6 +220,9 @@ def inject(
         spec["initContainers"] = inits
     spec["containers"] = containers
     vols = volumes.ensure_volume(spec.get("volumes"), plan)
+    cache_volume = sidecar_spec.node_cache_volume(policy)
+    if cache_volume is not None:
+        vols = _put(vols or [], cache_volume)
     if vols:
         spec["volumes"] = vols
 

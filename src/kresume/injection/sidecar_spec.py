@@ -118,7 +118,8 @@ def sidecar_container(
     extra: list[envs.EnvVar] | None = None,
 ) -> dict[str, Any]:
     """The ``kresume-sidecar`` container; ``native`` adds ``restartPolicy: Always`` (K8s ≥ 1.29). ``extra``
-    env (the resume checkpoint, rank, world size, epoch, parts mode) goes after the run's own."""
+    env (the resume checkpoint, rank, world size, epoch, parts mode) goes after the run's own. With the
+    policy's ``nodeCache`` it also mounts the node cache and gets ``KRESUME_CACHE_DIR``/``_MAX_BYTES``."""
     env = [
         envs.value(contract.ENV_WATCH, watch_dir),
         envs.value(contract.ENV_RUN_URL, run_url),
@@ -130,11 +131,15 @@ def sidecar_container(
     ]
     if policy.retention.keep_every is not None:
         env.append(envs.value(contract.ENV_KEEP_EVERY, str(policy.retention.keep_every)))
+    if policy.node_cache.enabled:
+        env += [envs.value(contract.ENV_CACHE_DIR, contract.NODE_CACHE_MOUNT),
+                envs.value(contract.ENV_CACHE_MAX_BYTES, str(policy.node_cache.max_bytes))]
     env += list(extra or [])
     env += _storage_env(policy)
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in policy.sidecar.extra_env]
     c: dict[str, Any] = {"name": contract.SIDECAR_CONTAINER_NAME}
     c.update(_common(policy, image, mount, security, default_resources))
+    _mount_node_cache(c, policy)
     c["command"] = ["kresume", "sidecar"]
     if policy.sidecar.extra_args:
         c["args"] = list(policy.sidecar.extra_args)
@@ -175,14 +180,35 @@ def restore_container(
         for key in sorted(policy.storage_options)
         for a in ("-o", f"{key}={json.dumps(policy.storage_options[key], sort_keys=True, separators=(',', ':'))}")
     ]
-    c["args"] = [run_url, dest_dir, "--checkpoint", resume.checkpoint, "--no-progress", *opts]
+    result = dest_dir.rstrip("/") + "/" + contract.RESTORE_RESULT
+    cache = ["--cache-dir", contract.NODE_CACHE_MOUNT] if policy.node_cache.enabled else []
+    c["args"] = [run_url, dest_dir, "--checkpoint", resume.checkpoint, "--no-progress", "--progress-every", "2",
+                 *cache, "--result-file", result, *opts]
     c["env"] = env
+    _mount_node_cache(c, policy)
+    # The outcome (source cache|store, seconds, bytes) becomes the container's termination message, which the
+    # operator reads from the pod status (its RBAC needs no pods/log).
+    c["terminationMessagePath"] = result
     return _ordered(c)
+
+
+def _mount_node_cache(c: dict[str, Any], policy: Policy) -> None:
+    if policy.node_cache.enabled:
+        c["volumeMounts"] = [*c["volumeMounts"], {"name": contract.NODE_CACHE_VOLUME,
+                                                  "mountPath": contract.NODE_CACHE_MOUNT}]
+
+
+def node_cache_volume(policy: Policy) -> dict[str, Any] | None:
+    """The ``hostPath`` volume of the node-local tier (``DirectoryOrCreate``), or None when it is off."""
+    if not policy.node_cache.enabled:
+        return None
+    return {"name": contract.NODE_CACHE_VOLUME,
+            "hostPath": {"path": policy.node_cache.host_path, "type": "DirectoryOrCreate"}}
 
 
 _ORDER = (
     "name", "image", "imagePullPolicy", "command", "args", "env", "envFrom", "resources",
-    "securityContext", "volumeMounts", "restartPolicy",
+    "securityContext", "volumeMounts", "terminationMessagePath", "restartPolicy",
 )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 
 from kresume import contract, identity, injection
-from kresume.operator import admission, credentials, decisions, fallback, podevents, refresher
+from kresume.operator import admission, credentials, decisions, fallback, podevents, refresher, restores
 from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
 from kresume.operator.resolution import Resolver
@@ -203,6 +203,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
                 if etype != "DELETED":
                     await fallback.observe(pod, state, run, kwargs.get("kresume_policies", indices.get("policies")),
                                            body=body)
+                    await restores.observe(pod, state, run, body)
         except Exception as exc:  # noqa: BLE001 - status is best effort; the next event retries
             logger.warning("pod %s/%s: recording run status failed: %s",
                            (pod.get("metadata") or {}).get("namespace"), (pod.get("metadata") or {}).get("name"), exc)

@@ -11,6 +11,7 @@ name                                       type       labels / meaning
 ``kresume_fallbacks_total``                counter    checkpoints the operator marked bad after a crash loop
 ``kresume_uninjected_pods_total``          counter    opted-in pods the webhook never saw (kresume is off for them)
 ``kresume_steps_waiting_for_ranks``        gauge      steps of live multi-rank runs some rank has not finished
+``kresume_restores_total``                 counter    ``source``: cache (node-local tier), store — restore steps done
 =========================================  =========  =================================================
 """
 
@@ -32,6 +33,8 @@ UNINJECTED_PODS = Counter("kresume_uninjected_pods_total",
                           "Opted-in pods created without kresume's webhook (operator down, webhook timed out).")
 STEPS_WAITING = Gauge("kresume_steps_waiting_for_ranks",
                       "Steps of live multi-rank runs with a part from some rank but not every rank (not committed).")
+RESTORES = Counter("kresume_restores_total", "Restore init steps that finished, by where the checkpoint came from "
+                   "(cache: the node-local tier; store).", ["source"])
 REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
 
 

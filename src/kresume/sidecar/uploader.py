@@ -222,10 +222,10 @@ class Uploader:
             self.cache = NodeCache(self.settings.cache_dir, self.settings.cache_max_bytes)
         try:
             res = self.cache.put(self.settings.run_url, manifest, job.snap.files)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation: never fail the commit for it
             self.metrics.cache_put_failures.inc()
             self.log.warning("node cache: cannot keep %s in %s: %s", job.rel, self.settings.cache_dir,
-                             exc.strerror or exc)
+                             getattr(exc, "strerror", None) or exc, exc_info=not isinstance(exc, OSError))
             return
         if res is None:
             return

@@ -70,6 +70,9 @@ class NodeSettings:
     """Run containers in private mount namespaces (volumeMounts at their mountPath); None: when root."""
     delete_node_on_stop: bool = True
     """Delete the Node object at :meth:`NodeAgent.stop`."""
+    host_root: Path | None = None
+    """``hostPath`` volumes are resolved under this folder (``/var/lib/x`` → ``<host_root>/var/lib/x``), so two
+    agents on one machine have two "node disks" (the node-local cache tests); None: the real host paths."""
     shutdown_grace: float = 3.0
     """Grace given to running containers at :meth:`NodeAgent.stop` before SIGKILL."""
 
@@ -121,7 +124,7 @@ class NodeAgent:
             base_env={"PATH": f"{s.bin_dir}:{DEFAULT_PATH}", "LANG": "C.UTF-8",
                       "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
             on_change=lambda _r: None,
-            host_paths=(str(s.bin_dir), sys.prefix, sys.exec_prefix, *sys.path),
+            host_paths=(str(s.bin_dir), sys.prefix, sys.exec_prefix, *sys.path), host_root=s.host_root,
         )  # fmt: skip
         self._register_node()
         log.warning("kresume dev node %s: images are ignored; containers run as local processes from their "

@@ -74,6 +74,8 @@ class NodeContext:
     mount_namespace: bool
     capacity: dict[str, str]
     on_change: Callable[[PodRunner], None] = lambda _runner: None
+    host_root: Path | None = None
+    """Prefix of ``hostPath`` volumes (:attr:`NodeSettings.host_root`); None: the host's own paths."""
     host_paths: tuple[str, ...] = ()
     """Host paths every container needs besides its own (the agent's Python: ``sys.prefix``, ``sys.path``):
     never hidden by a container's private ``/tmp``."""
@@ -231,6 +233,8 @@ class PodRunner:
                 target.mkdir(parents=True, exist_ok=True)
             elif "hostPath" in vol:
                 target = Path(vol["hostPath"]["path"])
+                if self.ctx.host_root is not None:
+                    target = self.ctx.host_root / str(target).lstrip("/")
                 if vol["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
                     target.mkdir(parents=True, exist_ok=True)
             elif "configMap" in vol or "secret" in vol:

@@ -250,7 +250,7 @@ def register(app: typer.Typer) -> None:
                     rank: Optional[int] = typer.Option(
                         None, "--rank", min=0, help="Multi-rank checkpoint: download only this rank's files "
                         "(DCP __R_*.distcp, DeepSpeed zero_pp_rank_R_*, *rank_R*) plus the files no rank owns "
-                        "(.metadata, model states, latest). Default: the whole folder (DCP can reshard on load).")
+                        "(.metadata, model states, latest). Default: the whole folder (DCP can reshard on load)."),
                     progress_every: Optional[float] = typer.Option(
                         None, "--progress-every", min=0,
                         help="Without a bar: a progress line on stderr (bytes, rate, ETA) every N seconds, and one at "

@@ -25,6 +25,9 @@ class Seen:
     committed_at: str
     first_seen: float
     source_pod: str
+    total_bytes: int | None = None
+    """The checkpoint's data bytes (manifest), read when first seen: retention (the demo keeps 5) may delete the
+    manifest before the demo's end, where the time line wants the size."""
 
 
 class StorePoller:
@@ -58,7 +61,7 @@ class StorePoller:
             if m is None:
                 continue
             self.seen[cid] = Seen(cid, m.step, self.store.checkpoint_url(m), m.committed_at, t,
-                                  str((m.source or {}).get("pod") or ""))  # fmt: skip
+                                  str((m.source or {}).get("pod") or ""), m.total_bytes)  # fmt: skip
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):

@@ -333,12 +333,8 @@ class _Demo:
             p, new = old.preempted, self.pods[i + 1]
             if p is None:
                 continue
-            size = None
             m = next((x for x in seen if x.url == new.admission.injected_url), None)
-            if m is not None and self.poller is not None:
-                with contextlib.suppress(Exception):
-                    manifest = self.poller.store.read_manifest(m.id)
-                    size = manifest.total_bytes if manifest else None
+            size = m.total_bytes if m is not None else None
             try:
                 out[p.index] = timeline.collect(
                     old, new, sigterm=p.at, operator_log=self.stack.logs.get("operator"), namespace=self.s.namespace,

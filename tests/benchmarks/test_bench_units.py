@@ -38,3 +38,33 @@ def test_run_reports_the_commands_own_peak_rss_not_ours() -> None:
     assert small.max_rss < 100 * 2**20
     assert big.max_rss > 200 * 2**20
     del ballast
+
+
+def _demo_result(preemptions: list[tuple[str, int | None, float | None]]) -> dict:
+    """A ``kresume demo --json-out`` result with only the keys bench.preemption_table reads."""
+    from kresume.devtools.demo import timeline
+
+    def split(total: float | None) -> dict | None:
+        if total is None:
+            return None
+        parts = {k: 0.1 for k, _ in timeline.PARTS}
+        return {**parts, "total_s": total, "kresume_s": 0.3, "answer": "injected/memory"}
+
+    return {"settings": {"every_n_steps": 20},
+            "preemptions": [{"index": i, "mode": m, "lost_steps": lost, "timeline": split(total)}
+                            for i, (m, lost, total) in enumerate(preemptions, 1)]}
+
+
+def test_preemption_table_counts_modes_and_flags_a_lost_step_after_sigterm() -> None:
+    from bench import preemption_table
+
+    ok = _demo_result([("step", 0, 10.0), ("upload", 0, 14.0), ("kill", 20, None), ("step", 0, 12.0)])
+    assert preemption_table.lost_by_mode([ok]) == {"step": [0, 0], "upload": [0], "kill": [20]}
+    assert preemption_table.acceptance_problems([ok]) == []
+    med, worst, n = preemption_table.split_stats([ok])["total_s"]
+    assert (med, worst, n) == (12.0, 14.0, 3)
+    bad = _demo_result([("write", 1, 9.0), ("kill", 21, 9.0), ("step", None, None)])
+    problems = preemption_table.acceptance_problems([bad])
+    assert len(problems) == 3 and "expected 0" in problems[0] and "at most one checkpoint interval" in problems[1]
+    assert "lost steps unknown" in problems[2]
+    assert "| write (SIGTERM while a checkpoint is written) | 1 | 1 | 0 |" in preemption_table.markdown([bad])

@@ -385,7 +385,7 @@ class _Demo:
                              "timeline": restarts_split.get(p.index)} for p in self.preemptions],
             "timeline_median": timeline.with_cp_ratio(
                 timeline.summarize([r for r in restarts_split.values() if r]),
-                [r for r in restarts_split.values() if r], self.node.work_dir),
+                [r for r in restarts_split.values() if r], self.stack.work_dir),
             "admissions": restarts,
             "committed": [asdict(x) for x in seen],
             "ckptrun": ckptrun,

@@ -15,6 +15,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -209,7 +210,11 @@ def test_custom_default_policy() -> None:
     assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
     for p in policies:
         assert p["metadata"]["name"] == contract.DEFAULT_POLICY_NAME
-        assert p["spec"] == values["defaultPolicy"]["spec"]
+        # Helm merges the user's spec over the chart's defaults: keys the user left out (nodeCache) come from
+        # values.yaml, switched off.
+        defaults = yaml.safe_load((cs.CHART / "values.yaml").read_text())["defaultPolicy"]["spec"]
+        assert p["spec"] == {"nodeCache": defaults["nodeCache"], **values["defaultPolicy"]["spec"]}
+        assert p["spec"]["nodeCache"]["enabled"] is False
         assert "post-install" in p["metadata"]["annotations"]["helm.sh/hook"]
     assert not cs.by_kind(cs.objects(), "CheckpointPolicy")
 

@@ -86,7 +86,9 @@ MANIFEST_VERSION = 1
 ENV_WATCH = "KRESUME_WATCH"  # folder the sidecar watches (= the checkpoint dir)
 ENV_POD_NAME = "KRESUME_POD_NAME"  # downward API metadata.name (source pod in manifests)
 ENV_POD_NAMESPACE = "KRESUME_POD_NAMESPACE"  # downward API metadata.namespace
+ENV_POD_UID = "KRESUME_POD_UID"  # legacy mode, trainer and sidecar: downward API metadata.uid (whose trainer lock)
 ENV_GRACE_SECONDS = "KRESUME_GRACE_SECONDS"  # seconds to keep committing after SIGTERM (integer)
+ENV_RESTART_POLICY = "KRESUME_RESTART_POLICY"  # legacy mode only: the pod's restartPolicy (sidecar/leaving.py)
 ENV_STORAGE_OPTIONS = "KRESUME_STORAGE_OPTIONS"  # JSON object passed to fsspec.url_to_fs(**options)
 ENV_CONCURRENCY = "KRESUME_CONCURRENCY"  # parallel uploads (integer >= 1)
 ENV_KEEP_LAST = "KRESUME_KEEP_LAST"  # retention: keep the newest N checkpoints (integer >= 1)

@@ -23,7 +23,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from kresume import contract
-from kresume.preemption import Preemption
+from kresume.preemption import Preemption, training_finished
 
 
 class PreemptionCallback(TrainerCallback):
@@ -70,5 +70,8 @@ class PreemptionCallback(TrainerCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:  # noqa: D102
         if self.preemption is not None and not self.preemption.requested:
+            # train() ran to its end, not stopped by SIGTERM: the notice says "finished" (a legacy-mode sidecar
+            # under restartPolicy OnFailure may leave once the process exits).
+            training_finished(self.preemption.presence.folder, step=state.global_step)
             self.preemption.close()
             self.preemption = None

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from kresume import contract
-from kresume.preemption import Preemption
+from kresume.preemption import Preemption, training_finished
 
 
 class PreemptionCheckpoint(Callback):
@@ -79,6 +79,13 @@ class PreemptionCheckpoint(Callback):
         self.preemption = Preemption(lambda: None, folder=self._folder(trainer), exit_code=self.exit_code,
                                      fast_exit=self.fast_exit)
         self.preemption.start()  # every process of the pod takes the (shared) lock
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        # A fit that ran to its end (max_steps/max_epochs, early stopping), not one stopped by SIGTERM: the notice
+        # says "finished" (a legacy-mode sidecar under restartPolicy OnFailure may leave once the process exits).
+        p = self.preemption
+        if p is not None and not p.requested and not trainer.interrupted:
+            training_finished(p.presence.folder, step=trainer.global_step)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:  # noqa: D102
         if stage == "fit" and self.preemption is not None and not self.preemption.requested:

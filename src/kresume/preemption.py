@@ -48,10 +48,15 @@ from kresume import contract
 
 log = logging.getLogger("kresume.preemption")
 
-NOTICE_STATES = ("saving", "saved", "failed", "none")
+NOTICE_STATES = ("saving", "saved", "failed", "none", "finished")
 """``state`` of the notice: ``saving`` (signal received, the save is due or under way), ``saved`` (the final
 checkpoint is written: ``checkpoint`` names it), ``failed`` (the save raised), ``none`` (nothing to add: the
-newest checkpoint already holds this step)."""
+newest checkpoint already holds this step), ``finished`` (training ended normally: :func:`training_finished`)."""
+
+_IMPORTED_AT = time.time()
+"""When this process imported kresume (epoch seconds): a notice written before it is an earlier process's."""
+_held: dict[str, int] = {}
+_held_lock = threading.Lock()
 
 
 def checkpoint_dir(folder: str | os.PathLike[str] | None = None) -> Path | None:
@@ -112,6 +117,71 @@ class Latch:
             prev(signum, frame)
         if first and self.on_signal is not None:
             self.on_signal(signum)
+
+
+def hold_for_life(folder: str | os.PathLike[str] | None = None) -> bool:
+    """Take the trainer's shared lock in ``folder`` (default ``KRESUME_CHECKPOINT_DIR``) for the rest of this
+    process's life; idempotent. Called by :func:`kresume.resume_from` and the preemption hooks, so the sidecar
+    sees the trainer alive until the process ends (a legacy-mode sidecar leaves once it is gone for good:
+    :mod:`kresume.sidecar.leaving`), including the work a script does after ``fit`` returns. The kernel drops
+    the lock when the process ends, however it ends (processes forked from it share it until they end too;
+    an ``exec``'d program does not inherit it). The first hold in a process removes a notice an earlier process
+    left (a restarted container). Returns False, with a warning, when the folder cannot be used, or without a
+    folder."""
+    path = checkpoint_dir(folder)
+    if path is None:
+        return False
+    key = os.path.realpath(path)
+    with _held_lock:
+        if key in _held:
+            return True
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path / contract.TRAINER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            log.warning("kresume: cannot create %s in %s (%s); the sidecar cannot tell when the trainer exits",
+                        contract.TRAINER_LOCK, path, exc.strerror or exc)
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH)  # blocks only for the microseconds a sidecar's probe holds it
+        _held[key] = fd
+        record = json.dumps({"pod_uid": os.environ.get(contract.ENV_POD_UID, ""), "pid": os.getpid(),
+                             "started_at": time.time()}, sort_keys=True).encode()
+        with contextlib.suppress(OSError):  # who holds it: the sidecar matches the pod uid (kresume.sidecar.leaving)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
+        notice = path / contract.TRAINER_NOTICE
+        with contextlib.suppress(OSError, ValueError):
+            written = json.loads(notice.read_text()).get("written_at")
+            if not isinstance(written, int | float) or written < _IMPORTED_AT:
+                notice.unlink()
+    return True
+
+
+def training_finished(folder: str | os.PathLike[str] | None = None, *, step: int | None = None) -> bool:
+    """Tell the sidecar that training ended normally: the notice's ``state`` becomes ``finished`` (with ``step``
+    and ``finished_at``), and this process keeps the trainer lock until it ends (:func:`hold_for_life`).
+
+    Call it once the last checkpoint is written, e.g. after the training loop; the Lightning and HF hooks call
+    it at the end of a fit that was not preempted. Under ``restartPolicy: OnFailure`` in legacy mode it is what
+    lets the sidecar leave once the trainer exits (a trainer that exits without it is taken for a crash the
+    kubelet restarts in place); under ``Never`` the sidecar leaves when the trainer exits either way.
+    ``folder``: default ``KRESUME_CHECKPOINT_DIR``; returns False (nothing written) without one.
+    """
+    if not hold_for_life(folder):
+        return False
+    path = checkpoint_dir(folder)
+    assert path is not None
+    now = time.time()
+    fields = {"state": "finished", "step": step, "finished_at": now, "pid": os.getpid(), "written_at": now}
+    final = path / contract.TRAINER_NOTICE
+    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(fields, sort_keys=True))
+        os.replace(tmp, final)
+    except OSError as exc:
+        log.warning("kresume: cannot write %s: %s", final, exc.strerror or exc)
+        return False
+    return True
 
 
 class Presence:
@@ -199,8 +269,10 @@ class Preemption:
         returned, as a string, when it returned something)."""
 
     def start(self) -> Preemption:
-        """Take the presence lock and install the SIGTERM latch; returns self."""
+        """Take the presence lock (and the process's lifelong one: :func:`hold_for_life`) and install the SIGTERM
+        latch; returns self."""
         self.presence.acquire()
+        hold_for_life(self.presence.folder)
         self.latch.install()
         if self.fast_exit:
             atexit.register(self._exit_fast)  # early: it runs after the handlers registered later (LIFO)

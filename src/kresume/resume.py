@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kresume import contract
+from kresume import contract, preemption
 
 ENV_RESUME_TIMEOUT = "KRESUME_RESUME_TIMEOUT"
 #: Seconds ``resume_from`` may spend reading the run's store before it answers with the injected
@@ -61,6 +61,10 @@ def resume_from(
     When the store cannot be read within ``timeout`` (or no run URL is configured) the injected value
     is returned. An injected checkpoint the store reports bad-marked is skipped.
 
+    With ``KRESUME_CHECKPOINT_DIR`` set (the operator injects it) the calling process also takes the
+    trainer lock there for the rest of its life (:func:`kresume.preemption.hold_for_life`): a legacy-mode
+    sidecar then knows when the trainer has exited (docs/preemption.md "When the trainer ends").
+
     Multi-rank (docs/store-protocol.md "Resume epochs"): with ``KRESUME_WORLD_SIZE`` > 1 every rank
     must load the same checkpoint, so the injected value is returned as is — unless
     ``torch.distributed`` is initialised: then rank 0 decides as above and broadcasts its answer
@@ -91,6 +95,8 @@ def resume_from(
         Only when nothing was injected and reading the run's store fails (credentials, bucket
         missing, unreachable within the budget); with an injected value this never raises.
     """
+    if os.environ.get(contract.ENV_CHECKPOINT_DIR):
+        preemption.hold_for_life()  # the sidecar sees this trainer until the process ends (docs/preemption.md)
     world = _int_env(ENV_WORLD_SIZE)
     if world is not None and world > 1:
         dist = _initialised_dist()

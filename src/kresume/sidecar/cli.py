@@ -66,6 +66,24 @@ def command(
         "grace_seconds", "--grace-seconds",
         help="Seconds to keep committing after SIGTERM (the pod's terminationGracePeriodSeconds minus a margin) "
              f"(default: {_D.grace_seconds})."),
+    restart_policy: Optional[str] = _opt(
+        "restart_policy", "--restart-policy",
+        help="The pod's restartPolicy, set by the webhook in legacy mode: Never = leave (commit, exit 0) once the "
+             "trainer exited; OnFailure = once it exited after a 'finished' notice; Always or empty = run until "
+             "SIGTERM (default: empty)."),
+    leave_settle_seconds: Optional[float] = _opt(
+        "leave_settle_seconds", "--leave-settle-seconds",
+        help=f"Seconds the trainer's lock must stay free before leaving (default: {_D.leave_settle_seconds})."),
+    leave_grace_seconds: Optional[float] = _opt(
+        "leave_grace_seconds", "--leave-grace-seconds",
+        help=f"After the trainer left: commit for at most this long, then exit 0 (default: {_D.leave_grace_seconds})."),
+    leave_parts_seconds: Optional[float] = _opt(
+        "leave_parts_seconds", "--leave-parts-seconds",
+        help="Multi-rank, after the trainer left: wait at most this long for this rank's recorded steps to commit "
+             f"(default: {_D.leave_parts_seconds})."),
+    presence_seconds: Optional[float] = _opt(
+        "presence_seconds", "--presence-seconds",
+        help=f"Trainer-lock probe period while the sidecar may leave, seconds (default: {_D.presence_seconds})."),
     keep_last: Optional[int] = _opt("keep_last", "--keep-last",
                                     help="Remote retention after each commit: keep the newest N (default: keep all)."),
     keep_every: Optional[int] = _opt("keep_every", "--keep-every",
@@ -100,7 +118,8 @@ def command(
 ) -> None:
     """Watch a checkpoint folder and commit every complete checkpoint to the run's store.
 
-    Exit codes: 0 after SIGTERM/SIGINT (prints one summary line: committed, abandoned, bytes),
+    Exit codes: 0 after SIGTERM/SIGINT, or after the trainer left (legacy mode, --restart-policy) (prints one
+    summary line: committed, abandoned, bytes),
     2 for bad settings or a missing watch folder.
     """
     from kresume.sidecar.service import Sidecar
@@ -115,7 +134,9 @@ def command(
             exclude=tuple(exclude) if exclude else None, marker=marker, watch_mode=watch_mode,
             poll_seconds=poll_seconds, rescan_seconds=rescan_seconds, settle_seconds=settle_seconds,
             concurrency=concurrency, max_inflight_bytes=max_inflight_bytes, skip_superseded=skip_superseded,
-            commit_attempts=commit_attempts, grace_seconds=grace_seconds, keep_last=keep_last,
+            commit_attempts=commit_attempts, grace_seconds=grace_seconds, restart_policy=restart_policy,
+            leave_settle_seconds=leave_settle_seconds, leave_grace_seconds=leave_grace_seconds,
+            leave_parts_seconds=leave_parts_seconds, presence_seconds=presence_seconds, keep_last=keep_last,
             keep_every=keep_every, delete_local_after_commit=delete_local_after_commit, cache_dir=cache_dir,
             cache_max_bytes=cache_max_bytes,
             metrics_port=metrics_port, pod_name=pod_name, pod_namespace=pod_namespace, log_format=log_format,

@@ -38,6 +38,9 @@ class Trainer:
 
     alive: bool | None
     notice: dict[str, Any] | None = None
+    holder: dict[str, Any] | None = None
+    """What the last process to take the lock wrote in the lock file (``pod_uid``, ``pid``, ``started_at``:
+    :func:`kresume.preemption.hold_for_life`), or None."""
 
     @property
     def signal_at(self) -> float | None:
@@ -61,9 +64,18 @@ def probe(root: str) -> Trainer:
                 return Trainer(True, read_notice(root))
             return Trainer(None, read_notice(root))  # locks unsupported here: unknown
         fcntl.flock(fd, fcntl.LOCK_UN)
-        return Trainer(False, read_notice(root))
+        return Trainer(False, read_notice(root), _holder(fd))
     finally:
         os.close(fd)
+
+
+def _holder(fd: int) -> dict[str, Any] | None:
+    """The lock file's JSON record, or None (empty, foreign or torn: a holder rewrites it in place)."""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(os.pread(fd, 4096, 0))
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 def read_notice(root: str) -> dict[str, Any] | None:

@@ -109,6 +109,15 @@ class Reconciler:
             self._cv.notify_all()
         return n
 
+    def hurry(self) -> None:
+        """Make every waiting id due now (the trainer left: its last steps should commit before the sidecar
+        exits, not on the 10-60 s schedule)."""
+        now = time.monotonic()
+        with self._cv:
+            for tick in self._ticks.values():
+                tick.due = min(tick.due, now)
+            self._cv.notify_all()
+
     def waiting(self) -> list[str]:
         """Ids still waiting to be committed."""
         with self._cv:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from kresume.sidecar import logs, presence
+from kresume.sidecar import leaving, logs, presence
 from kresume.sidecar.discovery import Hints, choose_mode, start_observer
 from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Health, Metrics, serve
@@ -54,9 +54,14 @@ class Sidecar:
         self.shutdown = Shutdown(settings.grace_seconds, self.ledger, self.health, self.log, self.hints.wake.set,
                                  self.requests)
         self.uploader: Uploader | None = None
+        self.reconciler: Reconciler | None = None
+        self.watch = leaving.TrainerWatch(started_wall=time.time(), pod_uid=settings.pod_uid)
+        """What the sidecar saw of the trainer's lock (legacy mode: when to leave, :mod:`~kresume.sidecar.leaving`)."""
         self.pending_ids: list[str] = []
         """Multi-rank ids with parts and no manifest when the store was opened (newest first)."""
         self.server: Any = None
+        self._left_at = 0.0
+        self._hurried_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -73,7 +78,9 @@ class Sidecar:
             self.log.error("watch folder %s does not exist (--watch / KRESUME_WATCH)", self.root)
             return 2
         while not self._load_committed():
-            if self.shutdown.deadline is not None:
+            if self.settings.restart_policy in ("Never", "OnFailure") and self.shutdown.deadline is None:
+                self._maybe_leave(presence.probe(self.root))  # the store is down and the trainer left
+            if self.shutdown.signalled or (self.shutdown.deadline or float("inf")) <= time.monotonic():
                 return self._finish()
             time.sleep(2.0)
         assert self.store is not None
@@ -84,7 +91,7 @@ class Sidecar:
         self.uploader = Uploader(self.store, self.settings, self.ledger, self.metrics, self.hints, self.log,
                                  lambda: self.shutdown.deadline)
         self.shutdown.bandwidth = lambda: self.uploader.bw.value if self.uploader else None
-        reconciler = self._start_reconciler(self.uploader)
+        reconciler = self.reconciler = self._start_reconciler(self.uploader)
         self.uploader.start()
         try:
             self._loop(mode)
@@ -138,6 +145,37 @@ class Sidecar:
         reconciler.start()
         return reconciler
 
+    def _maybe_leave(self, trainer: presence.Trainer) -> None:
+        """Legacy mode: start the flush-and-exit once the trainer is gone for good (:func:`leaving.leaves`)."""
+        now = time.monotonic()
+        self.watch.observe(trainer, now=now)
+        why = leaving.leaves(self.settings.restart_policy, self.watch, now=now,
+                             settle_seconds=self.settings.leave_settle_seconds)
+        if why is not None:
+            self._left_at = now
+            self.shutdown.leave(self.settings.leave_grace_seconds, why)
+            if self.reconciler is not None:
+                self.reconciler.hurry()
+
+    def _parts_done(self, now: float) -> bool:
+        """After leaving without a signal, in a multi-rank run: True once no step this rank recorded a part of
+        waits for a commit, or ``leave_parts_seconds`` passed (the other ranks' parts may still come); the
+        waiting ids are tried every second meanwhile. Always True after a signal (the grace period is short and
+        any rank's next sidecar finishes them: :meth:`Reconciler.adopt`)."""
+        if self.reconciler is None or self.shutdown.signalled or self.shutdown.leaving is None:
+            return True
+        waiting = self.reconciler.waiting()
+        if not waiting or now - self._left_at >= self.settings.leave_parts_seconds:
+            if waiting:
+                self.log.warning("left %d multi-rank step(s) waiting for other ranks' parts: %s (any rank's next "
+                                 "sidecar finishes them)", len(waiting), ", ".join(waiting),
+                                 extra={"fields": {"waiting": waiting}})
+            return True
+        if now - self._hurried_at >= 1.0:
+            self._hurried_at = now
+            self.reconciler.hurry()
+        return False
+
     def _finish(self) -> int:
         self.shutdown.finish()
         if self.server is not None:
@@ -147,25 +185,33 @@ class Sidecar:
     # ------------------------------------------------------------------ main loop
     def _loop(self, mode: str) -> None:
         assert self.uploader is not None
-        idle = self.settings.poll_seconds if mode == "poll" else self.settings.rescan_seconds
+        s = self.settings
+        idle = s.poll_seconds if mode == "poll" else s.rescan_seconds
+        may_leave = s.restart_policy in ("Never", "OnFailure")
+        if may_leave:
+            idle = min(idle, s.presence_seconds)
         done_before = False
         while True:
             self.health.beat()
             self.hints.wake.clear()
             # Probe the trainer before the rescan: a trainer that exits after the probe left its final
             # checkpoint for this rescan or the next one, never for none.
-            trainer = presence.probe(self.root) if self.shutdown.deadline is not None else None
+            trainer = presence.probe(self.root) if self.shutdown.deadline is not None or may_leave else None
+            if may_leave and self.shutdown.deadline is None:
+                assert trainer is not None
+                self._maybe_leave(trainer)
             writing = self.scanner.rescan()
             deadline = self.shutdown.deadline
             self.health.ready = deadline is None
             if deadline is not None:
-                assert trainer is not None
+                if trainer is None:
+                    continue  # the signal came during this turn's rescan: probe, then rescan again
                 deadline = self.shutdown.follow_trainer(trainer)
                 now = time.monotonic()
                 if trainer.alive is False:
                     writing = False  # the writer is gone: an incomplete unit never completes
                 done = not trainer.alive and not writing and self.shutdown.flush_done(
-                    now, self.uploader.pick_locked, self.uploader.bw.value)
+                    now, self.uploader.pick_locked, self.uploader.bw.value) and self._parts_done(now)
                 # Done twice in a row, with a rescan between: an upload that ended (or was abandoned because its
                 # file changed) while this turn's rescan ran leaves its requeued unit for the next rescan.
                 if now >= deadline or (done and done_before):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kresume import contract
+from kresume.sidecar.leaving import RESTART_POLICIES
 from kresume.store import errors, layout
 from kresume.store.urls import check_url
 
@@ -87,6 +88,26 @@ class SidecarSettings:
     """After SIGTERM, keep committing this long (pod terminationGracePeriodSeconds minus a
     margin). Env ``KRESUME_GRACE_SECONDS``."""
 
+    restart_policy: str = ""
+    """The pod's ``restartPolicy`` (``Never``, ``OnFailure``, ``Always``), given by the webhook in legacy mode only
+    (env ``KRESUME_RESTART_POLICY``): with ``Never`` the sidecar leaves once the trainer has exited, with
+    ``OnFailure`` once it exited after a ``finished`` notice (:mod:`kresume.sidecar.leaving`); empty or ``Always``:
+    it runs until SIGTERM."""
+
+    leave_settle_seconds: float = 2.0
+    """Seconds the trainer's lock must stay free (after it was seen held) before the sidecar leaves."""
+
+    leave_grace_seconds: float = 600.0
+    """After the trainer left: commit what is complete for at most this long, then exit 0 (a store that does not
+    answer must not keep the pod alive). A SIGTERM meanwhile shortens it to ``grace_seconds``."""
+
+    leave_parts_seconds: float = 60.0
+    """Multi-rank, after the trainer left: wait at most this long (within ``leave_grace_seconds``) for the steps
+    this rank recorded a part of to commit (the other ranks' parts may still be on their way)."""
+
+    presence_seconds: float = 1.0
+    """Period of the trainer-lock probe while the sidecar may leave on its own (``restart_policy`` set)."""
+
     keep_last: int | None = None
     """Remote retention after each commit: keep the newest N (None = never prune)."""
 
@@ -117,6 +138,10 @@ class SidecarSettings:
 
     pod_namespace: str = ""
     """Recorded in manifests. Env ``KRESUME_POD_NAMESPACE``."""
+
+    pod_uid: str = ""
+    """The pod's ``metadata.uid`` (env ``KRESUME_POD_UID``, legacy mode): a free trainer lock whose holder wrote
+    this uid is this pod's trainer that already ended, even if no probe saw it held."""
 
     log_format: str = "auto"
     """``json``, ``text`` or ``auto`` (JSON when stderr is not a terminal)."""
@@ -169,6 +194,15 @@ class SidecarSettings:
             raise SettingsError(f"--cache-max-bytes must be ≥ 1, got {self.cache_max_bytes}")
         if self.grace_seconds < 0:
             raise SettingsError(f"--grace-seconds must be ≥ 0, got {self.grace_seconds}")
+        if self.restart_policy not in ("", *RESTART_POLICIES):
+            raise SettingsError(f"--restart-policy / {contract.ENV_RESTART_POLICY} must be one of "
+                                f"{', '.join(RESTART_POLICIES)} (the pod's restartPolicy) or empty, "
+                                f"got {self.restart_policy!r}")
+        for name in ("leave_settle_seconds", "leave_grace_seconds", "leave_parts_seconds"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if self.presence_seconds <= 0:
+            raise SettingsError(f"--presence-seconds must be > 0, got {self.presence_seconds}")
         self._validate_ranks()
         return self
 

@@ -69,31 +69,61 @@ class Shutdown:
         self.bandwidth: Callable[[], float | None] = lambda: None
         """The measured upload bandwidth, bytes/s (set by the sidecar to its uploader's estimate)."""
         self._aligned = False
+        self.signalled = False
+        """True after the first SIGTERM/SIGINT."""
+        self.leaving: str | None = None
+        """Why the sidecar left without a signal (:meth:`leave`), or None."""
+        self._watching = False
         self._trainer_state: tuple[bool | None, str | None] | None = None
 
     def on_signal(self, signum: int, frame: Any = None) -> None:
-        """Signal handler: the first signal starts the grace period, a second one ends the process."""
+        """Signal handler: the first signal starts the grace period (or shortens the flush after the trainer
+        left to it), a second one ends the process."""
         now = time.monotonic()
         with self._lock:
-            first = self.deadline is None
-            self.deadline = now + self.grace_seconds if first else now
+            first = not self.signalled
+            self.signalled = True
+            self.deadline = min(self.deadline or now + self.grace_seconds, now + self.grace_seconds) if first else now
         if first:
-            margin = request_margin(self.grace_seconds)
-            self.requests.set(self.deadline - margin)
-            watch(self.requests, self._at_deadline, after=margin, now=self._now, name="kresume-shutdown")
+            self.requests.set(self.deadline - request_margin(self.grace_seconds))
+            self._watch()
             self.health.ready, self.health.reason = False, "terminating"
-            self.log.info("signal %d: committing for up to %.1f s", signum, self.grace_seconds)
+            self.log.info("signal %d: committing for up to %.1f s", signum, max(0.0, self.deadline - now))
         else:
             self.requests.set(now)
             self._now.set()  # the watchdog thread ends the process (no I/O in the handler)
         self.wake()
+
+    def leave(self, seconds: float, why: str) -> None:
+        """Start a flush without a signal (legacy mode, the trainer is gone for good: :mod:`kresume.sidecar.
+        leaving`): commit what is complete for at most ``seconds``, then the run ends as after SIGTERM (exit
+        :data:`EXIT_STATUS`). No-op once a signal or an earlier call set the deadline."""
+        now = time.monotonic()
+        with self._lock:
+            if self.deadline is not None:
+                return
+            self.deadline = now + seconds
+            self.leaving = why
+        self.requests.set(self.deadline - request_margin(self.grace_seconds))
+        self._watch()
+        self.health.ready, self.health.reason = False, "trainer exited"
+        self.log.info("%s: committing what is complete for up to %.1f s, then exiting", why, seconds,
+                      extra={"fields": {"reason": why, "seconds": seconds}})
+        self.wake()
+
+    def _watch(self) -> None:
+        """Start the deadline's watchdog thread once (it follows later, earlier deadlines)."""
+        if not self._watching:
+            self._watching = True
+            watch(self.requests, self._at_deadline, after=request_margin(self.grace_seconds), now=self._now,
+                  name="kresume-shutdown")
 
     def follow_trainer(self, trainer: presence.Trainer) -> float:
         """During the grace period: align the deadline to the trainer's SIGTERM once
         (:func:`presence.aligned_deadline`) and log each change of the trainer's state; returns the
         deadline (monotonic seconds)."""
         assert self.deadline is not None
-        if not self._aligned and trainer.signal_at is not None:
+        if not self._aligned and trainer.signal_at is not None and self.signalled:
             self._aligned = True
             new = presence.aligned_deadline(self.deadline, signal_at=trainer.signal_at,
                                             grace_seconds=self.grace_seconds, now_mono=time.monotonic(),
@@ -178,7 +208,8 @@ class Shutdown:
     def _at_deadline(self) -> None:
         """Watchdog: the grace period is over (or a second signal came): summary, then exit."""
         running = len(self.ledger.inflight)  # no lock: a thread stuck in a store call must not hold us
-        why = "second signal" if self._now.is_set() else "grace period over"
+        why = ("second signal" if self._now.is_set() else "grace period over" if self.signalled
+               else "the flush after the trainer left is over (--leave-grace-seconds)")
         self.log.warning("%s: exiting at the deadline with %d upload(s) still running; nothing partial was "
                          "committed", why, running, extra={"fields": {"running": running, "reason": why}})
         self.finish(lock_timeout=1.0)

@@ -104,6 +104,20 @@ def sidecar_env(pod: dict[str, Any], resume: Resume | None, ranks: RankEnv | Non
     return out
 
 
+def legacy_env(pod_spec: dict[str, Any] | None, *, native: bool) -> list[envs.EnvVar]:
+    """Legacy mode only, so that the sidecar, a regular container the kubelet never stops, leaves once the
+    trainer will not run again (:mod:`kresume.sidecar.leaving`): ``KRESUME_POD_UID`` (downward API
+    ``metadata.uid``: the trainer writes it in its lock, the sidecar knows its pod's trainer by it) and, with
+    ``pod_spec`` (the sidecar's env), ``KRESUME_RESTART_POLICY`` = the pod's ``restartPolicy`` (core/v1 default
+    ``Always``). Native mode: [] (the kubelet stops a native sidecar after the trainer)."""
+    if native:
+        return []
+    out = [envs.field_ref(contract.ENV_POD_UID, "metadata.uid")]
+    if pod_spec is not None:
+        out.append(envs.value(contract.ENV_RESTART_POLICY, str(pod_spec.get("restartPolicy") or "Always")))
+    return out
+
+
 def inject(
     pod: dict[str, Any],
     policy: Policy,
@@ -171,6 +185,7 @@ def inject(
     ckpt_dir = volumes.checkpoint_dir(plan, opts)
     restoring = opts.restore and resume is not None
     wanted = trainer_env(checkpoint_dir=ckpt_dir, run_url=url, resume=resume, restore=restoring, ranks=ranks)
+    wanted += legacy_env(None, native=native_sidecar)
 
     warnings: list[str] = []
     containers: list[dict[str, Any]] = []
@@ -196,7 +211,7 @@ def inject(
         security=security,
         native=native_sidecar,
         default_resources=DEFAULT_RESOURCES if default_resources is None else default_resources,
-        extra=sidecar_env(pod, resume, ranks, opts.parts),
+        extra=sidecar_env(pod, resume, ranks, opts.parts) + legacy_env(spec, native=native_sidecar),
     )
     inits = list(spec.get("initContainers") or [])
     if native_sidecar:

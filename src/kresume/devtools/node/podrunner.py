@@ -7,10 +7,10 @@ Lifecycle", "Init Containers", "Sidecar Containers", "Termination of Pods"):
 2. init containers in order, each to success (``restartPolicy: Always`` ones are native sidecars: started
    and kept running);
 3. all containers started; exits handled by the pod's ``restartPolicy`` (Never / OnFailure / Always);
-4. once every regular container is done, the sidecars get SIGTERM: native sidecars as kubelet ≥ 1.29
-   does, and a regular container named ``kresume-sidecar`` too. The second is this dev node emulating
-   native-sidecar termination; a real pre-1.29 kubelet never stops such a container, so the pod of a
-   finished Job keeps running there unless the operator injects the native mode;
+4. once every regular container is done, the native sidecars get SIGTERM, as kubelet ≥ 1.29 does. A
+   legacy-mode ``kresume-sidecar`` (a regular container) is one of the regular containers: nothing stops
+   it, exactly as on a real pre-1.29 kubelet; it ends on its own once the trainer will not run again
+   (``KRESUME_RESTART_POLICY``, :mod:`kresume.sidecar.leaving`), and the pod is done when it has;
 5. termination (preemption, graceful deletion): SIGTERM to every container's main process, wait the
    grace period, SIGKILL the process groups, then phase ``Failed`` and, for a deletion, delete the pod
    object with grace 0, as kubelet finishes a graceful deletion.
@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kresume import contract
 from kresume.devtools.node import hostpaths, podspec, runtime, status
 from kresume.devtools.node.status import ContainerState, PodState
 
@@ -186,11 +185,10 @@ class PodRunner:
                 return self._terminate()
             changed = self._poll(self.specs, self.regular, backoff)
             changed |= self._poll(self.init_specs, self.init, backoff, native_only=True)
-            main_done = all(self._finished(c) for s, c in zip(self.specs, self.regular, strict=True)
-                            if s["name"] != contract.SIDECAR_CONTAINER_NAME)  # fmt: skip
+            main_done = all(self._finished(c) for c in self.regular)
             if main_done and not sidecars_signalled:
                 sidecars_signalled = True
-                self.note("regular containers finished: SIGTERM to sidecars")
+                self.note("regular containers finished: SIGTERM to native sidecars")
                 for name, proc in self._sidecar_procs():
                     self._signalled.add(name)
                     proc.terminate()
@@ -212,8 +210,8 @@ class PodRunner:
         return self.restart_policy == "Never" or (self.restart_policy == "OnFailure" and c.exit_code == 0)
 
     def _sidecar_procs(self) -> list[tuple[str, runtime.ContainerProcess]]:
+        """The running native sidecars (init containers with ``restartPolicy: Always``)."""
         names = [s["name"] for s in self.init_specs if podspec.is_native_sidecar(s)]
-        names += [s["name"] for s in self.specs if s["name"] == contract.SIDECAR_CONTAINER_NAME]
         return [(n, self.procs[n]) for n in names if n in self.procs]
 
     def _finish(self) -> None:

@@ -261,3 +261,29 @@ def test_two_ranks_the_first_sidecar_to_lose_its_trainer_waits_for_the_others_pa
     assert len(moto_run[3].manifest_ids()) == 1, sidecars[0].tail() + "\n\n" + sidecars[1].tail()
     (cid,) = moto_run[3].manifest_ids()
     assert moto_run[3].latest().step == 2 and moto_run[3].read_pointer().checkpoint == cid
+
+
+REPO = HERE.parent.parent
+
+
+@pytest.mark.parametrize("kind", ["lightning", "hf"])
+def test_on_failure_a_lightning_or_hf_fit_that_ends_normally_records_finished_and_frees_the_sidecar(
+        tmp_path, moto_run, start_sidecar, kind):
+    """The hooks call ``training_finished()`` at the end of a fit not stopped by SIGTERM (Lightning ``on_fit_end``,
+    HF ``on_train_end``): under ``OnFailure`` that is what lets the sidecar leave once the process exits 0."""
+    watch = tmp_path / "ckpt"
+    watch.mkdir()
+    sc = _sidecar(start_sidecar, watch, moto_run, "OnFailure")
+    url, options, env, store = moto_run
+    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1", contract.ENV_CHECKPOINT_DIR: str(watch),
+            contract.ENV_RUN_URL: url, contract.ENV_STORAGE_OPTIONS: json.dumps(options)}
+    argv = ([sys.executable, str(REPO / "examples" / "lightning" / "train.py"), "--max-steps", "4",
+             "--every-n-steps", "2", "--ckpt-dir", str(watch)] if kind == "lightning"
+            else [sys.executable, str(HERE / "preempt_trainers.py"), "hf", str(watch), "--steps", "10"])
+    out = subprocess.run(argv, capture_output=True, text=True, env=full, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    notice = json.loads((watch / contract.TRAINER_NOTICE).read_text())
+    assert notice["state"] == FINISHED and notice["step"] == (4 if kind == "lightning" else 10), notice
+    rc, summary = _wait_exit(sc)
+    assert rc == 0, sc.tail()
+    assert store.list() and "abandoned=0" in summary, (summary, sc.tail())

@@ -57,8 +57,12 @@ class Scanner:
         self.log = log
         self.noted: dict[str, tuple[Any, str, str]] = {}
 
-    def rescan(self) -> bool:
-        """One reconcile pass; returns True while some unit is still being written."""
+    def rescan(self, writer_gone: bool = False) -> bool:
+        """One reconcile pass; returns True while some unit is still being written.
+
+        ``writer_gone``: the trainer's presence lock says it has exited (:func:`kresume.sidecar.presence.probe`),
+        so nothing writes into the folder any more and the settle window (quiet time) is met at once: a DCP shard,
+        which has no footer, is judged by its size now instead of being dropped unsettled at shutdown."""
         try:
             listing = scan(self.root)
         except OSError as exc:
@@ -66,7 +70,7 @@ class Scanner:
             return False
         found = find_units(listing, self.rules)
         now_ns = clock.time_ns()
-        settle_ns = int(self.settings.settle_seconds * 1e9)
+        settle_ns = 0 if writer_gone else int(self.settings.settle_seconds * 1e9)
         writing = False
         for unit in found.units:
             key = unit_key(unit)

@@ -200,7 +200,7 @@ class Sidecar:
             if may_leave and self.shutdown.deadline is None:
                 assert trainer is not None
                 self._maybe_leave(trainer)
-            writing = self.scanner.rescan()
+            writing = self.scanner.rescan(writer_gone=trainer is not None and trainer.alive is False)
             deadline = self.shutdown.deadline
             self.health.ready = deadline is None
             if deadline is not None:

@@ -36,12 +36,18 @@ class LivePods:
 
     def __init__(self) -> None:
         self._pods: dict[str, set[str]] = {}
+        self._ranks: dict[str, set[int]] = {}
 
     def observed(self, pod: Mapping[str, Any], *, deleted: bool) -> None:
         meta = pod.get("metadata") or {}
         token = ((meta.get("annotations") or {}).get(contract.ANN_EPOCH) or "").strip()
         if not token:
             return
+        rank = _injected_rank(pod)
+        if rank is not None:
+            self._ranks.setdefault(token, set()).add(rank)
+            if len(self._ranks) > 256:  # tokens only grow; the oldest (dicts keep insertion order) go first
+                del self._ranks[next(iter(self._ranks))]
         key = str(meta.get("uid") or meta.get("name") or "")
         pods = self._pods.setdefault(token, set())
         if not deleted and decisions.is_live(dict(pod)):
@@ -54,6 +60,20 @@ class LivePods:
     def live(self, token: str) -> bool:
         """True while a pod admitted into epoch ``token`` has been seen and has not finished."""
         return bool(self._pods.get(token))
+
+    def rank_seen(self, token: str, rank: int) -> bool:
+        """True once a pod of ``rank`` admitted into epoch ``token`` has been seen (live or not)."""
+        return rank in self._ranks.get(token, ())
+
+
+def _injected_rank(pod: Mapping[str, Any]) -> int | None:
+    """The ``KRESUME_RANK`` the webhook injected into one of the pod's containers (None: none)."""
+    spec = pod.get("spec") or {}
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        for e in c.get("env") or []:
+            if e.get("name") == contract.ENV_RANK and str(e.get("value") or "").isdigit():
+                return int(e["value"])
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,7 +130,8 @@ async def _decide(resolver: Resolver, live: LivePods, namespace: str, run: str, 
         bad = bool(await resolver.bad_mark(url, options, current.checkpoint, budget))
     now = datetime.now(UTC)
     action, why = epochs.decide(current, rank, world_size, now, live=current is not None and live.live(
-        current.token), bad=bad, join_seconds=join_seconds)
+        current.token), bad=bad, join_seconds=join_seconds,
+        rank_seen=current is None or live.rank_seen(current.token, rank))
     if action == epochs.JOIN and current is not None:
         return Admitted(current.joined(rank), Outcome(current.resume, SOURCE_EPOCH, None, 0.0), True)
     outcome = await resolver.resolve(url, options, budget=budget, fallback=fallback)

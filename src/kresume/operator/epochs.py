@@ -77,10 +77,14 @@ def new_token(now: datetime, rand: str | None = None) -> str:
 
 
 def decide(current: Epoch | None, rank: int, world_size: int, now: datetime, *, live: bool, bad: bool,
-           join_seconds: float) -> tuple[str, str]:
+           join_seconds: float, rank_seen: bool = True) -> tuple[str, str]:
     """``(JOIN, "")`` or ``(NEW, why)`` for the admission of ``rank`` of a run of ``world_size`` (module rules).
 
     ``live``: a pod of ``current`` is live (the pod watch); ``bad``: ``current``'s checkpoint is marked bad.
+    ``rank_seen``: the pod watch has seen a pod of ``rank`` admitted into ``current``. An admission is not a pod:
+    the creation can still fail after it (a StatefulSet recreating ``name-1`` while the old object is not gone
+    yet gets ``AlreadyExists`` and retries), so a repeated rank that never showed up as a pod, inside the join
+    window, is that retry and joins (else each retry would start an epoch and split the ranks).
     """
     if current is None:
         return NEW, FIRST
@@ -88,8 +92,8 @@ def decide(current: Epoch | None, rank: int, world_size: int, now: datetime, *, 
         return NEW, WORLD_CHANGED
     if bad:
         return NEW, BAD_MARK
-    if rank in current.ranks:
-        return NEW, REPEATED_RANK
     started = decisions.parse_time(current.started)
     recent = started is not None and (now - started).total_seconds() < join_seconds
+    if rank in current.ranks:
+        return (JOIN, "") if recent and not rank_seen else (NEW, REPEATED_RANK)
     return (JOIN, "") if live or recent else (NEW, CLOSED)

@@ -39,6 +39,13 @@ def command(
                                                     "524288 gives 71 MB)."),
     grace: int = typer.Option(15, "--grace", help="The Job's terminationGracePeriodSeconds (the sidecar's grace "
                                                   "period is derived from it: T - min(5, T // 4))."),
+    ranks: int = typer.Option(1, "--ranks", min=1,
+                              help="Ranks (pods) of the run. 1: a Lightning Job. More: a StatefulSet of that many "
+                                   "pods running a torch.distributed (gloo) trainer that saves with dcp.save into "
+                                   "each pod's own folder; one rank is preempted at a time and the whole job "
+                                   "restarts (node agent only)."),
+    master_port: int = typer.Option(29531, "--master-port",
+                                    help="Port of rank 0's rendezvous TCPStore on 127.0.0.1 (--ranks > 1)."),
     node: str = typer.Option("auto", "--node", help="Where the pods run: kubelet (a real node: containerd + kubelet, "
                                                      "images built locally; root), agent (the node agent: local "
                                                      "processes, images ignored), auto (kubelet when possible)."),
@@ -72,7 +79,7 @@ def command(
     settings = DemoSettings(preemptions=preemptions, seed=seed, store=store, store_options=options,
                             max_steps=max_steps, every_n_steps=every_n_steps, step_seconds=step_seconds,
                             work_dir=work_dir, json_out=json_out, timeout=timeout, grace_seconds=grace, hidden=hidden,
-                            modes=mode_list, node=node)  # fmt: skip
+                            modes=mode_list, node=node, ranks=ranks, master_port=master_port)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     display = Display()
     try:

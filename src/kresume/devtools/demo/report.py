@@ -59,14 +59,10 @@ def _fmt(v: Any, digits: int = 1) -> str:
 
 def summary(result: dict[str, Any], console: Console) -> None:
     """Print the summary of a :func:`~kresume.devtools.demo.run.run_demo` result."""
-    t = Table(title="Preemptions and restarts", title_justify="left")
-    for col in ("#", "preempted pod", "moment", "at step", "resumed at step", "lost steps", "time to resume (s)"):
-        t.add_column(col, justify="right" if col in ("#", "at step", "resumed at step", "lost steps",
-                                                      "time to resume (s)") else "left")  # fmt: skip
-    for p in result["preemptions"]:
-        t.add_row(str(p["index"]), p["pod"], p["moment"], _fmt(p["last_step_before"]), _fmt(p["resumed_step"]),
-                  _fmt(p["lost_steps"]), _fmt(p["time_to_resume_s"]))  # fmt: skip
-    console.print(t)
+    if result.get("ranks", 1) > 1:
+        ranks_table(result, console)
+    else:
+        _preemptions_table(result, console)
     a = Table(title="Admissions: what the webhook injected and what the trainer did", title_justify="left")
     for col in ("pod", "injected step", "trainer started at", "checkpoint loads (global_step)", "check"):
         a.add_column(col)
@@ -78,7 +74,8 @@ def summary(result: dict[str, Any], console: Console) -> None:
     if result.get("node"):
         console.print(f"node: {result['node']}" + (f"; helm test passed ({result['helm_test']['seconds']} s)"
                                                    if (result.get("helm_test") or {}).get("passed") else ""))
-    timeline_table(result, console)
+    if result.get("ranks", 1) == 1:
+        timeline_table(result, console)
     console.print(f"final step: {result['final_step']} of {result['settings']['max_steps']} planned; "
                   f"{len(result['committed'])} checkpoints committed; job {result['durations'].get('job_s')} s, "
                   f"total {result['durations'].get('total_s', '-')} s")  # fmt: skip
@@ -90,7 +87,8 @@ def summary(result: dict[str, Any], console: Console) -> None:
         for name, path in result["logs"].items():
             console.print(f"  {name}: {path}", markup=False)
     if result["ok"]:
-        console.print(Text("\nALL CHECKS PASSED: every restart resumed from the newest committed checkpoint",
+        console.print(Text("\nALL CHECKS PASSED: every restart resumed from the newest committed checkpoint"
+                           + (" (every rank from the same, whole step)" if result.get("ranks", 1) > 1 else ""),
                            style="bold green"))  # fmt: skip
     else:
         console.print(Text("\nCHECKS FAILED:", style="bold red"))
@@ -128,3 +126,30 @@ def timeline_table(result: dict[str, Any], console: Console) -> None:
               f"(kresume's share = {med['kresume_to_cp']}x cp)") if med.get("cp_s") else ""
         console.print(f"kresume's share of a restart (median): {med['kresume_s']:.2f} s of {med['total_s']:.1f} s "
                       f"({100 * med['kresume_share']:.1f} %){cp}")
+
+
+def _preemptions_table(result: dict[str, Any], console: Console) -> None:
+    t = Table(title="Preemptions and restarts", title_justify="left")
+    for col in ("#", "preempted pod", "moment", "at step", "resumed at step", "lost steps", "time to resume (s)"):
+        t.add_column(col, justify="right" if col in ("#", "at step", "resumed at step", "lost steps",
+                                                      "time to resume (s)") else "left")  # fmt: skip
+    for p in result["preemptions"]:
+        t.add_row(str(p["index"]), p["pod"], p["moment"], _fmt(p["last_step_before"]), _fmt(p["resumed_step"]),
+                  _fmt(p["lost_steps"]), _fmt(p["time_to_resume_s"]))  # fmt: skip
+    console.print(t)
+
+
+def ranks_table(result: dict[str, Any], console: Console) -> None:
+    """The multi-rank demo's restarts (:mod:`kresume.devtools.demo.ranks`): per restart, the step each rank
+    resumed from."""
+    t = Table(title=f"Preemptions and restarts ({result['ranks']} ranks; the whole job restarts each time)",
+              title_justify="left")
+    for col in ("#", "preempted", "moment", "other ranks", "at step", "resumed (per rank)", "lost steps",
+                "time to resume (s)"):
+        t.add_column(col, justify="right" if col in ("#", "at step", "lost steps", "time to resume (s)") else "left")
+    for p in result["preemptions"]:
+        steps = ", ".join(f"r{k}={v}" for k, v in sorted((p.get("resumed_steps") or {}).items(), key=lambda kv: int(kv[0])))
+        others = "; ".join(f"r{k}: {v}" for k, v in sorted((p.get("survivors") or {}).items()))
+        t.add_row(str(p["index"]), f"rank {p['rank']} ({p['pod']})", p["moment"], others, _fmt(p["last_step_before"]),
+                  steps or "-", _fmt(p["lost_steps"]), _fmt(p["time_to_resume_s"]))  # fmt: skip
+    console.print(t)

@@ -79,7 +79,12 @@ def run_demo(settings: DemoSettings, display: Display) -> dict[str, Any]:
     stack_class = choose_stack(settings, display.say)
     with stack_class(settings, work_dir, display.say) as stack:
         display.say(f"stack ready in {time.time() - t_begin:.0f} s; logs under {work_dir}")
-        demo = _Demo(settings, stack, display)
+        if settings.ranks > 1:
+            from kresume.devtools.demo.ranks import RanksDemo
+
+            demo: _Demo | RanksDemo = RanksDemo(settings, stack, display)
+        else:
+            demo = _Demo(settings, stack, display)
         result = demo.run()
     result["durations"]["total_s"] = round(time.time() - t_begin, 1)
     result["work_dir"] = str(work_dir)
@@ -100,6 +105,11 @@ def choose_stack(settings: DemoSettings, say: Any) -> type[Stack]:
     if settings.node not in ("auto", "kubelet", "agent"):
         raise ValueError(f"--node {settings.node!r}: choose auto, kubelet or agent")
     if settings.node == "agent":
+        return Stack
+    if settings.ranks > 1:  # the real kubelet mode builds one image per demo and runs one node: not wired for ranks
+        if settings.node == "kubelet":
+            raise ValueError("--ranks > 1 runs on the node agent only: use --node agent (or auto)")
+        say("using the node agent (containers as local processes): --ranks > 1 runs there")
         return Stack
     from kresume.devtools import localcluster
 

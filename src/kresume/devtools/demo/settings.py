@@ -8,6 +8,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[4]
 TRAIN_SCRIPT = REPO / "examples" / "lightning" / "train.py"
+DCP_TRAIN_SCRIPT = REPO / "examples" / "dcp" / "train.py"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class DemoSettings:
     trainer_command: tuple[str, ...] = ()
     """The trainer container's ``command``; empty: ``python examples/lightning/train.py`` (tests give a broken one
     to check that a container that cannot start is reported at once)."""
+
+    ranks: int = 1
+    """Ranks (pods) of the run. 1: the Lightning Job above. More: a StatefulSet of ``ranks`` pods running
+    ``examples/dcp/train.py`` (torch.distributed over gloo, ``dcp.save`` into each pod's own emptyDir); the
+    operator derives rank = ordinal, world size = replicas (:mod:`kresume.devtools.demo.ranks`)."""
+    master_port: int = 29531
+    """TCP port of rank 0's rendezvous ``TCPStore`` on 127.0.0.1 (node agent pods share the host network)."""
+    collective_timeout: float = 20.0
+    """Seconds a gloo collective waits for a dead peer before the surviving rank fails (``--timeout``)."""
+    settle_seconds: float = 1.0
+    """The sidecar's settle window in the multi-rank demo (``KRESUME_SETTLE_SECONDS``; default 10 s): a DCP
+    shard has no footer, so a rank without ``.metadata`` judges it complete after this quiet time. The demo's
+    shards are written in milliseconds; a real trainer writing GBs keeps the default."""
 
     @property
     def planned_steps(self) -> int:

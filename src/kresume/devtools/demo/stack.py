@@ -180,6 +180,8 @@ class Stack:
         # Pods share the host network on the dev node: the sidecar's metrics port must not collide. The sidecar's
         # grace period is the one the webhook derives from the Job's terminationGracePeriodSeconds, unless set.
         sidecar: dict[str, Any] = {"extraEnv": [{"name": "KRESUME_METRICS_PORT", "value": "0"}]}
+        if self.s.ranks > 1:  # DCP shards have no footer: rank > 0 judges them by quiet time (settings docstring)
+            sidecar["extraEnv"].append({"name": "KRESUME_SETTLE_SECONDS", "value": str(self.s.settle_seconds)})
         if self.s.sidecar_grace_seconds is not None:
             sidecar["graceSeconds"] = self.s.sidecar_grace_seconds
         policy: dict[str, Any] = {
@@ -222,16 +224,6 @@ class Stack:
     def job_manifest(self, train_script: Path) -> dict[str, Any]:
         """The demo's batch/v1 Job: the example Lightning trainer, opted in with the kresume label."""
         s = self.s
-        env: list[dict[str, Any]] = []
-        if self.store_env:  # Lightning reads the injected s3:// URL itself: it needs the endpoint and keys
-            env = [
-                {"name": key, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-            ] + [{"name": k, "value": self.store_env[k]}
-                 for k in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED")]  # fmt: skip
-        elif self.storage_options:
-            env = [{"name": f"FSSPEC_{self.storage.split('://')[0].upper()}",
-                    "value": json.dumps(self.storage_options)}]  # fmt: skip
         args = ["--max-steps", str(s.planned_steps), "--every-n-steps", str(s.every_n_steps),
                 "--step-seconds", str(s.step_seconds), "--report-every", "1", "--save-top-k", "2",
                 "--hidden", str(s.hidden)]  # fmt: skip
@@ -242,9 +234,24 @@ class Stack:
                 "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": s.grace_seconds,
                          "containers": [{"name": "trainer", "image": "kresume-demo/trainer:local",
                                          "command": list(s.trainer_command) or ["python", str(train_script)],
-                                         "args": args, "env": env}]},
+                                         "args": args, "env": self.trainer_env()}]},
             }},
         }  # fmt: skip
+
+    def trainer_env(self) -> list[dict[str, Any]]:
+        """The trainer container's env for reading the store itself (an injected s3:// URL needs the endpoint
+        and keys; other backends their ``FSSPEC_<PROTOCOL>`` options)."""
+        env: list[dict[str, Any]] = []
+        if self.store_env:  # Lightning reads the injected s3:// URL itself: it needs the endpoint and keys
+            env = [
+                {"name": key, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            ] + [{"name": k, "value": self.store_env[k]}
+                 for k in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED")]  # fmt: skip
+        elif self.storage_options:
+            env = [{"name": f"FSSPEC_{self.storage.split('://')[0].upper()}",
+                    "value": json.dumps(self.storage_options)}]  # fmt: skip
+        return env
 
 
 def _store_env_for_operator(store_env: dict[str, str]) -> dict[str, str]:

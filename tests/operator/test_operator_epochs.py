@@ -31,28 +31,31 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("after, rank_seen, expected", [
-    (2, False, (ep.JOIN, "")),  # the first creation failed after its admission (AlreadyExists): its retry joins
-    (2, True, (ep.NEW, ep.REPEATED_RANK)),  # a pod of rank 1 ran in this epoch: this is a restart
-    (61, False, (ep.NEW, ep.REPEATED_RANK)),  # past the join window: a restart whatever the watch saw
+@pytest.mark.parametrize("after, rank_pod, expected", [
+    (2, ep.UNSEEN, (ep.JOIN, "")),  # the creation failed after its admission (AlreadyExists): its retry joins
+    (2, ep.LIVE, (ep.JOIN, "")),  # rank 1's pod of this epoch runs: a second admission of it is a duplicate
+    (3600, ep.LIVE, (ep.JOIN, "")),
+    (2, ep.ENDED, (ep.NEW, ep.REPEATED_RANK)),  # its pod of this epoch ended: this is a restart
+    (61, ep.UNSEEN, (ep.NEW, ep.REPEATED_RANK)),  # never seen, past the join window: a restart
 ])
-def test_a_retried_creation_of_a_rank_joins_only_when_no_pod_of_it_was_seen(after, rank_seen, expected):
+def test_a_repeated_rank_is_a_restart_only_when_its_pod_in_the_epoch_ended(after, rank_pod, expected):
     assert ep.decide(epoch((0, 1)), 1, 2, T0 + timedelta(seconds=after), live=True, bad=False, join_seconds=60,
-                     rank_seen=rank_seen) == expected
+                     rank_pod=rank_pod) == expected
 
 
-def test_live_pods_remember_the_injected_rank_of_each_epoch():
+def test_live_pods_follow_each_ranks_pod_of_each_epoch():
     from kresume.operator.epochbook import LivePods
 
     live = LivePods()
     pod = {"metadata": {"uid": "u1", "annotations": {"kresume.dev/epoch": "tok"}},
            "spec": {"containers": [{"name": "trainer", "env": [{"name": "KRESUME_RANK", "value": "1"}]}]},
            "status": {"phase": "Running"}}
-    assert not live.rank_seen("tok", 1)
+    assert live.rank_pod("tok", 1) == ep.UNSEEN
     live.observed(pod, deleted=False)
-    assert live.rank_seen("tok", 1) and not live.rank_seen("tok", 0) and not live.rank_seen("other", 1)
-    live.observed(pod, deleted=True)
-    assert live.rank_seen("tok", 1) and not live.live("tok")
+    assert live.rank_pod("tok", 1) == ep.LIVE and live.rank_pod("tok", 0) == ep.UNSEEN
+    assert live.rank_pod("other", 1) == ep.UNSEEN
+    live.observed({**pod, "status": {"phase": "Failed"}}, deleted=False)
+    assert live.rank_pod("tok", 1) == ep.ENDED and not live.live("tok")
 
 
 @pytest.mark.parametrize("case, current, rank, world, after, live, bad, expected", CASES, ids=[c[0] for c in CASES])

@@ -36,19 +36,24 @@ class LivePods:
 
     def __init__(self) -> None:
         self._pods: dict[str, set[str]] = {}
-        self._ranks: dict[str, set[int]] = {}
+        self._ranks: dict[str, dict[int, set[str]]] = {}
+        """token -> rank -> live pod keys of that rank (an empty set: seen, none live now)."""
 
     def observed(self, pod: Mapping[str, Any], *, deleted: bool) -> None:
         meta = pod.get("metadata") or {}
         token = ((meta.get("annotations") or {}).get(contract.ANN_EPOCH) or "").strip()
         if not token:
             return
+        key = str(meta.get("uid") or meta.get("name") or "")
         rank = _injected_rank(pod)
         if rank is not None:
-            self._ranks.setdefault(token, set()).add(rank)
+            of_rank = self._ranks.setdefault(token, {}).setdefault(rank, set())
+            if not deleted and decisions.is_live(dict(pod)):
+                of_rank.add(key)
+            else:
+                of_rank.discard(key)
             if len(self._ranks) > 256:  # tokens only grow; the oldest (dicts keep insertion order) go first
                 del self._ranks[next(iter(self._ranks))]
-        key = str(meta.get("uid") or meta.get("name") or "")
         pods = self._pods.setdefault(token, set())
         if not deleted and decisions.is_live(dict(pod)):
             pods.add(key)
@@ -61,9 +66,10 @@ class LivePods:
         """True while a pod admitted into epoch ``token`` has been seen and has not finished."""
         return bool(self._pods.get(token))
 
-    def rank_seen(self, token: str, rank: int) -> bool:
-        """True once a pod of ``rank`` admitted into epoch ``token`` has been seen (live or not)."""
-        return rank in self._ranks.get(token, ())
+    def rank_pod(self, token: str, rank: int) -> str:
+        """``live`` / ``ended`` / ``unseen``: ``rank``'s pod in epoch ``token`` (:data:`epochs.RANK_POD_STATES`)."""
+        pods = self._ranks.get(token, {}).get(rank)
+        return epochs.UNSEEN if pods is None else epochs.LIVE if pods else epochs.ENDED
 
 
 def _injected_rank(pod: Mapping[str, Any]) -> int | None:
@@ -131,7 +137,7 @@ async def _decide(resolver: Resolver, live: LivePods, namespace: str, run: str, 
     now = datetime.now(UTC)
     action, why = epochs.decide(current, rank, world_size, now, live=current is not None and live.live(
         current.token), bad=bad, join_seconds=join_seconds,
-        rank_seen=current is None or live.rank_seen(current.token, rank))
+        rank_pod=live.rank_pod(current.token, rank) if current is not None else epochs.ENDED)
     if action == epochs.JOIN and current is not None:
         return Admitted(current.joined(rank), Outcome(current.resume, SOURCE_EPOCH, None, 0.0), True)
     outcome = await resolver.resolve(url, options, budget=budget, fallback=fallback)

@@ -25,6 +25,9 @@ from kresume.injection import Resume
 from kresume.operator import decisions
 
 JOIN, NEW = "join", "new"
+#: What the pod watch knows of a rank's pod in the current epoch (:func:`decide`'s ``rank_pod``).
+LIVE, ENDED, UNSEEN = "live", "ended", "unseen"
+RANK_POD_STATES = (LIVE, ENDED, UNSEEN)
 #: Why :func:`decide` started a new epoch.
 FIRST, REPEATED_RANK, CLOSED, BAD_MARK, WORLD_CHANGED = "first", "repeated-rank", "closed", "bad-mark", "world-size"
 
@@ -77,14 +80,17 @@ def new_token(now: datetime, rand: str | None = None) -> str:
 
 
 def decide(current: Epoch | None, rank: int, world_size: int, now: datetime, *, live: bool, bad: bool,
-           join_seconds: float, rank_seen: bool = True) -> tuple[str, str]:
+           join_seconds: float, rank_pod: str = "ended") -> tuple[str, str]:
     """``(JOIN, "")`` or ``(NEW, why)`` for the admission of ``rank`` of a run of ``world_size`` (module rules).
 
     ``live``: a pod of ``current`` is live (the pod watch); ``bad``: ``current``'s checkpoint is marked bad.
-    ``rank_seen``: the pod watch has seen a pod of ``rank`` admitted into ``current``. An admission is not a pod:
-    the creation can still fail after it (a StatefulSet recreating ``name-1`` while the old object is not gone
-    yet gets ``AlreadyExists`` and retries), so a repeated rank that never showed up as a pod, inside the join
-    window, is that retry and joins (else each retry would start an epoch and split the ranks).
+    ``rank_pod``: what the pod watch knows of ``rank``'s pod in ``current`` (:data:`RANK_POD_STATES`): ``live``
+    (running, not being deleted), ``ended`` (seen, then finished or deleted) or ``unseen``. An admission is not
+    a pod: the creation can fail after it (a StatefulSet recreating ``name-1`` gets ``AlreadyExists`` while the
+    old object is not gone yet, and retries; a controller may create twice). A repeated rank is a restart only
+    when its pod in the epoch has ended; while that pod is live, or inside the join window when no pod of it was
+    ever seen, the admission is such a retry and joins (else each retry would start an epoch and split the
+    ranks' epochs, so their parts could never meet).
     """
     if current is None:
         return NEW, FIRST
@@ -95,5 +101,6 @@ def decide(current: Epoch | None, rank: int, world_size: int, now: datetime, *, 
     started = decisions.parse_time(current.started)
     recent = started is not None and (now - started).total_seconds() < join_seconds
     if rank in current.ranks:
-        return (JOIN, "") if recent and not rank_seen else (NEW, REPEATED_RANK)
+        retry = rank_pod == LIVE or (rank_pod == UNSEEN and recent)
+        return (JOIN, "") if retry else (NEW, REPEATED_RANK)
     return (JOIN, "") if live or recent else (NEW, CLOSED)

@@ -10,8 +10,8 @@ round the rules are (docs/store-protocol.md "Resume epochs"; issue 14 "Acceptanc
 3. it is the newest whole step: no committed step newer than it was visible before the round's rank 0 trainer
    launched (``resume_from()`` runs after that; a commit landing later may or may not be seen);
 4. no step (not only the resumed one) was ever committed with a rank missing;
-5. lost steps: 0 after a graceful preemption (every rank saves the agreed stop step), at most one checkpoint
-   interval after a SIGKILL (:func:`kresume.devtools.demo.chaos.lost_steps_problem`).
+5. lost steps: 0 after a graceful preemption (every rank saves the agreed stop step), at most two checkpoint
+   intervals after a SIGKILL (:func:`kresume.devtools.demo.ranks.lost_steps_problem`).
 """
 
 from __future__ import annotations

@@ -102,6 +102,25 @@ def test_never_says_how_the_trainer_ended():
     assert "died during its final save" in leaves("Never", died, now=100, settle_seconds=0)
 
 
+def test_a_flush_begun_because_the_trainer_left_is_called_off_when_its_lock_is_held_again():
+    import logging
+
+    from kresume.sidecar.ledger import Ledger
+    from kresume.sidecar.metrics import Health
+    from kresume.sidecar.shutdown import Shutdown
+    from kresume.store.deadline import Deadline
+
+    requests = Deadline("test")
+    sd = Shutdown(5.0, Ledger(), Health(stale_after=30), logging.getLogger("test"), lambda: None, requests)
+    sd.leave(600.0, "the trainer ended")
+    assert sd.deadline is not None and sd.leaving and 590 < requests.remaining() < 600
+    sd.leave(1.0, "again")  # no-op: one flush at a time
+    assert sd.deadline - time.monotonic() > 590
+    assert sd.stay("held again") is True
+    assert sd.deadline is None and sd.leaving is None and requests.remaining() is None  # store requests unbounded
+    assert sd.stay("held again") is False  # nothing to call off
+
+
 # --- real processes -----------------------------------------------------------------------------------------
 def _trainer(out: Path, run, *args: str) -> subprocess.Popen:
     url, options, env, _ = run

@@ -206,6 +206,11 @@ class Sidecar:
             if deadline is not None:
                 if trainer is None:
                     continue  # the signal came during this turn's rescan: probe, then rescan again
+                if trainer.alive and self.shutdown.stay("the trainer lock is held again after the sidecar began "
+                                                        "to leave (a trainer process started)"):
+                    self.watch.observe(trainer, now=time.monotonic())
+                    done_before = False
+                    continue
                 deadline = self.shutdown.follow_trainer(trainer)
                 now = time.monotonic()
                 if trainer.alive is False:

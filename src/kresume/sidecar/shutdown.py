@@ -111,6 +111,18 @@ class Shutdown:
                       extra={"fields": {"reason": why, "seconds": seconds}})
         self.wake()
 
+    def stay(self, why: str) -> bool:
+        """Call off a flush started by :meth:`leave` (no signal came since): the deadline and the store's
+        request limit are removed and the sidecar runs on. Returns False (nothing changed) after a signal."""
+        with self._lock:
+            if self.signalled or self.leaving is None:
+                return False
+            self.deadline, self.leaving = None, None
+        self.requests.clear()
+        self.health.ready, self.health.reason = True, ""
+        self.log.warning("%s: staying", why, extra={"fields": {"reason": why}})
+        return True
+
     def _watch(self) -> None:
         """Start the deadline's watchdog thread once (it follows later, earlier deadlines)."""
         if not self._watching:

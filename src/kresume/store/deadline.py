@@ -65,6 +65,13 @@ class Deadline:
         with self._lock:
             self._at = max(self._at or 0.0, self._clock() + self.idle)
 
+    def clear(self) -> None:
+        """Remove a fixed limit (requests are unbounded again); an idle budget is not affected. For a flush that
+        was started and then called off (a legacy-mode sidecar whose trainer took its lock again)."""
+        if self.idle is None:
+            with self._lock:
+                self._at = None
+
     def remaining(self) -> float | None:
         """Seconds left (≤ 0 when passed), or ``None`` when no limit is set."""
         with self._lock:

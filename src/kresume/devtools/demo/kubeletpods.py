@@ -9,9 +9,10 @@
   waits, SIGKILLs); ``kill`` = node loss: the kubelet and every container of the node die at once, the pods are
   force-deleted as the node lifecycle controller would (faster), and the node comes back.
 
-A finished trainer leaves its pod Running on a kubelet before 1.28: the injected sidecar is a regular container
-that nothing stops (native sidecars need 1.28+). So a pod counts as done once its ``trainer`` container has
-terminated, or the pod is gone or in a final phase.
+On a kubelet before 1.28 the injected sidecar is a regular container that the kubelet never stops (native sidecars
+need 1.28+); it leaves by itself a few seconds after the trainer exited (``KRESUME_RESTART_POLICY``,
+:mod:`kresume.sidecar.leaving`). A pod counts as done as soon as its ``trainer`` container has terminated, or the
+pod is gone or in a final phase, without waiting for that.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ exactly what each one holds (the truth the invariants compare the store with).
 
 Checkpoints are written the way trainers write them (/work/shared/writers.md): ``torch.save`` files in place
 (Lightning's ``epoch=E-step=N.ckpt`` names), ``dcp.save`` folders (``step_N/``: shards, then ``.metadata``
-renamed in), and marker folders (files, then ``.kresume-complete`` last; no step in the name or content, so
-the store orders them by commit time). A write that fails (a full disk) is recorded as failed, with whatever
+renamed in), and marker folders (files, then ``.kresume-complete`` last, built in a staging folder next to the watched
+one and renamed in; no step in the name or content, so the store orders them by commit time). A write that fails (a full disk) is recorded as failed, with whatever
 it left behind.
 """
 
@@ -106,11 +106,14 @@ class Trainer:
                     warnings.filterwarnings("ignore", message="torch.distributed is disabled")
                     dcp.save({"w": torch.randn(numel // 2), "b": torch.randn(numel // 2),
                               "step": torch.tensor(step)}, checkpoint_id=str(path))
-            else:
-                path.mkdir()
-                torch.save({"w": torch.randn(numel)}, path / "weights.pt")
-                (path / "config.json").write_text('{"export": %d}' % n)
-                (path / MARKER).write_text("")
+            else:  # built aside, then renamed in: written in place, its weights.pt would be committed alone
+                # first (tests/faults/test_faults_findings.py)
+                aside = self.watch.parent / f".{self.watch.name}-staging" / name
+                aside.mkdir(parents=True)
+                torch.save({"w": torch.randn(numel)}, aside / "weights.pt")
+                (aside / "config.json").write_text('{"export": %d}' % n)
+                (aside / MARKER).write_text("")
+                os.rename(aside, path)
             ok = True
         except (KeyboardInterrupt, SystemExit):
             raise

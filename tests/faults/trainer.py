@@ -3,9 +3,9 @@ exactly what each one holds (the truth the invariants compare the store with).
 
 Checkpoints are written the way trainers write them (/work/shared/writers.md): ``torch.save`` files in place
 (Lightning's ``epoch=E-step=N.ckpt`` names), ``dcp.save`` folders (``step_N/``: shards, then ``.metadata``
-renamed in), and marker folders (files, then ``.kresume-complete`` last, built in a staging folder next to the watched
-one and renamed in; no step in the name or content, so the store orders them by commit time). A write that fails (a full disk) is recorded as failed, with whatever
-it left behind.
+renamed in), and marker folders (files, then ``.kresume-complete`` last, built in a staging folder next to the
+watched one and renamed in; no step in the name or content, so the store orders them by commit time). A write
+that fails (a full disk) is recorded as failed, with whatever it left behind.
 """
 
 from __future__ import annotations

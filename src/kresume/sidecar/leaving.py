@@ -8,15 +8,13 @@ webhook passes the pod's ``restartPolicy`` to a legacy sidecar (``KRESUME_RESTAR
 where the kubelet stops the sidecar after the trainer) and the sidecar leaves — commits what is complete, then
 exits 0 — when the kubelet will never run the trainer again:
 
-================  ===========================================================================================
-``Never``         the trainer is gone: its lock (:data:`kresume.contract.TRAINER_LOCK`, held for the trainer
-                  process's life by ``resume_from()`` and the preemption hooks) was seen held, and has been free
-                  for ``settle_seconds``; however the trainer ended (0, a crash, OOM-kill), it will not restart.
-``OnFailure``     the same, and the trainer's notice says ``finished`` (``kresume.training_finished()``, written
-                  by the Lightning/HF hooks at the end of a normal fit): the kubelet restarts a trainer that
-                  failed in place, and that one needs its sidecar; one that exited 0 after finishing is done.
-``Always``, unset  never: the kubelet restarts the trainer whatever its exit (or the mode is native).
-================  ===========================================================================================
+- ``Never``: the trainer is gone: its lock (:data:`kresume.contract.TRAINER_LOCK`, held for the trainer process's
+  life by ``resume_from()`` and the preemption hooks) was seen held, and has been free for ``settle_seconds``;
+  however the trainer ended (0, a crash, OOM-kill), it will not restart.
+- ``OnFailure``: the same, and the trainer's notice says ``finished`` (``kresume.training_finished()``, written by
+  the Lightning/HF hooks at the end of a normal fit): the kubelet restarts a trainer that failed in place, and that
+  one needs its sidecar; one that exited 0 after finishing is done.
+- ``Always``, or unset: never: the kubelet restarts the trainer whatever its exit (or the mode is native).
 
 A lock that is free while the notice says ``saving`` means the trainer died in the middle of its save (no process
 holds the lock: nobody will finish that checkpoint); what is complete is still committed. While the lock is held

@@ -7,7 +7,8 @@ admission of rank r **joins** the current epoch — the same checkpoint and ``KR
 newer checkpoint was committed since — when (:func:`decide`):
 
 * there is a current epoch of the same world size, whose checkpoint is not marked bad,
-* r has not been admitted in it yet (a repeated rank is a restart of that rank: the others restart too), and
+* r has not been admitted in it yet (a repeated rank is a restart of that rank: the others restart too) — or
+  r's pod in it is still live or was never seen inside the join window (a retried creation; :func:`decide`), and
 * it is still open: a pod of it is live, or it started less than ``epochJoinSeconds`` ago.
 
 Otherwise it starts a **new** epoch: the newest valid whole checkpoint now and a fresh token

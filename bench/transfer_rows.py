@@ -67,11 +67,14 @@ def measure(target: Target, src: Path, label: str, tools: list[str], repeats: in
     up = {t: ToolResult(t, nbytes) for t in tools}
     down = {t: ToolResult(t, nbytes) for t in tools if t != "cp"}
     env = target.env
+    # The row's label names it in the table ("file 8 MB"); the store keys use it without spaces, since kresume
+    # refuses URLs with whitespace (kresume.store.urls).
+    key = label.replace(" ", "-")
     upload_rounds = repeats if "upload" in directions else 1
     restore_rounds = repeats if "restore" in directions else 0
     for rnd in range(upload_rounds):
         for tool in _order(tools, rnd):
-            tag = f"{label}-{rnd}"
+            tag = f"{key}-{rnd}"
             if tool == "cp":
                 dest = work / "cp-dest"
                 shutil.rmtree(dest, ignore_errors=True)
@@ -90,12 +93,12 @@ def measure(target: Target, src: Path, label: str, tools: list[str], repeats: in
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
             down[tool].samples.append(
-                procs.run(peers_mod.Peer(tool).download(target, src, f"{label}-0", dest), env=env))
+                procs.run(peers_mod.Peer(tool).download(target, src, f"{key}-0", dest), env=env))
             _check_download(dest / src.name, nbytes, tool)
             shutil.rmtree(dest, ignore_errors=True)
             log(f"  {target.name} restore {label} round {rnd} {tool}: {down[tool].samples[-1].seconds:.2f} s")
     for tool in down:
-        _delete(target, tool, f"{label}-0")
+        _delete(target, tool, f"{key}-0")
     _vacuum(target)
     ceiling = {"cp": up["cp"]} if "cp" in up else {}
     rows = {"upload": TransferRow(f"upload {label}", target.name, up),

@@ -5,9 +5,10 @@ the newest committed checkpoint, and (issue 15) at the very step where the old p
 preemption, at most one checkpoint interval back after SIGKILL.
 
 The demo runs as a separate process (as a user would); its --json-out is read. The four-preemption test is the
-seeded small version of the campaign and runs in the normal suite (marked ``slow``, which CI runs); the trainer's
-torch + Lightning import dominates every restart. The >= 20-preemption campaign is ``pytest -m campaign tests/e2e``
-(bench/RESULTS.md, "Preemption: steps lost and the restart time line", records its result and its duration).
+seeded small version of the campaign and runs in the normal suite (marked ``slow``, which CI runs; 2 min here);
+the trainer's torch + Lightning import dominates every restart. The >= 20-preemption campaign is
+``pytest -m campaign tests/e2e`` (bench/RESULTS.md, "Preemption: steps lost and the restart time line", records
+its result and its duration).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def test_an_older_step_than_one_visible_before_launch_fails():
     assert problems and "step 20 was committed before the trainers launched" in problems[0]
     # committed after the trainers launched: resuming from the older step is right
     late = seen(20, 150.0)
-    assert round_problems(rnd({0: 10, 1: 10}, {0: s10.url, 1: s10.url}), [s10, late], {**wholes, late.id: WHOLE}, 2) == []
+    wholes[late.id] = WHOLE
+    assert round_problems(rnd({0: 10, 1: 10}, {0: s10.url, 1: s10.url}), [s10, late], wholes, 2) == []
 
 
 def test_a_step_with_a_missing_rank_fails_resumed_or_not():
@@ -63,3 +64,11 @@ def test_a_rank_that_never_started_and_a_wrong_fresh_start_fail():
 def test_target_ranks_are_seeded_and_cover_every_rank():
     assert ranks.target_ranks(20, 3, 2) == ranks.target_ranks(20, 3, 2)
     assert set(ranks.target_ranks(20, 3, 2)) == {0, 1}
+
+
+def test_lost_steps_rule_of_a_multi_rank_restart():
+    from kresume.devtools.demo.rankchecks import lost_steps_problem
+
+    assert lost_steps_problem("step", 0, 10) is None and lost_steps_problem("step", 1, 10)
+    assert lost_steps_problem("kill", 13, 10) is None  # a kill before the newest save was whole on every rank
+    assert lost_steps_problem("kill", 21, 10)

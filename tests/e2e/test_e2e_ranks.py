@@ -30,8 +30,8 @@ def run_ranks_demo(tmp_path: Path, *args: str, timeout: float) -> tuple[dict, su
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, "-m", "kresume.devtools.demo", "--node", "agent", "--ranks", "2", "--store",
-         f"file://{tmp_path / 'store'}", "--master-port", str(_free_port()), *args, "--work-dir", str(tmp_path / "demo"),
-         "--json-out", str(out), "--timeout", str(timeout - 120)],
+         f"file://{tmp_path / 'store'}", "--master-port", str(_free_port()), *args,
+         "--work-dir", str(tmp_path / "demo"), "--json-out", str(out), "--timeout", str(timeout - 120)],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert out.exists(), f"no result (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

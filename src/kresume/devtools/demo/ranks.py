@@ -1,8 +1,8 @@
 """``kresume demo --ranks N``: a real N-rank torch.distributed run, one rank preempted again and again.
 
-The run is a StatefulSet of N pods (``podManagementPolicy: OrderedReady``: one admission at a time) running ``examples/dcp/train.py``: gloo over
-loopback, rank 0's pod hosts the ``TCPStore`` on ``127.0.0.1:<master_port>``, every rank ``dcp.save`` s into its own
-emptyDir, and its sidecar commits its part; the operator derives rank = ordinal and world size = replicas and gives
+The run is a StatefulSet of N pods (``podManagementPolicy: OrderedReady``: one admission at a time) running
+``examples/dcp/train.py``: gloo over loopback, rank 0's pod hosts the ``TCPStore`` on ``127.0.0.1:<master_port>``,
+every rank ``dcp.save`` s into its own emptyDir, and its sidecar commits its part; the operator derives rank = ordinal and world size = replicas and gives
 every pod admitted into one resume epoch the same ``KRESUME_EPOCH`` and checkpoint.
 
 A preemption hits one rank's pod (seeded: which rank, which moment, :mod:`kresume.devtools.demo.chaos` modes). The
@@ -98,16 +98,6 @@ def statefulset_manifest(s: DemoSettings, trainer_env: list[dict[str, Any]]) -> 
                                    "command": list(s.trainer_command) or ["python", str(DCP_TRAIN_SCRIPT)],
                                    "args": args, "env": trainer_env}]}}},
     }  # fmt: skip
-
-
-def lost_steps_problem(mode: str, lost: int | None, every_n_steps: int) -> str | None:
-    """Issue 15's rule for a multi-rank restart: 0 lost steps after a graceful preemption (every rank saves the
-    agreed stop step); after a SIGKILL at most two checkpoint intervals, not one as for one pod: a step is whole
-    only once every rank's shard has settled and uploaded, so a kill within that time of a save also loses the
-    interval before it. None when the rule holds."""
-    if mode == "kill" and lost is not None and every_n_steps < lost <= 2 * every_n_steps:
-        return None
-    return chaos.lost_steps_problem(mode, lost, every_n_steps)
 
 
 def target_ranks(count: int, seed: int, world_size: int) -> list[int]:
@@ -231,7 +221,8 @@ class RanksDemo:
             return
         p.next_epoch, p.resumed_steps = rnd.epoch, dict(rnd.start_step)
         p.resumed_at = max(float(pod.start["time"]) for pod in self.pods if pod.epoch == rnd.epoch and pod.start)
-        self.d.say(f"every rank resumed: {', '.join(f'rank {k} at step {v}' for k, v in sorted(rnd.start_step.items()))}"
+        steps = ", ".join(f"rank {k} at step {v}" for k, v in sorted(rnd.start_step.items()))
+        self.d.say(f"every rank resumed: {steps}"
                    f" (before the preemption: step {p.last_step_before}; lost {p.lost_steps}), "
                    f"{p.resumed_at - p.at:.1f} s after it")  # fmt: skip
 
@@ -286,7 +277,8 @@ class RanksDemo:
                 moment = f"SIGTERM of rank {rank} as its dcp.save of step {last} runs"
         elif planned.mode == "upload":
             folder = Path(pod.runner.volume_dirs.get(contract.VOLUME_NAME) or "/nonexistent")
-            whole = {d.name for d in folder.glob("step_*") if (d / (".metadata" if rank == 0 else f"__{rank}_0.distcp")).exists()}
+            mine = ".metadata" if rank == 0 else f"__{rank}_0.distcp"  # the last file this rank writes
+            whole = {d.name for d in folder.glob("step_*") if (d / mine).exists()}
             if rank not in self._armed:
                 self._armed[rank] = whole
                 return
@@ -374,8 +366,9 @@ class RanksDemo:
             if rnd is None:
                 problems.append(f"preemption {p.index} of rank {p.rank}: the job did not restart with every rank")
                 continue
-            problems += [f"preemption {p.index} of rank {p.rank}: {x}" for x in rankchecks.round_problems(rnd, seen, self.wholes, w)]
-            rule = lost_steps_problem(p.mode, p.lost_steps, s.every_n_steps) if s.expect_zero_loss else None
+            found = rankchecks.round_problems(rnd, seen, self.wholes, w)
+            problems += [f"preemption {p.index} of rank {p.rank}: {x}" for x in found]
+            rule = rankchecks.lost_steps_problem(p.mode, p.lost_steps, s.every_n_steps) if s.expect_zero_loss else None
             if rule:
                 problems.append(f"preemption {p.index} of rank {p.rank}: {rule}")
         last = self._current()

@@ -148,7 +148,8 @@ def ranks_table(result: dict[str, Any], console: Console) -> None:
                 "time to resume (s)"):
         t.add_column(col, justify="right" if col in ("#", "at step", "lost steps", "time to resume (s)") else "left")
     for p in result["preemptions"]:
-        steps = ", ".join(f"r{k}={v}" for k, v in sorted((p.get("resumed_steps") or {}).items(), key=lambda kv: int(kv[0])))
+        resumed = sorted((p.get("resumed_steps") or {}).items(), key=lambda kv: int(kv[0]))
+        steps = ", ".join(f"r{k}={v}" for k, v in resumed)
         others = "; ".join(f"r{k}: {v}" for k, v in sorted((p.get("survivors") or {}).items()))
         t.add_row(str(p["index"]), f"rank {p['rank']} ({p['pod']})", p["moment"], others, _fmt(p["last_step_before"]),
                   steps or "-", _fmt(p["lost_steps"]), _fmt(p["time_to_resume_s"]))  # fmt: skip

@@ -196,15 +196,9 @@ def _dcp(unit: Unit, listing: Listing, reader: ContentReader, now_ns: int, settl
     v = _newest_last(unit, meta, ".metadata")
     if not v.ok:
         return v
-    try:
-        data = reader.with_fd(meta, peek.read_all)
-        extents = peek.dcp_storage_extents(data)
-    except OSError as exc:
-        return reader.os_verdict(meta, exc)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        return corrupt(f"{unit.rel}/.metadata does not unpickle ({exc})")
-    if extents is None:
-        return corrupt(f"{unit.rel}/.metadata has no storage_data (not a DCP checkpoint?)")
+    extents = dcp_extents(unit, reader, meta)
+    if isinstance(extents, Verdict):
+        return extents
     for rel, need in sorted(extents.items()):
         e = listing.get(f"{unit.rel}/{rel}")
         if e is None or e.kind != "file":
@@ -212,6 +206,22 @@ def _dcp(unit: Unit, listing: Listing, reader: ContentReader, now_ns: int, settl
         if e.size < need:
             return corrupt(f"{unit.rel}/{rel}: {e.size} B, .metadata needs {need} B")
     return _members(unit, reader, now_ns, settle_ns)
+
+
+def dcp_extents(unit: Unit, reader: ContentReader, meta: Entry) -> dict[str, int] | Verdict:
+    """The bytes each shard file must hold, read from the unit's DCP ``.metadata`` entry ``meta``
+    (``{relative shard path: minimum size in B}``, :func:`peek.dcp_storage_extents`: no code executed), or the
+    verdict that says why it cannot be read (an OS error; corrupt when it does not unpickle or has no
+    ``storage_data``)."""
+    try:
+        extents = peek.dcp_storage_extents(reader.with_fd(meta, peek.read_all))
+    except OSError as exc:
+        return reader.os_verdict(meta, exc)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        return corrupt(f"{unit.rel}/.metadata does not unpickle ({exc})")
+    if extents is None:
+        return corrupt(f"{unit.rel}/.metadata has no storage_data (not a DCP checkpoint?)")
+    return extents
 
 
 def deepspeed_announced(unit: Unit, listing: Listing, reader: ContentReader) -> tuple[Verdict, str]:

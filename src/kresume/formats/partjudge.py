@@ -26,10 +26,8 @@ a rank-0 part never lacks it (a part is immutable; a later ``.metadata`` would b
 
 from __future__ import annotations
 
-import pickle
-
-from kresume.formats import peek
-from kresume.formats.judge import ContentReader, _file_verdict, _newest_last, _settled, deepspeed_announced, judge
+from kresume.formats.judge import (ContentReader, _file_verdict, _newest_last, _settled, dcp_extents,
+                                   deepspeed_announced, judge)
 from kresume.formats.listing import Entry, Listing
 from kresume.formats.safeopen import UnsafePath
 from kresume.formats.units import Rules, Unit, is_temp
@@ -100,14 +98,9 @@ def _dcp_part(unit: Unit, listing: Listing, reader: ContentReader, coordinator: 
 
 def _local_extents(unit: Unit, listing: Listing, reader: ContentReader, meta: Entry) -> Verdict:
     """The local shards ``.metadata`` names hold their storage extents (the others live on other pods)."""
-    try:
-        extents = peek.dcp_storage_extents(reader.with_fd(meta, peek.read_all))
-    except OSError as exc:
-        return reader.os_verdict(meta, exc)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        return corrupt(f"{unit.rel}/.metadata does not unpickle ({exc})")
-    if extents is None:
-        return corrupt(f"{unit.rel}/.metadata has no storage_data (not a DCP checkpoint?)")
+    extents = dcp_extents(unit, reader, meta)
+    if isinstance(extents, Verdict):
+        return extents
     for rel, need in sorted(extents.items()):
         e = listing.get(f"{unit.rel}/{rel}")
         if e is not None and e.kind == "file" and e.size < need:

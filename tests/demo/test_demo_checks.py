@@ -68,3 +68,31 @@ def test_plan_cycles_through_the_chosen_modes_and_refuses_unknown_ones():
     assert {p.mode for p in chaos.plan(6, 1, 20, ("step", "upload"))} == {"step", "upload"}
     with pytest.raises(ValueError, match="nope"):
         chaos.plan(1, 0, 20, ("step", "nope"))
+
+
+def _seen(step: int, first_seen: float, at: str) -> object:
+    from kresume.devtools.demo.observe import Seen
+
+    return Seen(id=f"id{step}", step=step, url=f"s3://b/run/checkpoints/id{step}/x-{step}.ckpt", committed_at=at,
+                first_seen=first_seen, source_pod="p-0")
+
+
+@pytest.mark.parametrize(("resumed", "start", "want"), [
+    (None, 60, []),  # the injected one
+    (62, 62, []),  # resume_from() found the old pod's final save, committed after the admission
+    (62, 60, ["p-1: the trainer started at step 60, not at the checkpoint's 62"]),
+    (40, 40, ["p-1: the trainer resumed from s3://b/run/checkpoints/id40/x-40.ckpt (step 40), not the injected, "
+              "newer step 60", "p-1: the trainer started at step 40, not at the checkpoint's 60"]),
+    (99, 99, ["p-1: the trainer resumed from s3://b/run/checkpoints/id99/x-99.ckpt, which is not a committed "
+              "checkpoint of the run", "p-1: the trainer started at step 99, not at the checkpoint's 60"]),
+])  # fmt: skip
+def test_a_trainer_may_resume_from_a_newer_commit_than_the_injected_one(resumed, start, want):
+    """Measured on the real kubelet: the Job controller creates the replacement while the old pod's sidecar still
+    commits the final save (step 62), so step 60 is injected and ``resume_from()`` returns 62 from the store."""
+    seen = [_seen(40, 50.0, "1970-01-01T00:00:50Z"), _seen(60, 90.0, "1970-01-01T00:01:30Z"),
+            _seen(62, 101.0, "1970-01-01T00:01:41Z")]
+    url = {s.step: s.url for s in seen}
+    a = checks.Admission(pod="p-1", lo=100.0, hi=100.5, injected_url=url[60], injected_step=60, start_step=start,
+                         start_resumed_from=url.get(resumed, resumed and f"s3://b/run/checkpoints/id{resumed}/x-{resumed}.ckpt"),
+                         loaded_step=60)
+    assert checks.check(a, seen) == want

@@ -42,7 +42,10 @@ def check_restarts(result: dict, tmp_path: Path) -> None:
     admissions = result["admissions"]
     assert len(admissions) == len(result["preemptions"]) + 1 and admissions[0]["injected_url"] is None
     for adm, pre in zip(admissions[1:], result["preemptions"], strict=True):
-        assert adm["injected_url"] and adm["start_step"] == adm["injected_step"] == adm["loaded_step"]
+        # The injected checkpoint loads; the trainer starts at it, or at the old pod's final save when that was
+        # committed after the admission (resume_from() reads the run's latest; the demo's checks verify which).
+        assert adm["injected_url"] and adm["injected_step"] == adm["loaded_step"]
+        assert adm["start_step"] >= adm["injected_step"]
         assert pre["resumed_step"] == adm["start_step"]
         if pre["mode"] == "kill":
             assert 0 <= pre["lost_steps"] <= result["settings"]["every_n_steps"]

@@ -1,5 +1,6 @@
 """Per-restart checks of the demo (pure): the injected checkpoint was the newest committed one when the pod
-was admitted, it loads, and the trainer resumed at its step.
+was admitted, it loads, and the trainer resumed at its step — or at a newer committed one that ``resume_from()``
+found in the store (the old pod's final save, committed after the admission).
 
 Admission time is known as a window ``[lo, hi]``: ``lo`` is when the previous pod was reported Failed (the
 Job controller creates no replacement while it is active), ``hi`` is when the node agent first listed the new
@@ -72,12 +73,23 @@ def check(a: Admission, seen: Iterable[Seen]) -> list[str]:
         problems.append(f"{a.pod}: the injected checkpoint does not load: {a.load_error}")
     elif a.loaded_step != m.step:
         problems.append(f"{a.pod}: the checkpoint file holds global_step {a.loaded_step}, manifest says {m.step}")
+    # resume_from() returns the newest of the injected checkpoint and the run's committed latest
+    # (kresume.resume): the old pod's final save, committed after this pod's admission, is a correct answer.
+    resumed = m
+    if a.start_resumed_from not in (None, a.injected_url):
+        newer = next((s for s in seen if s.url == a.start_resumed_from), None)
+        if newer is None:
+            problems.append(f"{a.pod}: the trainer resumed from {a.start_resumed_from}, which is not a committed "
+                            "checkpoint of the run")  # fmt: skip
+        elif (newer.step or 0) <= (m.step or 0):
+            problems.append(f"{a.pod}: the trainer resumed from {a.start_resumed_from} (step {newer.step}), not "
+                            f"the injected, newer step {m.step}")  # fmt: skip
+        else:
+            resumed = newer
     if a.start_step is None:
         problems.append(f"{a.pod}: the trainer never reported its start")
-    elif a.start_step != m.step:
-        problems.append(f"{a.pod}: the trainer started at step {a.start_step}, not at the checkpoint's {m.step}")
-    if a.start_resumed_from not in (None, a.injected_url):
-        problems.append(f"{a.pod}: the trainer resumed from {a.start_resumed_from}, not the injected URL")
+    elif a.start_step != resumed.step:
+        problems.append(f"{a.pod}: the trainer started at step {a.start_step}, not at the checkpoint's {resumed.step}")
     return problems
 
 

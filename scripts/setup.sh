@@ -13,7 +13,7 @@
 #   5. kube-apiserver, kube-controller-manager, kubectl, etcd into .cache/k8s/bin — scripts/k8s-assets.sh:
 #      $KUBEBUILDER_ASSETS when it holds all four (nothing is copied); else the prebuilt, checksummed binaries of
 #      ../shared/k8s when present (seconds); else built from Debian's Kubernetes v1.20.2 source package
-#      (~5-8 min on 2 cores, 1.4 GB RAM, 3 GB disk; cached in .cache/k8s/build for reruns);
+#      (~5-8 min on an idle 2-core machine, up to ~18 min under load; 1.4 GB RAM, 3 GB disk; cached in .cache/k8s/build for reruns);
 #      + kubelet, kube-scheduler, pause and the real node's Debian packages (containerd, runc, CNI plugins, umoci,
 #      buildah, mmdebstrap) — `--node`; skipped with KRESUME_SKIP_NODE=1 (the demo then uses the node agent).
 # README.md "Set-up" has the times measured on a fresh 2-core machine.

@@ -53,8 +53,11 @@ def command(
     """Run a real Lightning Job on a local control plane, preempt it, and watch it resume by itself.
 
     Starts etcd + kube-apiserver + kube-controller-manager, an object store, the kresume operator (webhook) and a
-    local node agent; submits a batch/v1 Job with the kresume.dev/inject label; preempts its pod at random
-    moments; checks that every restart resumed from the newest committed checkpoint. Ctrl-C stops everything.
+    node: a real one (containerd + kubelet, images built from the Dockerfiles, the chart installed with helm test)
+    where root and the node assets allow, else the node agent (containers as local processes; --node picks).
+    Submits a batch/v1 Job with the kresume.dev/inject label (--ranks N: a StatefulSet of N DCP ranks), preempts
+    its pods at random moments and checks that every restart resumed from the newest committed checkpoint.
+    Ctrl-C stops everything.
     """
     from kresume.devtools.demo.report import Display, summary
     from kresume.devtools.demo.run import run_demo

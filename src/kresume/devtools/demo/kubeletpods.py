@@ -26,6 +26,7 @@ from typing import Any
 
 from kresume import contract
 from kresume.devtools.cluster import ControlPlane
+from kresume.devtools.demo.checks import epoch
 from kresume.devtools.demo.observe import TrainerLog
 from kresume.devtools.kubelet import RealNode
 from kresume.devtools.kubelet.cleanup import POD_LOG_DIR
@@ -96,6 +97,25 @@ class Failed:
     log_path: str
 
 
+@dataclass(frozen=True)
+class ContainerTimes:
+    """A container's ``startedAt``/``finishedAt`` (epoch seconds; the v1.20 API gives whole seconds)."""
+
+    name: str
+    started_at: float | None
+    finished_at: float | None
+
+
+def _times(statuses: list[dict[str, Any]] | None) -> list[ContainerTimes]:
+    out = []
+    for c in statuses or []:
+        state = c.get("state") or {}
+        cur = state.get("running") or state.get("terminated") or {}
+        out.append(ContainerTimes(c["name"], epoch(cur.get("startedAt") or ""),
+                                  epoch((state.get("terminated") or {}).get("finishedAt") or "")))
+    return out
+
+
 @dataclass
 class KubeletPod:
     """One pod of the namespace as the kubelet runs it."""
@@ -136,6 +156,17 @@ class KubeletPod:
         """emptyDir volume name -> its host folder under the kubelet's root-dir."""
         base = self.node_root / "pods" / self.uid / "volumes" / "kubernetes.io~empty-dir"
         return {v["name"]: str(base / v["name"]) for v in self.pod["spec"].get("volumes") or [] if "emptyDir" in v}
+
+    @property
+    def init(self) -> list[ContainerTimes]:
+        """Init containers' start and end times from the pod's last status (the time line's input, as the node
+        agent's runner gives them)."""
+        return _times((self.pod.get("status") or {}).get("initContainerStatuses"))
+
+    @property
+    def regular(self) -> list[ContainerTimes]:
+        """Containers' start and end times from the pod's last status."""
+        return _times((self.pod.get("status") or {}).get("containerStatuses"))
 
     def update(self, pod: dict[str, Any] | None) -> None:
         """Take a newer copy of the pod (None: deleted) and set ``done``/``failed_at``."""

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.slow
 
 TRAINER = """
 import os, sys, fsspec, torch
+import kresume.preemption
+kresume.preemption.hold_for_life()  # so the legacy-mode sidecar leaves once this process ends (the pod can end)
 url = os.environ.get("KRESUME_RESUME_FROM")
 if url:
     with fsspec.open(url, "rb") as f:

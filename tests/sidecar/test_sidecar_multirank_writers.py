@@ -77,5 +77,8 @@ def test_deepspeed_zero_across_two_pods(objstore_pool, tmp_path, start_sidecar):
     loaded = run_ranks("deepspeed_ranks.py", "--load-from", str(restored.parent), restored.name)
     assert [r["global_steps"] for r in loaded] == [6, 6]
     for sc in scs:
+        # A rank whose part came first learns of the commit on its next reconcile tick (10-60 s schedule).
+        for step in ("global_step3", "global_step6"):
+            assert sc.wait_log(msg_starts(f"committed {step} "), 150), sc.tail()
         rc, out = sc.stop()
         assert rc == 0 and "committed=2 " in out, out

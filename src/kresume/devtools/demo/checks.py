@@ -2,7 +2,7 @@
 was admitted, it loads, and the trainer resumed at its step — or at a newer committed one that ``resume_from()``
 found in the store (the old pod's final save, committed after the admission).
 
-Admission time is known as a window ``[lo, hi]``: ``lo`` is when the previous pod was reported Failed (the
+Admission time is known as a window ``[lo, hi]``: ``lo`` is when the previous pod was reported Failed or deleted (the
 Job controller creates no replacement while it is active), ``hi`` is when the node agent first listed the new
 pod (admission happens before the object exists). A manifest counts as visible before admission when the
 demo's store poller had seen it before ``lo``; it counts as possibly-not-yet-visible until ``hi``. So a

@@ -63,27 +63,10 @@ class CriLog(TrainerLog):
     _raw: str = ""
 
     def read(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(data)
-        self._raw += data.decode("utf-8", "replace")
+        self._raw += self._new_text()
         complete, _, self._raw = self._raw.rpartition("\n")
         lines, self._cri_partial = decode_cri_lines(complete, self._cri_partial)
-        new: list[dict[str, Any]] = []
-        for line in lines:
-            if line.startswith("{"):
-                try:
-                    new.append(json.loads(line))
-                    continue
-                except ValueError:
-                    pass
-            self.tail = (self.tail + [line])[-20:]
-        self.events += new
-        return new
+        return self._take(lines)
 
 
 @dataclass

@@ -88,16 +88,23 @@ class TrainerLog:
 
     def read(self) -> list[dict[str, Any]]:
         """New events since the last call."""
+        lines = (self._partial + self._new_text()).split("\n")
+        self._partial = lines.pop()
+        return self._take(lines)
+
+    def _new_text(self) -> str:
+        """The file's bytes after those already read, decoded ("" while the file does not exist)."""
         try:
             with open(self.path, "rb") as f:
                 f.seek(self._offset)
                 data = f.read()
         except FileNotFoundError:
-            return []
+            return ""
         self._offset += len(data)
-        text = self._partial + data.decode("utf-8", "replace")
-        lines = text.split("\n")
-        self._partial = lines.pop()
+        return data.decode("utf-8", "replace")
+
+    def _take(self, lines: list[str]) -> list[dict[str, Any]]:
+        """Whole log lines: JSON objects become events (returned, and kept in ``events``), others the tail."""
         new = []
         for line in lines:
             if line.startswith("{"):

@@ -27,7 +27,7 @@ from kresume import contract
 from kresume.devtools import _procs, podsecurity
 from kresume.devtools.demo.kubeletpods import KubeletPods
 from kresume.devtools.demo.settings import DemoSettings
-from kresume.devtools.demo.stack import CREDENTIALS_SECRET, Stack
+from kresume.devtools.demo.stack import Stack
 from kresume.devtools.kubelet import build
 from kresume.devtools.kubelet.node import default_cache
 from kresume.devtools.kubelet import RealNodeSettings
@@ -209,20 +209,12 @@ class RealStack(Stack):
         ns = namespace or self.s.namespace
         if namespace is None:
             self.cluster.create_namespace(ns)
-        objs: list[dict[str, Any]] = []
         policy: dict[str, Any] = {
             "storage": self.storage, "storageOptions": self.storage_options, "retention": {"keepLast": 5},
             # Pods share the host network: the sidecar's metrics port must not collide.
             "sidecar": {"extraEnv": [{"name": "KRESUME_METRICS_PORT", "value": "0"}], "graceSeconds": 8},
         }  # fmt: skip
-        if self.store_env:
-            keys = {k: self.store_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-            objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET, "namespace": ns},
-                         "stringData": keys})  # fmt: skip
-            policy["credentialsSecret"] = CREDENTIALS_SECRET
-        objs.append({"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
-                     "metadata": {"name": contract.DEFAULT_POLICY_NAME, "namespace": ns}, "spec": policy})
-        self.kubectl_apply(*objs)
+        self.kubectl_apply(*self._policy_objects(ns, policy))
 
     # --- PodSecurity restricted ----------------------------------------------------------------------------
     def check_restricted_namespace(self, timeout: float = 180.0) -> dict[str, Any]:

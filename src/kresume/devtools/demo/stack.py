@@ -188,6 +188,12 @@ class Stack:
             "storage": self.storage, "storageOptions": self.storage_options,
             "retention": {"keepLast": 5}, "sidecar": sidecar,
         }  # fmt: skip
+        self.kubectl_apply(*objs, *self._policy_objects(ns, policy))
+
+    def _policy_objects(self, ns: str, policy: dict[str, Any]) -> list[dict[str, Any]]:
+        """``CheckpointPolicy default`` in ``ns`` with ``policy`` as its spec, and, for an S3 store with keys, the
+        credentials Secret it names (``policy`` gets ``credentialsSecret``)."""
+        objs: list[dict[str, Any]] = []
         if self.store_env:
             keys = {k: self.store_env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
             objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CREDENTIALS_SECRET, "namespace": ns},
@@ -195,7 +201,7 @@ class Stack:
             policy["credentialsSecret"] = CREDENTIALS_SECRET
         objs.append({"apiVersion": f"{contract.GROUP}/{contract.VERSION}", "kind": contract.POLICY_KIND,
                      "metadata": {"name": contract.DEFAULT_POLICY_NAME, "namespace": ns}, "spec": policy})
-        self.kubectl_apply(*objs)
+        return objs
 
     def _start_operator(self) -> None:
         from kresume.devtools import chart

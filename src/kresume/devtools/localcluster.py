@@ -23,7 +23,7 @@ import yaml
 
 from kresume.devtools import podsecurity
 from kresume.devtools.cluster import AssetsMissingError, ControlPlane, ControlPlaneSettings, find_assets
-from kresume.devtools.kubelet import RealNode, RealNodeSettings, images, preflight
+from kresume.devtools.kubelet import RealNode, RealNodeSettings, images, nodelock, preflight
 
 PLANE_SETTINGS = ControlPlaneSettings(
     scheduler=True,
@@ -36,8 +36,12 @@ PLANE_SETTINGS = ControlPlaneSettings(
 )
 
 
-def available() -> str | None:
-    """None when a real node can run here, else one line saying what is missing and how to get it."""
+def available(address: str = RealNodeSettings.address) -> str | None:
+    """None when a real node can run here, else one line saying what is missing and how to get it, or which
+    process already runs a real node with ``address`` (:mod:`kresume.devtools.kubelet.nodelock`)."""
+    busy = nodelock.holder(address)
+    if busy is not None:
+        return str(nodelock.NodeAddressBusy(address, busy))
     try:
         assets = find_assets(extra=("kubelet", "kube-scheduler"))
     except AssetsMissingError:

@@ -29,7 +29,7 @@ import yaml
 
 from kresume.devtools import _procs
 from kresume.devtools.cluster import ControlPlane
-from kresume.devtools.kubelet import cleanup, configs, images, preflight
+from kresume.devtools.kubelet import cleanup, configs, images, nodelock, preflight
 from kresume.devtools.kubelet.containerd import Containerd
 
 REPO = Path(__file__).resolve().parents[4]
@@ -88,6 +88,7 @@ class RealNode:
         self._pod_logs_before: set[str] = set()
         self._had_pod_log_dir = True
         self.bridge = ""
+        self._lock = nodelock.NodeLock(self.name)
         self.pod_log_dir = cleanup.POD_LOG_DIR
         """Where this node's pod logs are (``/var/log/pods``, or ``<workdir>/pod-logs`` with ``private_logs``)."""
 
@@ -99,12 +100,17 @@ class RealNode:
 
     # --- start -----------------------------------------------------------------------------------------------
     def start(self) -> RealNode:
-        """Start containerd, import images, start the kubelet, wait for Ready. Raises :class:`NodeStartError`;
-        a failed start cleans up what it started."""
+        """Take the machine-wide lock of the node's address (:mod:`.nodelock`), start containerd, import images,
+        start the kubelet, wait for Ready. Raises :class:`NodeStartError` (also when another process runs a node
+        with this address); a failed start cleans up what it started."""
         assert self.plane.assets is not None, "start() the control plane first"
         problems = preflight.missing(self.plane.assets)
         if problems:
             raise NodeStartError(preflight.explain(problems))
+        try:
+            self._lock.acquire()
+        except nodelock.NodeAddressBusy as busy:
+            raise NodeStartError(str(busy)) from None
         t0 = time.monotonic()
         try:
             self._start(t0)
@@ -279,6 +285,7 @@ class RealNode:
         if self.plane.workdir is not None:  # the plane may be gone already
             self.plane.kubectl("delete", "node", self.name, "--ignore-not-found", "--wait=false", check=False,
                                timeout=20)  # fmt: skip
+        self._lock.release()
         self.timings["stop_s"] = time.monotonic() - t0
         return problems
 

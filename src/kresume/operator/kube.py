@@ -1,8 +1,11 @@
 """The operator's own Kubernetes API calls (kopf handles watching, events and webhooks).
 
 Uses the ``kubernetes`` client with the credentials kopf's ``login_via_client`` also uses
-(in-cluster ServiceAccount, else ``KUBECONFIG``). Blocking calls run in threads. RBAC each call
-needs is named in its docstring (the chart grants exactly these; see ``kresume.operator``).
+(in-cluster ServiceAccount, else ``KUBECONFIG``). Blocking calls run in threads, in two lanes: the
+admission path (policy, Secret, owner reads, the resume epoch's compare-and-swap) has its own threads,
+so it never queues behind the pod watch's bookkeeping (:meth:`Kube.update_run_status`, TTL deletes),
+which runs in a smaller pool of its own. RBAC each call needs is named in its docstring (the chart
+grants exactly these; see ``kresume.operator``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes.client as k8s
@@ -22,6 +26,10 @@ from kresume.operator import credentials
 REQUEST_TIMEOUT = 2.0
 #: Optimistic-concurrency retries of a status read-modify-write (HTTP 409 Conflict).
 CONFLICT_RETRIES = 8
+#: Threads of the admission lane (API calls an admission waits for) and of the bookkeeping lane (status
+#: writes, deletes). The bookkeeping lane is small on purpose: a burst of pod events queues there, not
+#: in front of admissions (issue 17 item 5).
+ADMISSION_THREADS, BOOKKEEPING_THREADS = 8, 3
 
 
 class Kube:
@@ -37,6 +45,8 @@ class Kube:
         self._owners: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self._refreshing: set[tuple[str, str]] = set()
+        self._admission_pool = ThreadPoolExecutor(ADMISSION_THREADS, thread_name_prefix="kresume-kube")
+        self._bookkeeping_pool = ThreadPoolExecutor(BOOKKEEPING_THREADS, thread_name_prefix="kresume-kube-status")
 
     @property
     def api(self) -> k8s.ApiClient:
@@ -52,9 +62,12 @@ class Kube:
             self._api = k8s.ApiClient(cfg)
         return self._api
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any, bookkeeping: bool = False, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in a thread of the admission lane, or of the bookkeeping lane when
+        ``bookkeeping`` (module docstring)."""
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        pool = self._bookkeeping_pool if bookkeeping else self._admission_pool
+        return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*args, **kwargs))
 
     async def version(self) -> dict[str, Any]:
         """The API server's ``/version`` body (no RBAC: allowed to every authenticated user)."""
@@ -93,15 +106,18 @@ class Kube:
         """A ``CheckpointPolicy`` object, None when missing. RBAC: checkpointpolicies get."""
         return await self._get_custom(contract.POLICY_PLURAL, namespace, name)
 
-    async def run(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """A ``CheckpointRun`` object, None when missing. RBAC: checkpointruns get."""
-        return await self._get_custom(contract.RUN_PLURAL, namespace, name)
+    async def run(self, namespace: str, name: str, *, bookkeeping: bool = False) -> dict[str, Any] | None:
+        """A ``CheckpointRun`` object, None when missing (read in the bookkeeping lane when ``bookkeeping``).
+        RBAC: checkpointruns get."""
+        return await self._get_custom(contract.RUN_PLURAL, namespace, name, bookkeeping=bookkeeping)
 
-    async def _get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get_custom(self, plural: str, namespace: str, name: str, *,
+                          bookkeeping: bool = False) -> dict[str, Any] | None:
         api = k8s.CustomObjectsApi(self.api)
         try:
             obj: dict[str, Any] = await self._call(
-                api.get_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace, plural, name
+                api.get_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace, plural, name,
+                bookkeeping=bookkeeping,
             )
             return obj
         except ApiException as exc:
@@ -120,7 +136,9 @@ class Kube:
         """Read-modify-write ``CheckpointRun.status`` with ``change(status) -> new status | None``.
 
         Creates the run (owner: none) with ``spec`` when it is missing and ``spec`` is given; retries
-        on 409 Conflict (another writer won). ``change`` returning None means nothing to write.
+        on 409 Conflict (another writer won). ``change`` returning None means nothing to write. Runs in
+        the bookkeeping lane; the pod watch calls it through :class:`~kresume.operator.statuswriter.
+        StatusWriter`, which carries every pending change of a run in one call.
         RBAC: checkpointruns get/create, checkpointruns/status update.
 
         Returns the written object, or None when nothing was written.
@@ -128,7 +146,7 @@ class Kube:
         api = k8s.CustomObjectsApi(self.api)
         args = (contract.GROUP, contract.VERSION, namespace, contract.RUN_PLURAL)
         for _ in range(CONFLICT_RETRIES):
-            obj = await self.run(namespace, name)
+            obj = await self.run(namespace, name, bookkeeping=True)
             if obj is None:
                 if spec is None:
                     return None
@@ -139,7 +157,7 @@ class Kube:
                     "spec": spec,
                 }
                 try:
-                    obj = await self._call(api.create_namespaced_custom_object, *args, body)
+                    obj = await self._call(api.create_namespaced_custom_object, *args, body, bookkeeping=True)
                 except ApiException as exc:
                     if exc.status == 409:
                         continue
@@ -149,7 +167,8 @@ class Kube:
                 return None
             obj["status"] = new
             try:
-                written: dict[str, Any] = await self._call(api.replace_namespaced_custom_object_status, *args, name, obj)
+                written: dict[str, Any] = await self._call(api.replace_namespaced_custom_object_status, *args, name,
+                                                           obj, bookkeeping=True)
                 return written
             except ApiException as exc:
                 if exc.status != 409:
@@ -221,7 +240,7 @@ class Kube:
         api = k8s.CustomObjectsApi(self.api)
         try:
             await self._call(api.delete_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace,
-                             contract.RUN_PLURAL, name)
+                             contract.RUN_PLURAL, name, bookkeeping=True)
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -114,11 +114,16 @@ class Resolver:
         self._stores: dict[tuple[str, str], Any] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[Entry]] = {}
         self._lock = threading.Lock()
+        # Two lanes: admissions' lookups and bad-mark reads never queue behind background work (refreshes of
+        # live runs, the crash-loop fallback's reads and marks), which has threads of its own.
         self._pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="kresume-resolve")
+        self._background = ThreadPoolExecutor(max_workers=max(2, self.settings.workers // 2),
+                                              thread_name_prefix="kresume-refresh")
 
     def close(self) -> None:
         """Stop accepting work; running lookups finish in their threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._background.shutdown(wait=False, cancel_futures=True)
 
     # --- cache ------------------------------------------------------------------------------------
     def cached(self, url: str) -> Entry | None:
@@ -296,7 +301,7 @@ class Resolver:
         Raises whatever ``fn`` raises, or ``TimeoutError``.
         """
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, lambda: fn(self._store(url, dict(options))))
+        future = loop.run_in_executor(self._background, lambda: fn(self._store(url, dict(options))))
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=timeout or self.settings.refresh_timeout)
         except asyncio.TimeoutError:
@@ -316,7 +321,7 @@ class Resolver:
             fs.exists(root)
 
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.run_in_executor(self._pool, touch), timeout=self.settings.refresh_timeout)
+        await asyncio.wait_for(loop.run_in_executor(self._background, touch), timeout=self.settings.refresh_timeout)
 
     async def refresh(self, url: str, options: Mapping[str, Any]) -> Entry:
         """Ask the store now (budget :attr:`ResolutionSettings.refresh_timeout`) and count checkpoints.
@@ -328,8 +333,8 @@ class Resolver:
         """
         loop = asyncio.get_running_loop()
         budget = self.settings.refresh_timeout
-        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), time.monotonic() + budget, True,
-                                      self._clock())
+        future = loop.run_in_executor(self._background, self._lookup, url, dict(options), time.monotonic() + budget,
+                                      True, self._clock())
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=budget)
         except asyncio.TimeoutError:

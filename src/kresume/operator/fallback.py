@@ -21,8 +21,7 @@ from typing import Any
 import kopf
 
 from kresume import identity
-from kresume.operator import admission, credentials, crashloop, decisions, metrics, podevents
-from kresume.operator.kube import Kube
+from kresume.operator import admission, credentials, crashloop, decisions, metrics, podevents, statuswriter
 from kresume.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -98,7 +97,6 @@ async def _policy(pod: dict[str, Any], ns: str, url: str, state: admission.State
 async def _decide(pod: dict[str, Any], body: Any, state: admission.State, run: identity.RunIdentity, url: str,
                   options: dict[str, Any], policy: Policy, checkpoint: str, failure: crashloop.Failure,
                   newest: str | None, marked: bool) -> None:
-    api: Kube = state.api  # type: ignore[assignment]
     ns = str((pod.get("metadata") or {}).get("namespace") or "")
     when = decisions.now_iso()
     made: list[crashloop.Decision] = [crashloop.Decision(crashloop.IGNORE)]
@@ -110,7 +108,7 @@ async def _decide(pod: dict[str, Any], body: Any, state: admission.State, run: i
         made[0] = decision  # the last call is the one whose write succeeded (conflicts call it again)
         return new
 
-    run_obj = await api.update_run_status(ns, run.run, change)
+    run_obj = await statuswriter.update(state, ns, run.run, change)
     decision = made[0] if run_obj is not None else crashloop.Decision(crashloop.IGNORE)
     who = f"run {run.run}: pod {failure.pod} ({failure.container} exit code {failure.exit_code}, {failure.reason})"
     if decision.action == crashloop.COUNT:
@@ -132,12 +130,11 @@ async def _decide(pod: dict[str, Any], body: Any, state: admission.State, run: i
 
 async def _fall_back(body: Any, run_obj: dict[str, Any] | None, state: admission.State, run: identity.RunIdentity,
                      url: str, options: dict[str, Any], checkpoint: str, decision: crashloop.Decision) -> None:
-    api: Kube = state.api  # type: ignore[assignment]
     ns = str(((run_obj or {}).get("metadata") or {}).get("namespace") or "")
     try:
         await state.resolver.call(url, options, lambda store: store.mark_bad(checkpoint, decision.reason))
     except Exception as exc:  # noqa: BLE001 - undo the claim so the next failures try again
-        await api.update_run_status(ns, run.run, lambda s: crashloop.undo_fallback(s, checkpoint))
+        await statuswriter.update(state, ns, run.run, lambda s: crashloop.undo_fallback(s, checkpoint))
         text = f"run {run.run}: marking {checkpoint} bad after a crash loop failed ({exc}); will retry"
         logger.warning(text)
         _event(body, "Warning", "CheckpointFallbackFailed", text)
@@ -153,7 +150,7 @@ async def _fall_back(body: Any, run_obj: dict[str, Any] | None, state: admission
     text = (f"run {run.run}: {decision.reason}; marked it bad (to undo, delete {url}bad/{checkpoint}.json); next "
             f"pods resume from {where}")
     logger.warning(text)
-    written = await api.update_run_status(ns, run.run, lambda s: crashloop.record_next(
+    written = await statuswriter.update(state, ns, run.run, lambda s: crashloop.record_next(
         s, checkpoint, nxt.checkpoint if nxt is not None else None))
     _event(body, "Warning", "CheckpointMarkedBad", text)
     _event(written or run_obj, "Warning", "CheckpointMarkedBad", text)

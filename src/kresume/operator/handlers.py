@@ -32,6 +32,7 @@ from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
 from kresume.operator.resolution import Resolver
 from kresume.operator.settings import OperatorConfig
+from kresume.operator.statuswriter import StatusWriter
 from kresume.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -44,11 +45,14 @@ def new_state(config: OperatorConfig, api: Kube | None = None) -> admission.Stat
     """The process state kopf's memo carries (``memo.kresume``)."""
     # A passive peered replica's pod watch is paused: it cannot tell that a run is quiet.
     activity = Activity(config.resolution.admission_grace) if config.scope.peering is None else None
+    kube = api or Kube(secret_ttl=config.resolution.secret_ttl)
     return admission.State(
         config=config,
         resolver=Resolver(config.resolution, activity=activity),
-        api=api or Kube(secret_ttl=config.resolution.secret_ttl),
+        api=kube,
         notes=admission.Notes(ttl=max(120.0, config.runs.event_window)),
+        writer=StatusWriter(kube, delay=config.runs.status_delay),
+        events=podevents.EventBudget(config.runs.event_rate, config.runs.event_burst),
     )
 
 

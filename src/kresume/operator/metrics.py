@@ -12,6 +12,7 @@ name                                       type       labels / meaning
 ``kresume_uninjected_pods_total``          counter    opted-in pods the webhook never saw (kresume is off for them)
 ``kresume_steps_waiting_for_ranks``        gauge      steps of live multi-rank runs some rank has not finished
 ``kresume_restores_total``                 counter    ``source``: cache (node-local tier), store — restore steps done
+``kresume_events_dropped_total``           counter    Normal admission Events not posted (over the Event budget)
 =========================================  =========  =================================================
 """
 
@@ -35,6 +36,8 @@ STEPS_WAITING = Gauge("kresume_steps_waiting_for_ranks",
                       "Steps of live multi-rank runs with a part from some rank but not every rank (not committed).")
 RESTORES = Counter("kresume_restores_total", "Restore init steps that finished, by where the checkpoint came from "
                    "(cache: the node-local tier; store).", ["source"])
+EVENTS_DROPPED = Counter("kresume_events_dropped_total", "Normal admission Events (Resumed, FreshStart) not posted: "
+                         "over the operator's Event rate (the pod's annotations still say it).")
 REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
 
 

@@ -3,22 +3,27 @@
 * :func:`post_admission_events` — the admission's findings as Events on the pod (it had no uid at admission):
   ``Resumed``/``FreshStart``/``ResolveFailed`` from its annotations, Warnings held in :class:`~kresume.operator.
   notes.Notes`. :class:`Seen` keeps them from being posted twice, :func:`recent` from being repeated when the
-  operator restarts and lists old pods.
+  operator restarts and lists old pods, :class:`EventBudget` the Normal ones from flooding the API server in a
+  burst (Warnings are always posted).
 * :func:`record` — ``status.history`` (admission), ``restarts``/``lastPreemption`` (disruption).
 * :func:`pod_run_url` — the run URL injected into the pod's sidecar.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from kresume import contract, identity
-from kresume.operator import admission, decisions, metrics
-from kresume.operator.kube import Kube
+from kresume.operator import admission, decisions, metrics, statuswriter
+
+logger = logging.getLogger(__name__)
 
 
 def pod_run_url(pod: dict[str, Any]) -> str | None:
@@ -54,6 +59,45 @@ class Seen:
         while len(self._items) > self._limit:
             self._items.popitem(last=False)
         return True
+
+
+class EventBudget:
+    """A token bucket for the Normal admission Events (``Resumed``/``FreshStart``): ``burst`` at once, then
+    ``rate`` per second. Each Event is an API write; after a mass preemption a burst of N replacement pods
+    would add N writes while the API server admits the pods. What a dropped Event said stays on the pod (its
+    ``kresume.dev/resumed-from`` annotation) and in ``CheckpointRun.status.history``; drops are counted
+    (``kresume_events_dropped_total``) and logged once per ``log_every`` seconds. The rule of client-go's
+    EventCorrelator spam filter (a token bucket per source), with a budget for the whole operator. ``rate`` 0
+    or less: no limit. Event loop only."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 log_every: float = 10.0) -> None:
+        self.rate, self.burst = rate, max(1, burst)
+        self._clock = clock
+        self._tokens = float(self.burst)
+        self._at = clock()
+        self._log_every = log_every
+        self._logged_at: float | None = None
+        self.dropped = 0
+
+    def take(self) -> bool:
+        """True when one Event may be posted now (a token was taken); False: drop it (counted)."""
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.dropped += 1
+        metrics.EVENTS_DROPPED.inc()
+        if self._logged_at is None or now - self._logged_at >= self._log_every:
+            self._logged_at = now
+            logger.info("admission Events over %g/s (burst %d): %d Normal Event(s) not posted so far; the pods' "
+                        "annotations and CheckpointRun history still say where each resumed from",
+                        self.rate, self.burst, self.dropped)
+        return False
 
 
 def sidecar_world_size(pod: dict[str, Any]) -> int:
@@ -97,11 +141,15 @@ def post_admission_events(body: Any, pod: dict[str, Any], state: admission.State
                        message=NOT_INJECTED.format(label=contract.LABEL_INJECT))
         return
     resumed = ann.get(contract.ANN_RESUMED_FROM, "none")
-    if resumed and resumed != "none":
-        step = ann.get(contract.ANN_RESUMED_STEP)
-        kopf.event(body, type="Normal", reason="Resumed", message=f"run {run}: resuming from {resumed}" + (f" (step {step})" if step else ""))
-    else:
-        kopf.event(body, type="Normal", reason="FreshStart", message=f"run {run}: no committed checkpoint; starting fresh")
+    budget: EventBudget | None = getattr(state, "events", None)
+    if budget is None or budget.take():
+        if resumed and resumed != "none":
+            step = ann.get(contract.ANN_RESUMED_STEP)
+            kopf.event(body, type="Normal", reason="Resumed",
+                       message=f"run {run}: resuming from {resumed}" + (f" (step {step})" if step else ""))
+        else:
+            kopf.event(body, type="Normal", reason="FreshStart",
+                       message=f"run {run}: no committed checkpoint; starting fresh")
     error = ann.get(contract.ANN_RESOLVE_ERROR)
     if error:
         kopf.event(body, type="Warning", reason="ResolveFailed",
@@ -109,10 +157,12 @@ def post_admission_events(body: Any, pod: dict[str, Any], state: admission.State
 
 
 async def record(pod: dict[str, Any], event_type: str | None, state: admission.State, run: identity.RunIdentity) -> None:
+    """Queue the status changes pod event ``event_type`` of ``pod`` makes to its run: the admission entry and
+    world size on its first event, the disruption when it ended by one (:mod:`~kresume.operator.statuswriter`
+    writes them, with the run's other pending changes, a moment later)."""
     meta = pod.get("metadata") or {}
     ns, name = meta.get("namespace") or "", meta.get("name") or ""
     limit = state.config.runs.history_limit
-    api: Kube = state.api  # type: ignore[assignment]
     if event_type in (None, "ADDED") and contract.ANN_INJECTED in (meta.get("annotations") or {}):
         url = pod_run_url(pod)
         if url:
@@ -130,9 +180,10 @@ async def record(pod: dict[str, Any], event_type: str | None, state: admission.S
                 sized = decisions.record_world_size(admitted if admitted is not None else status, world)
                 return sized if sized is not None else admitted
 
-            await api.update_run_status(ns, run.run, change, spec=spec)
+            await statuswriter.post(state, ns, run.run, change, spec=spec)
     reason = decisions.disruption(pod)
     if reason and name:
         when = decisions.now_iso()
         created = meta.get("creationTimestamp")
-        await api.update_run_status(ns, run.run, lambda s: decisions.record_disruption(s, name, reason, when, created))
+        await statuswriter.post(state, ns, run.run,
+                                lambda s: decisions.record_disruption(s, name, reason, when, created))

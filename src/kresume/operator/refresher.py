@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kresume import contract, identity
-from kresume.operator import admission, credentials, decisions, metrics, podevents
+from kresume.operator import admission, credentials, decisions, metrics, podevents, statuswriter
 from kresume.operator.kube import Kube
 from kresume.policy import Policy
 
@@ -86,7 +86,7 @@ async def refresh_run(state: admission.State, key: tuple[str, str], url: str, po
                                              latest.get("step") if latest else None)
         WAITING[url] = len(waiting or [])
         metrics.STEPS_WAITING.set(sum(WAITING.values()))
-        await api.update_run_status(key[0], key[1], lambda s: decisions.record_latest(
+        await statuswriter.update(state, key[0], key[1], lambda s: decisions.record_latest(
             s, latest, entry.checkpoints, pending=decisions.pending_summary(waiting)))
     except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
         metrics.REFRESH_ERRORS.inc()

@@ -23,8 +23,7 @@ from typing import Any
 import kopf
 
 from kresume import contract, identity
-from kresume.operator import admission, decisions, metrics
-from kresume.operator.kube import Kube
+from kresume.operator import admission, decisions, metrics, statuswriter
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ async def observe(pod: dict[str, Any], state: admission.State, run: identity.Run
     if result is None or not uid or uid in _REPORTED:
         return
     ns, name = meta.get("namespace") or "", meta.get("name") or ""
-    api: Kube = state.api  # type: ignore[assignment]
-    written = await api.update_run_status(ns, run.run, lambda s: record_restore(s, name, result, decisions.now_iso()))
+    written = await statuswriter.update(state, ns, run.run, lambda s: record_restore(s, name, result, decisions.now_iso()))
     _REPORTED.add(uid)
     if written is None:
         return  # counted before (an operator restart lists the pod again)

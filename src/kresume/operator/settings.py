@@ -89,8 +89,10 @@ class ResolutionSettings:
     """Seconds an admitted pod keeps its run busy (not quiet) while the pod watch has not shown it
     yet; after that the pod is taken to have been refused by the API server."""
     workers: int = 8
-    """Threads for store lookups (a lookup that outlives its budget keeps its thread until the store
-    answers; the pool bounds how many can pile up)."""
+    """Threads for admissions' store lookups and bad-mark reads (a lookup that outlives its budget keeps its
+    thread until the store answers; the pool bounds how many can pile up). Background store work (refreshes
+    of live runs, the crash-loop fallback) has ``workers // 2`` (at least 2) threads of its own, so it never
+    delays an admission."""
     secret_ttl: float = 60.0
     """Seconds a credentials Secret read is reused before it is read again."""
 
@@ -107,6 +109,16 @@ class RunSettings:
     event_window: float = 300.0
     """Pods created longer ago than this, seconds, get no Resumed/FreshStart events when the operator
     (re)starts and lists them, so a restart does not repeat old events."""
+    event_rate: float = 5.0
+    """Normal admission Events (``Resumed``/``FreshStart``) posted per second once ``event_burst`` are spent
+    (a token bucket for the whole operator); the rest are not posted and counted in
+    ``kresume_events_dropped_total``. Warnings are always posted. 0 posts every one."""
+    event_burst: int = 50
+    """Normal admission Events posted at once before ``event_rate`` applies."""
+    status_delay: float = 0.25
+    """Seconds a run's first pending status change (history, restarts, world size, …) waits for others, so
+    that the pods of a burst are recorded in one write (``kresume.operator.statuswriter``); status lags pod
+    events by about this much."""
 
 
 @dataclass(frozen=True)

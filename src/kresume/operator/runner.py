@@ -39,6 +39,32 @@ def webhook_server(config: OperatorConfig, *, workdir: Path | None = None) -> We
     return WebhookServer(addr=w.host, port=w.port, certfile=cert, pkeyfile=key)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base storage that keeps nothing: kresume has no change-detecting handlers (``on.create``/
+    ``update``/``resume``/``delete``, timers, daemons: :func:`check_no_changing_handlers`), so it never needs
+    the last handled state of an object. kopf builds the essence of every object on every watch event
+    whatever the handlers (a deep copy of the whole pod, then one more to clear its progress annotations:
+    ``kopf._core.reactor.processing._detect_causes``); under a burst of pod creations that was the largest
+    share of the operator's event loop (py-spy, bench/burst.py), ahead of the admissions themselves."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
+def check_no_changing_handlers(registry: kopf.OperatorRegistry) -> None:
+    """Raise RuntimeError when ``registry`` has handlers that need a diff base (:class:`NoDiffBase` would
+    break them)."""
+    found = [h.id for h in [*registry._changing.get_all_handlers(), *registry._spawning.get_all_handlers()]]
+    if found:
+        raise RuntimeError(f"handlers {found} need kopf's diff base; remove NoDiffBase from kopf_settings")
+
+
 def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None = None, *,
                   workdir: Path | None = None) -> kopf.OperatorSettings:
     """kopf settings for kresume (admission server, unmanaged webhook config, quiet event posting)."""
@@ -48,6 +74,7 @@ def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None
     settings.posting.level = logging.WARNING  # kopf's own INFO logs do not become Events on pods
     settings.peering.mandatory = False
     settings.peering.clusterwide = not config.scope.namespaces
+    settings.persistence.diffbase_storage = NoDiffBase()
     return settings
 
 
@@ -55,6 +82,7 @@ async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag
                     workdir: Path | None = None) -> None:
     """Run until stopped (SIGTERM/SIGINT, or ``stop_flag``). ``workdir`` holds a generated dev TLS pair."""
     registry = handlers.register(kopf.OperatorRegistry(), config)
+    check_no_changing_handlers(registry)
     metrics.serve(config.probes.metrics_port)
     memo = kopf.Memo(kresume=handlers.new_state(config))
     await kopf.operator(

@@ -55,6 +55,11 @@ class State:
     """Inject native sidecars (decided at startup from ``--native-sidecar`` and the server version)."""
     live: epochbook.LivePods = field(default_factory=epochbook.LivePods)
     """Live pods per resume epoch (fed by the pod watch)."""
+    events: Any = None
+    """The :class:`~kresume.operator.podevents.EventBudget` of Normal admission Events (None: no limit)."""
+    writer: Any = None
+    """The :class:`~kresume.operator.statuswriter.StatusWriter` the pod watch's status changes go through
+    (None: each change is written at once, as unit tests' fake APIs expect)."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,15 @@ class Admission:
     warnings : list of str — lines for the AdmissionReview ``warnings`` (shown by kubectl).
     outcome : str — ``injected``, ``skipped`` or ``error`` (metrics).
     source : str or None — where the resume checkpoint came from (``store``, ``cache``, …).
+    resolve_seconds : float or None — of the handler's time, the seconds spent waiting for the store (for an
+        answer from memory: the bad-mark read); None when the store was not asked.
     """
 
     pod: dict[str, Any] | None
     warnings: list[str]
     outcome: str
     source: str | None = None
+    resolve_seconds: float | None = None
 
 
 def note_key(pod: Mapping[str, Any], run: str | None) -> str:
@@ -162,8 +170,9 @@ async def admit(
                        f"kresume failed ({type(exc).__name__}: {exc}); pod admitted unchanged", outcome="error")
     elapsed = time.monotonic() - t0
     metrics.ADMISSION_SECONDS.observe(elapsed)
-    logger.info("inject-pod %s/%s: %s (checkpoint from %s) in %.1f ms", namespace, note_key(pod, None),
-                result.outcome, result.source or "-", elapsed * 1000)
+    waited = f" (store {result.resolve_seconds * 1000:.1f} ms)" if result.resolve_seconds is not None else ""
+    logger.info("inject-pod %s/%s: %s (checkpoint from %s) in %.1f ms%s", namespace, note_key(pod, None),
+                result.outcome, result.source or "-", elapsed * 1000, waited)
     metrics.ADMISSIONS.labels(result.outcome).inc()
     if result.source:
         metrics.RESOLUTIONS.labels(result.source).inc()
@@ -277,5 +286,5 @@ async def _admit(
         warnings.append(f"kresume: resume checkpoint from {outcome.source} ({outcome.error})")
     state.notes.add(namespace, note_key(pod, run), notes)
     if not result.changed:
-        return Admission(None, warnings, "skipped", outcome.source)
-    return Admission(result.pod, warnings, "injected", outcome.source)
+        return Admission(None, warnings, "skipped", outcome.source, outcome.seconds)
+    return Admission(result.pod, warnings, "injected", outcome.source, outcome.seconds)

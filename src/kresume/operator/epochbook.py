@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,8 +99,13 @@ async def admit(api: Any, resolver: Resolver, live: LivePods, *, namespace: str,
     """Admit ``rank`` of ``world_size`` into the run's current epoch or a new one (module docstring).
 
     ``spec`` is the ``CheckpointRun.spec`` to create the run with when it does not exist yet. A dry run decides
-    but writes nothing. Raises what the API raises (the caller admits the pod without kresume then).
+    but writes nothing. ``budget`` (seconds) bounds the whole admission, every compare-and-swap round
+    included: each store read gets what is left of it (at least 50 ms), so a rank that loses a round to another
+    rank still answers within the webhook's time (each round used to get the whole budget again, so two
+    rounds could outlast the handler's limit and admit the pod without kresume). Raises what the API raises (the caller admits the pod without kresume
+    then).
     """
+    until = time.monotonic() + budget
     decided: Admitted | None = None
     basis: str | None = "-"  # the epoch token ``decided`` was decided on ("-": nothing decided yet)
     for _ in range(CAS_ROUNDS):
@@ -109,7 +115,7 @@ async def admit(api: Any, resolver: Resolver, live: LivePods, *, namespace: str,
             pass  # the run was only created meanwhile: what was decided still holds
         else:
             decided = await _decide(resolver, live, namespace, run, url, options, rank, world_size, join_seconds,
-                                    budget, fallback, current)
+                                    max(0.05, until - time.monotonic()), fallback, current)
             basis = current.token if current else None
         if dry_run:
             return decided
@@ -131,6 +137,7 @@ async def _decide(resolver: Resolver, live: LivePods, namespace: str, run: str, 
                   rank: int, world_size: int, join_seconds: float, budget: float, fallback: Resume | None,
                   current: epochs.Epoch | None) -> Admitted:
     bad = False
+    t0 = time.monotonic()
     if current is not None and current.checkpoint is not None:
         # A mark closes the epoch; a store that does not say in time does not (the ranks must agree).
         bad = bool(await resolver.bad_mark(url, options, current.checkpoint, budget))
@@ -140,7 +147,8 @@ async def _decide(resolver: Resolver, live: LivePods, namespace: str, run: str, 
         rank_pod=live.rank_pod(current.token, rank) if current is not None else epochs.ENDED)
     if action == epochs.JOIN and current is not None:
         return Admitted(current.joined(rank), Outcome(current.resume, SOURCE_EPOCH, None, 0.0), True)
-    outcome = await resolver.resolve(url, options, budget=budget, fallback=fallback)
+    outcome = await resolver.resolve(url, options, budget=max(0.05, budget - (time.monotonic() - t0)),
+                                     fallback=fallback)
     fresh = epochs.Epoch(epochs.new_token(now), outcome.resume, world_size, decisions.now_iso(now), (rank,))
     logger.info("run %s/%s: new resume epoch %s (%s) at rank %d/%d: %s", namespace, run, fresh.token, why,
                 rank, world_size, fresh.checkpoint or "fresh start")

@@ -4,6 +4,9 @@
   ctime cannot be set back.
 - An unlink during the upload does not (Lightning deletes the previous checkpoint right after the
   next save, writers.md §2): the open descriptor still reads the whole file.
+- Nor does a change of metadata alone whose bytes still have the CRC-32C sent: fsspec's atomic save
+  renames, then chmods; ``shutil.move`` across file systems copies, then sets the mtime back
+  (``copystat``). The manifest records the new mtime, so the sidecar does not upload the file again.
 - A checkpoint refused as unreadable (mode 0600, another uid: writers.md §4) is judged again when
   its permissions or owner change. The sidecar runs as root without CAP_DAC_OVERRIDE and
   CAP_DAC_READ_SEARCH (``setpriv``), so file modes bind it as they bind another uid.
@@ -35,8 +38,7 @@ def test_same_size_rewrite_with_mtime_set_back_aborts_the_commit(tmp_path, moto_
     def rewrite_once(_n: int) -> None:
         if rewritten:
             return
-        with open(path, "r+b") as f:  # same size, other bytes, in place
-            f.seek(st.st_size // 2)
+        with open(path, "r+b") as f:  # same size, other bytes, in place: bytes already sent
             f.write(os.urandom(4096))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what rsync -t does
         rewritten.append(True)
@@ -63,6 +65,86 @@ def test_unlink_during_upload_still_commits_the_whole_file(tmp_path, moto_run):
     assert not path.exists()
     restored = store.restore(tmp_path / "restored", manifest.id)
     assert restored.read_bytes() == data
+
+
+def test_chmod_after_capture_commits_the_upload(tmp_path, moto_run):
+    store = moto_run[3]
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    _ckpt(path, 10, 20)
+    os.chmod(path, 0o600)  # tempfile.mkstemp's mode, before fsspec's LocalFileOpener.commit chmods it
+    data = path.read_bytes()
+
+    def chmod_once(_n: int) -> None:
+        if os.stat(path).st_mode & 0o777 == 0o600:
+            os.chmod(path, 0o644)
+
+    with snapshot(path) as captured:
+        manifest = store.commit(captured, progress=chmod_once)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert [m.id for m in store.list()] == [manifest.id]
+    assert store.restore(tmp_path / "restored", manifest.id).read_bytes() == data
+
+
+def test_copystat_after_capture_commits_with_the_new_mtime(tmp_path, moto_run):
+    from kresume.sidecar.tasks import committed_key
+
+    store = moto_run[3]
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    _ckpt(path, 10, 20)
+    earlier = os.stat(path).st_mtime_ns - 5 * 10**9  # the temporary file's mtime, as copystat restores it
+    data = path.read_bytes()
+
+    def copystat_once(_n: int) -> None:
+        if os.stat(path).st_mtime_ns != earlier:
+            os.utime(path, ns=(earlier, earlier))
+            os.chmod(path, 0o644)
+
+    with snapshot(path) as captured:
+        manifest = store.commit(captured, progress=copystat_once)
+    assert manifest.source["mtime_ns"] == os.stat(path).st_mtime_ns == earlier
+    key = committed_key(manifest)
+    assert key is not None and key[1] == earlier  # the key the sidecar's next scan lists: committed, no upload
+    assert store.restore(tmp_path / "restored", manifest.id).read_bytes() == data
+
+
+def test_rewrite_of_bytes_not_yet_sent_with_the_mtime_set_back_commits_what_the_file_holds(tmp_path, moto_run):
+    """The rewrite lands before the upload reads that region: every byte sent is the file's byte now, so the
+    commit is of one whole version (the rewritten one), never a mix."""
+    store = moto_run[3]
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    _ckpt(path, 10, 20)
+    st = os.stat(path)
+    done = []
+
+    def rewrite_once(_n: int) -> None:
+        if done:
+            return
+        with open(path, "r+b") as f:
+            f.seek(st.st_size - 8192)  # the tail: not read yet when the first piece is reported
+            f.write(os.urandom(4096))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        done.append(True)
+
+    with snapshot(path) as captured:
+        manifest = store.commit(captured, progress=rewrite_once)
+    assert done
+    assert store.restore(tmp_path / "restored", manifest.id).read_bytes() == path.read_bytes()
+
+
+def test_write_after_capture_aborts_even_with_the_bytes_sent(tmp_path, moto_run):
+    """An mtime moved forward is a write: never taken, whatever the bytes (the writer may not be done)."""
+    store = moto_run[3]
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    _ckpt(path, 10, 20)
+    later = os.stat(path).st_mtime_ns + 5 * 10**9
+
+    def touch_once(_n: int) -> None:
+        if os.stat(path).st_mtime_ns != later:
+            os.utime(path, ns=(later, later))
+
+    with snapshot(path) as captured, pytest.raises(errors.SourceChanged):
+        store.commit(captured, progress=touch_once)
+    assert store.list() == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another uid")  # tests run as root here

@@ -169,14 +169,15 @@ class Ledger:
         """Record a committed checkpoint; returns True when its step is the newest seen."""
         return self.record_committed_key(job.key, step)
 
-    def record_committed_key(self, key: CommitKey, step: int | None) -> bool:
+    def record_committed_key(self, key: CommitKey, step: int | None, *, count: bool = True) -> bool:
         """Record that the local unit of ``key`` is committed (by this sidecar, or — a multi-rank step —
-        by another rank's); returns True when its step is the newest seen."""
+        by another rank's); returns True when its step is the newest seen. ``count=False``: a second key
+        of the same commit (the file's metadata moved during its upload), not another commit."""
         with self.cv:
             self.committed[key] = step
             self.recorded.pop(key, None)
             self.newest_committed = max(self.newest_committed, key[1])
-            self.commits += 1
+            self.commits += 1 if count else 0
             self.abandoned.discard(key)
             if step is not None and step > self.last_step:
                 self.last_step = step

@@ -24,7 +24,7 @@ from kresume.sidecar.ledger import Ledger
 from kresume.sidecar.metrics import Metrics
 from kresume.sidecar.reconcile import Reconciler, Tick
 from kresume.sidecar.settings import SidecarSettings
-from kresume.sidecar.tasks import CommitKey, CommitTask, UploadCancelled
+from kresume.sidecar.tasks import CommitKey, CommitTask, UploadCancelled, committed_key
 from kresume.store import clock, errors
 from kresume.store.manifest import Manifest
 from kresume.store.nodecache import NodeCache
@@ -210,6 +210,9 @@ class Uploader:
     def _committed(self, key: CommitKey, written_at: float, manifest: Manifest) -> None:
         if self.ledger.record_committed_key(key, manifest.step):
             self.metrics.last_step.set(manifest.step)
+        now = committed_key(manifest)
+        if now is not None and now != key:  # the store took a metadata-only change (copystat): the new mtime
+            self.ledger.record_committed_key(now, manifest.step, count=False)
         self.metrics.commits.inc()
         self.metrics.commit_lag.observe(max(0.0, clock.time() - written_at))
 

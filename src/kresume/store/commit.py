@@ -48,7 +48,9 @@ def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: st
     CRC-32C of the bytes sent), in the order of ``checkpoint.files``.
 
     Every file is re-checked after all uploads: a rewrite of an early file during a later upload
-    must also abandon the commit (raises ``SourceChanged``).
+    must also abandon the commit (raises ``SourceChanged``); a change of metadata alone (``chmod``,
+    ``copystat``) whose bytes still have the CRC-32C sent is not one (:meth:`LocalFile.check_unchanged`),
+    and the manifest then records the file's new mtime.
     """
     keys = {f.relpath: layout.data_key(checkpoint_id, checkpoint.name, f.relpath or None) for f in checkpoint.files}
 
@@ -60,8 +62,8 @@ def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: st
     workers = max(1, min(store.settings.max_workers, len(checkpoint.files)))
     with ThreadPoolExecutor(workers, thread_name_prefix="kresume-upload") as pool:
         entries = list(pool.map(upload, checkpoint.files))
-    for f in checkpoint.files:
-        f.check_unchanged()
+    for f, entry in zip(checkpoint.files, entries, strict=True):
+        f.check_unchanged(entry.crc32c)
     return entries
 
 

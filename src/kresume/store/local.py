@@ -43,22 +43,31 @@ class LocalFile:
     ctime_ns: int = 0
     nlink: int = 1
 
-    def check_unchanged(self) -> None:
+    def check_unchanged(self, crc32c: str | None = None) -> None:
         """Raise :class:`~kresume.store.errors.SourceChanged` unless size, mtime, inode and ctime all
         still match the capture.
 
         A ctime that moved together with a fall of the link count is accepted: the file was
         unlinked or renamed over after capture (Lightning deletes the previous checkpoint 0.1-6 ms
         after the next save, writers.md §2), and the open descriptor still reads the complete
-        bytes (writers.md "What this means for the sidecar" §3). Any other ctime change (a
-        rewrite with the mtime set back, a ``chmod``) abandons the commit; the sidecar captures
-        the file again.
+        bytes (writers.md "What this means for the sidecar" §3).
+
+        With ``crc32c`` (hex, the CRC-32C of the bytes that were read for the upload), a change of the
+        ctime, or of the ctime and an mtime set *back* — same inode, same size; a write moves the mtime
+        forward, so a write in progress is never taken — is accepted when the bytes, read again through
+        the descriptor, still have that CRC-32C (and nothing moved during that read): what was sent is
+        what the file holds. The capture then takes the new mtime and ctime. Measured cause: fsspec's ``LocalFileOpener.commit`` (Lightning's
+        atomic save) renames the finished file into place and then ``chmod``\ s it, and ``shutil.move``
+        across file systems copies, then ``copystat``\ s (the mtime goes back to the temporary file's);
+        the sidecar can capture between the two, and 10-25 % of Lightning's 8.9 MB checkpoints were
+        uploaded twice. Any other change (a rewrite, a changed size or inode, different bytes) abandons
+        the commit; the sidecar captures the file again.
         """
         st = os.fstat(self.fd)
-        moved = [what for what, was, now in (("size", self.size, st.st_size), ("mtime", self.mtime_ns, st.st_mtime_ns),
-                                             ("inode", self.ino, st.st_ino)) if was != now]
-        if st.st_ctime_ns != self.ctime_ns and not st.st_nlink < self.nlink:
-            moved.append("ctime")
+        moved = self._moved(st)
+        if (moved and crc32c is not None and set(moved) <= {"mtime", "ctime"} and st.st_mtime_ns <= self.mtime_ns
+                and self._holds(crc32c, st)):
+            return
         if moved:
             detail = (f"size {self.size}→{st.st_size} B" if "size" in moved else " and ".join(moved) + " changed")
             raise errors.SourceChanged(
@@ -69,6 +78,36 @@ class LocalFile:
                 fix="nothing was committed; the sidecar commits the next complete version, by hand run "
                     "kresume commit again once the writer is done",
             )
+
+    def _moved(self, st: os.stat_result) -> list[str]:
+        moved = [what for what, was, now in (("size", self.size, st.st_size), ("mtime", self.mtime_ns, st.st_mtime_ns),
+                                             ("inode", self.ino, st.st_ino)) if was != now]
+        if st.st_ctime_ns != self.ctime_ns and not st.st_nlink < self.nlink:
+            moved.append("ctime")
+        return moved
+
+    def _holds(self, crc32c: str, st: os.stat_result) -> bool:
+        """True when the file's bytes now have CRC-32C ``crc32c`` and its stat stayed ``st`` during the read;
+        then the capture takes ``st``'s mtime and ctime."""
+        import google_crc32c
+
+        value, offset = 0, 0
+        while offset < self.size:
+            data = os.pread(self.fd, min(_REREAD_BYTES, self.size - offset), offset)
+            if not data:
+                return False
+            value = google_crc32c.extend(value, data)
+            offset += len(data)
+        after = os.fstat(self.fd)
+        if (after.st_size, after.st_ino, after.st_mtime_ns, after.st_ctime_ns) != (
+                st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) or f"{value:08x}" != crc32c:
+            return False
+        self.mtime_ns, self.ctime_ns, self.nlink = st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+        return True
+
+
+_REREAD_BYTES = 4 << 20
+"""Read size of :meth:`LocalFile._holds` (4 MiB: one buffer, outside the upload budget)."""
 
 
 @dataclass

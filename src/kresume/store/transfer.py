@@ -71,7 +71,8 @@ def upload_file(fs: Any, local: LocalFile, rpath: str, settings: TransferSetting
     Raises
     ------
     SourceChanged
-        Fewer bytes than captured could be read, or size/mtime moved during the upload.
+        Fewer bytes than captured could be read, or the file moved during the upload (a change of mtime or
+        ctime alone is accepted when the bytes still have the CRC-32C sent: :meth:`LocalFile.check_unchanged`).
     OSError and backend errors
         From the store (the caller retries transient ones).
     """
@@ -98,8 +99,9 @@ def upload_file(fs: Any, local: LocalFile, rpath: str, settings: TransferSetting
                 out.write(data)
     if state.offset != local.size:
         raise errors.SourceChanged(local.display, f"only {state.offset} of {local.size} B could be read (truncated)")
-    local.check_unchanged()
-    return crc32c_hex(state.crc)
+    crc = crc32c_hex(state.crc)
+    local.check_unchanged(crc)
+    return crc
 
 
 class _Read:

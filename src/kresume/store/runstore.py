@@ -23,22 +23,38 @@ Invariants kept (DESIGN.md, numbered as there):
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kresume.formats.metadata import CheckpointInfo
-from kresume.store import (clock, commit, conditional, errors, layout, partcommit, parts, pins, prune, reading,
-                           restore, retention, selection, verify)
+from kresume.store import conditional, errors, layout, pins, reading, selection
 from kresume.store.known import Known
-from kresume.store.local import LocalCheckpoint
 from kresume.store.manifest import Manifest, Pointer
 from kresume.store.storage import TransferSettings, missing_bucket, open_fs, retrying, transfer_settings
-from kresume.store.transfer import Progress
-from kresume.store.verify import Problem, VerifyReport
+
+if TYPE_CHECKING:
+    from kresume.formats.metadata import CheckpointInfo
+    from kresume.store import partcommit, parts, retention
+    from kresume.store.local import LocalCheckpoint
+    from kresume.store.transfer import Progress
+    from kresume.store.verify import Problem, VerifyReport
 
 __all__ = ["Problem", "RunStore", "VerifyReport"]
+
+# The operation modules (commit, partcommit, verify, restore, prune, clock) are imported by the method
+# that needs them: a one-shot ``kresume restore`` or ``latest`` then loads only reading and restore, not the
+# commit path's format checks (bench/RESULTS.md "CLI start-up"; tests/cli/test_cli_startup_imports.py).
+
+
+def __getattr__(name: str) -> Any:
+    """``Problem`` and ``VerifyReport`` (re-exported from :mod:`kresume.store.verify`), imported on first use."""
+    if name in ("Problem", "VerifyReport"):
+        from kresume.store import verify
+
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RunStore:
@@ -67,7 +83,18 @@ class RunStore:
         self.settings = settings
         self.known = Known()
         """Checkpoints this handle has validated (:mod:`kresume.store.known`); resolution reads only the rest."""
-        self._parts = partcommit.PartCache()
+        self._part_cache: partcommit.PartCache | None = None
+        self._part_cache_lock = threading.Lock()
+
+    @property
+    def _parts(self) -> partcommit.PartCache:
+        """Part records already read (:class:`kresume.store.partcommit.PartCache`), made on first use."""
+        with self._part_cache_lock:
+            if self._part_cache is None:
+                from kresume.store import partcommit
+
+                self._part_cache = partcommit.PartCache()
+            return self._part_cache
 
     @classmethod
     def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,
@@ -175,6 +202,8 @@ class RunStore:
                move_pointer: bool = True, resumed_from: str | None = None) -> Manifest:
         """Upload a local checkpoint and commit it (:func:`kresume.store.commit.commit`); ``resumed_from``
         (id or URL of the checkpoint this pod resumed from) is recorded as ``source.resumed_from``."""
+        from kresume.store import commit
+
         return commit.commit(self, checkpoint, info=info, source=source, progress=progress,
                              move_pointer=move_pointer, resumed_from=resumed_from)
 
@@ -190,25 +219,35 @@ class RunStore:
         committed (:func:`kresume.store.parts.tick_delay`). Details and errors:
         :func:`kresume.store.partcommit.commit_part`.
         """
+        from kresume.store import partcommit
+
         return partcommit.commit_part(self, checkpoint, rank=rank, world_size=world_size, epoch=epoch, info=info,
                                       expect=expect, source=source, progress=progress, resumed_from=resumed_from)
 
     def try_commit(self, checkpoint_id: str, *, world_size: int | None = None) -> partcommit.PartOutcome:
         """Commit a multi-rank checkpoint whose parts are whole (:func:`kresume.store.partcommit.try_commit`)."""
+        from kresume.store import partcommit
+
         return partcommit.try_commit(self, checkpoint_id, world_size=world_size)
 
     def pending(self) -> list[parts.Waiting]:
         """Uncommitted multi-rank checkpoints with parts, newest first, and what each still needs
         (:func:`kresume.store.partcommit.pending`)."""
+        from kresume.store import partcommit
+
         return partcommit.pending(self)
 
     def repair_pointer(self) -> str | None:
         """Move the pointer to the newest valid checkpoint when it names an older or broken one
         (:func:`kresume.store.commit.repair_pointer`); the id moved to, or ``None``."""
+        from kresume.store import commit
+
         return commit.repair_pointer(self)
 
     def write_pointer(self, manifest: Manifest) -> None:
         """Point ``latest.json`` at ``manifest`` (unconditionally)."""
+        from kresume.store import commit
+
         commit.write_pointer(self, manifest)
 
     def read_pointer(self) -> Pointer | None:
@@ -248,11 +287,15 @@ class RunStore:
     # ---------------------------------------------------------------- verify
     def verify(self, checkpoint_id: str | None = None, *, checksums: bool = False) -> list[Problem]:
         """The problems :meth:`check` finds (empty when clean; ``[]`` for a run with nothing committed)."""
+        from kresume.store import verify
+
         return verify.check(self, checkpoint_id, checksums=checksums, allow_empty=True).problems
 
     def check(self, checkpoint_id: str | None = None, *, checksums: bool = False,
               allow_empty: bool = False) -> VerifyReport:
         """Check committed checkpoints, all or one (:func:`kresume.store.verify.check`)."""
+        from kresume.store import verify
+
         return verify.check(self, checkpoint_id, checksums=checksums, allow_empty=allow_empty)
 
     # ---------------------------------------------------------------- restore
@@ -262,6 +305,8 @@ class RunStore:
         """Download a committed checkpoint into folder ``dest`` (or copy it from the node-local ``cache``); the
         local path of the checkpoint (``dest/<name>``). With ``rank``, only that rank's files and those no
         rank-specific rule claims (:func:`kresume.store.parts.files_for_rank`) (:func:`kresume.store.restore.restore`)."""
+        from kresume.store import restore
+
         return restore.restore(self, dest, checkpoint, progress=progress, on_start=on_start, rank=rank, cache=cache,
                                outcome=outcome)
 
@@ -269,10 +314,14 @@ class RunStore:
     def mark_bad(self, checkpoint_id: str, reason: str) -> str | None:
         """Mark a committed checkpoint bad (:func:`kresume.store.prune.mark_bad`); the id the pointer
         moved to, or ``None``."""
+        from kresume.store import prune
+
         return prune.mark_bad(self, checkpoint_id, reason)
 
     def unmark_bad(self, checkpoint_id: str) -> str | None:
         """Remove a bad mark (:func:`kresume.store.prune.unmark_bad`); the id the pointer moved to, or ``None``."""
+        from kresume.store import prune
+
         return prune.unmark_bad(self, checkpoint_id)
 
     # ---------------------------------------------------------------- pins and the store clock
@@ -293,10 +342,14 @@ class RunStore:
 
     def store_now(self) -> datetime | None:
         """The store's own time (:class:`kresume.store.clock.StoreClock`: one PUT + one HEAD)."""
+        from kresume.store import clock
+
         return clock.StoreClock(self).now()
 
     def prune(self, keep_last: int, keep_every: int | None = None, *, protect: Iterable[str] = (),
               dry_run: bool = False, orphans_older_than: float | None = None) -> retention.PrunePlan:
         """Delete old checkpoints by the rules of :mod:`kresume.store.retention` (:func:`kresume.store.prune.prune`)."""
+        from kresume.store import prune
+
         return prune.prune(self, keep_last, keep_every, protect=protect, dry_run=dry_run,
                            orphans_older_than=orphans_older_than)

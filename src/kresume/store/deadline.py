@@ -19,7 +19,6 @@ the process-level :func:`watch` is the guarantee.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import itertools
 import logging
@@ -30,7 +29,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fsspec.asyn import sync
 
 
 class Deadline:
@@ -128,6 +126,8 @@ class BoundedFS:
             return attr  # implemented synchronously by the backend (open, invalidate_cache …)
 
         def bounded_call(*args: Any, **kwargs: Any) -> Any:
+            from fsspec.asyn import sync  # only async fsspec backends get here (the native client does not)
+
             return sync(self.fs.loop, self.bounded, coro, *args, **kwargs)
         return bounded_call
 
@@ -140,6 +140,8 @@ class BoundedFS:
     async def bounded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Await ``fn(*args, **kwargs)`` on the running loop; cancel it and raise
         :class:`DeadlineExceeded` when the deadline passes (re-checked whenever it is set)."""
+        import asyncio
+
         deadline = self.deadline
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(fn(*args, **kwargs))

@@ -33,8 +33,6 @@ from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
-from fsspec.spec import AbstractFileSystem
-
 from kresume.store import native_options
 from kresume.store.native_options import NativeConfig, Untranslatable
 
@@ -76,12 +74,10 @@ def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = o
             _LOGGED.add("obstore")
             logger.info("obstore is not installed: using the fsspec backend (pip install 'kresume[s3]' adds it)")
         return None
-    import fsspec.config
-
     # fsspec's own configuration (FSSPEC_<PROTOCOL>_<KEY>, ~/.config/fsspec/*.json) applies as it
     # would to the fsspec backend; the caller's options win.
     protocol = url.split("://", 1)[0]
-    opts = {**fsspec.config.conf.get(protocol, {}), **{k: v for k, v in options.items() if k != OPTION}}
+    opts = {**fsspec_config().get(protocol, {}), **{k: v for k, v in options.items() if k != OPTION}}
     try:
         cfg = native_options.translate(url, opts, env)
     except Untranslatable as exc:
@@ -95,6 +91,30 @@ def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = o
 
 
 _LOGGED: set[str] = set()
+
+
+def fsspec_config() -> Mapping[str, Any]:
+    """``fsspec.config.conf`` (protocol → options), without importing fsspec when there is none to read.
+
+    fsspec fills it at import from ``FSSPEC_<PROTOCOL>[_<KEY>]`` environment variables and the ``*.ini`` /
+    ``*.json`` files of ``FSSPEC_CONFIG_DIR`` (default ``~/.config/fsspec``) (``fsspec/config.py``). With none of
+    those it is empty, and the native client skips fsspec's import (a large share of a one-shot command's
+    start-up: bench/RESULTS.md "CLI start-up").
+    """
+    import sys
+
+    if "fsspec.config" not in sys.modules:
+        named = any(k.startswith("FSSPEC_") and k != "FSSPEC_CONFIG_DIR" for k in os.environ)
+        folder = os.environ.get("FSSPEC_CONFIG_DIR", os.path.join(os.path.expanduser("~"), ".config/fsspec"))
+        try:
+            files = any(n.endswith((".ini", ".json")) for n in os.listdir(folder))
+        except OSError:
+            files = False
+        if not named and not files:
+            return {}
+    import fsspec.config
+
+    return fsspec.config.conf
 
 
 def _build_store(cfg: NativeConfig) -> Any:
@@ -221,26 +241,78 @@ def _helpers() -> cf.ThreadPoolExecutor:
 
 
 # ------------------------------------------------------------------------------------- filesystem
-class NativeFileSystem(AbstractFileSystem):
+class NativeFileSystem:
     """fsspec filesystem of ONE bucket/container over an obstore store (module doc).
 
     Paths are fsspec's ``bucket/key`` (protocol optional). ``store`` is the obstore store;
     :meth:`key` turns a path into its key. Listings are never cached (kresume's callers ask for
     fresh ones); ``invalidate_cache`` is accepted and does nothing.
+
+    It implements fsspec's ``AbstractFileSystem`` primitives itself without importing fsspec (a one-shot
+    ``kresume restore`` then never pays fsspec's import); any other ``AbstractFileSystem`` method
+    (``open``, ``cat``, ``glob``, ``walk`` …) is served by an fsspec view over these primitives, made on first
+    use (:func:`kresume.store.native_fsspec.view`).
     """
 
-    protocol = tuple(native_options.NATIVE_PROTOCOLS)
+    protocol: tuple[str, ...] = tuple(native_options.NATIVE_PROTOCOLS)
     root_marker = ""
+    sep = "/"
     cachable = False
+    async_impl = False
 
     def __init__(self, url_protocol: str, cfg: NativeConfig, store: Any, deadline: Any = None) -> None:
-        super().__init__()
-        self.protocol = (url_protocol,)  # type: ignore[assignment]
+        self.protocol = (url_protocol,)
         self.native = cfg
         self.store = store
         self.bucket = cfg.bucket
         self.deadline = deadline
         """A :class:`kresume.store.deadline.Deadline` every request must end by, or None."""
+        self._view: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other ``AbstractFileSystem`` attribute, from the fsspec view (module doc of native_fsspec)."""
+        if name.startswith("__") or name == "_view":
+            raise AttributeError(name)
+        if self.__dict__.get("_view") is None:
+            from kresume.store import native_fsspec
+
+            self._view = native_fsspec.view(self)
+        return getattr(self._view, name)
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """fsspec's ``AbstractFileSystem.open`` (text modes, compression) over :meth:`_open`."""
+        return self.__getattr__("open")(path, mode, **kwargs)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        """``AbstractFileSystem._strip_protocol``: any native protocol's ``<p>://`` or ``<p>::`` prefix and
+        trailing slashes removed (a list: each item)."""
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = os.fspath(path) if not isinstance(path, str) else path
+        for protocol in cls.protocol:
+            if path.startswith(protocol + "://"):
+                path = path[len(protocol) + 3:]
+            elif path.startswith(protocol + "::"):
+                path = path[len(protocol) + 2:]
+        path = path.rstrip("/")
+        return path or cls.root_marker
+
+    @classmethod
+    def _parent(cls, path: str) -> str:
+        """``AbstractFileSystem._parent``: the path without its last component."""
+        path = cls._strip_protocol(path)
+        if "/" in path:
+            return cls.root_marker + path.rsplit("/", 1)[0].lstrip(cls.root_marker)
+        return cls.root_marker
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        """``AbstractFileSystem.exists``: whether :meth:`info` answers (any error means no)."""
+        try:
+            self.info(path, **kwargs)
+            return True
+        except Exception:  # noqa: BLE001 - fsspec's own rule
+            return False
 
     # --- time budget -----------------------------------------------------------------------------
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

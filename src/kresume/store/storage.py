@@ -32,8 +32,6 @@ from kresume.store.urls import check_url
 # stalls 50-110 s per call (measured, shared/objstores/README.md). Must be set before import.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-import fsspec  # noqa: E402
-
 from kresume.store import native  # noqa: E402
 
 T = TypeVar("T")
@@ -255,6 +253,8 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
                                                   "native or fsspec") from exc
     if opened is not None:
         return opened
+    import fsspec  # the fsspec backends only: a native-client run never imports fsspec (its start-up cost)
+
     opts = backend_options(protocol, {k: v for k, v in (storage_options or {}).items() if k != native.OPTION})
     try:
         fs, path = fsspec.url_to_fs(url, **opts)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from kresume.cli import oneshot, session
+from kresume.cli.session import _budget, budget_seconds, end_command  # noqa: F401  (the root callback's, tests')
 from kresume.store import errors
 from kresume.store.runstore import RunStore
 
@@ -23,115 +22,30 @@ _OPTS_HELP = ("fsspec storage option KEY=VALUE (repeatable; VALUE parsed as JSON
               "client_kwargs='{\"endpoint_url\":\"http://127.0.0.1:8333\"}'). FSSPEC_* env and fsspec config files apply too.")
 
 out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
-
-
-def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["key=value", …]`` → dict; values that parse as JSON are decoded (``anon=true`` → True).
-
-    Raises ``typer.BadParameter`` naming the bad item when an item has no ``=``.
-    """
-    opts: dict[str, Any] = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--storage-option")
-        key, value = item.split("=", 1)
-        if not key:
-            raise typer.BadParameter(f"{item!r} has an empty KEY", param_hint="--storage-option")
-        try:
-            opts[key] = json.loads(value)
-        except ValueError:
-            if value.lstrip().startswith(("{", "[", '"')):
-                raise typer.BadParameter(f"{key}: {value!r} looks like JSON but does not parse",
-                                         param_hint="--storage-option") from None
-            opts[key] = value
-    return opts
-
-
-#: Tries per store request for the CLI (the sidecar keeps the store default): a person waiting at
-#: a terminal for an unreachable endpoint wants the answer in seconds, not after a minute of backoff.
-CLI_ATTEMPTS = 3
-
-#: Seconds a command may go without an answer from the store (``--timeout`` / ``KRESUME_TIMEOUT``):
-#: every answer and every chunk moved starts it again, so it bounds a store that does not answer
-#: (exit 8) without cutting a long restore or commit of one that does. 0 turns it off.
-CLI_TIMEOUT = 30.0
-#: After the budget has passed, seconds the command gets to fail on its own path (a cancelled request
-#: reported as "no answer before …") before the watchdog ends it with exit 8.
-WATCHDOG_GRACE = 2.0
-
-budget_seconds: list[float] = []  # --timeout of the command being run (set by the CLI's root callback)
-_budget: list[Any] = []  # the command's Deadline, once opened (one command per process)
-_ended: list[threading.Event] = []  # set to stop the command's watchdog
-
-
-def _open(url: str, storage_option: list[str] | None) -> RunStore:
-    from dataclasses import replace
-
-    from kresume.store.storage import transfer_settings
-
-    attempts = int(os.environ.get("KRESUME_ATTEMPTS") or CLI_ATTEMPTS)
-    settings = replace(transfer_settings(), attempts=attempts, deadline=_command_budget(url))
-    return RunStore.open(url, parse_storage_options(storage_option), settings)
-
-
-def _command_budget(url: str) -> Any:
-    """The command's idle :class:`~kresume.store.deadline.Deadline` and its watchdog (``None`` when
-    ``--timeout 0``). The watchdog prints one error line and exits 8 if the command has not ended
-    ``WATCHDOG_GRACE`` s after the budget passed (a call the deadline cannot cancel)."""
-    from kresume.store.deadline import Deadline, exit_now, watch
-
-    seconds = budget_seconds[0] if budget_seconds else CLI_TIMEOUT
-    if seconds <= 0:
-        return None
-    if _budget:
-        return _budget[0]
-    deadline = Deadline(f"the command's budget (--timeout {seconds:g} s without an answer from the store)",
-                        idle=seconds)
-
-    def give_up() -> None:
-        unreachable = errors.StoreUnreachable(url, f"no answer for {seconds:g} s",
-                                              fix="check the endpoint and network, or raise --timeout / KRESUME_TIMEOUT")
-        print(f"kresume: error: {unreachable}", file=sys.stderr)
-        exit_now(unreachable.exit_code)
-
-    done = threading.Event()
-    watch(deadline, give_up, after=WATCHDOG_GRACE, cancel=done, name="kresume-budget")
-    _budget.append(deadline)
-    _ended.append(done)
-    return deadline
-
-
-def end_command() -> None:
-    """The command ended: stop its budget's watchdog (the CLI's root context calls this on close, so
-    in-process callers such as a test runner go on safely)."""
-    for done in _ended:
-        done.set()
-    _ended.clear()
-    _budget.clear()
-
-
-def _touch(n: int) -> None:
-    """Bytes moved: the store is answering (renews the command's budget)."""
-    if _budget:
-        _budget[0].touch()
+err = session.err_console()
 
 
 @contextmanager
-def _bar(total: int, label: str, enabled: bool) -> Iterator[Any]:
-    """A progress callback ``f(nbytes)`` (a rich bar when ``enabled``) that also renews the budget."""
-    if not enabled:
-        yield _touch
-        return
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False) as progress:
-        task = progress.add_task(label, total=total)
+def _usage_checked() -> Iterator[None]:
+    """A bad ``--storage-option`` (:class:`~kresume.cli.session.OptionError`) as click's usage error (exit 2)."""
+    try:
+        yield
+    except session.OptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.param_hint) from None
 
-        def advance(n: int) -> None:
-            _touch(n)
-            progress.advance(task, n)
 
-        yield advance
+def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["key=value", …]`` → dict (:func:`kresume.cli.session.parse_storage_options`); raises
+    ``typer.BadParameter`` naming the bad item."""
+    with _usage_checked():
+        return session.parse_storage_options(pairs)
+
+
+def _open(url: str, storage_option: list[str] | None) -> RunStore:
+    return session.open_store(url, parse_storage_options(storage_option))
+
+
+_bar = session.progress_bar
 
 
 StorageOpt = typer.Option(None, "--storage-option", "-o", help=_OPTS_HELP, metavar="KEY=VALUE")
@@ -205,19 +119,8 @@ def register(app: typer.Typer) -> None:
         Pointer first; falls back to the newest manifest whose objects all exist with their sizes.
         Exit 4 when the run has no valid committed checkpoint, 7 when the bucket does not exist.
         """
-        store = _open(url, storage_option)
-        found = store.latest()
-        if found is None:
-            raise store.no_checkpoint("no valid committed checkpoint",
-                                      fix="check the URL; `kresume ls` shows checkpoints marked bad")
-        if as_json:
-            print(json.dumps({"url": found.url, "step": found.step, "epoch": found.epoch, "id": found.checkpoint_id,
-                              "name": found.manifest.name, "format": found.manifest.format,
-                              "committed_at": found.manifest.committed_at, "fallback_reason": found.fallback_reason}))
-        else:
-            print(f"{found.url}\tstep={'' if found.step is None else found.step}")
-            if found.fallback_reason:
-                err.print(f"note: {found.fallback_reason}")
+        with _usage_checked():
+            oneshot.latest(url, storage_option, as_json)
 
     @app.command("verify")
     def verify_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,
@@ -268,40 +171,9 @@ def register(app: typer.Typer) -> None:
 
         Prints the local path. A half-finished restore never appears under DEST/<name>.
         """
-        import time
-
-        from kresume.cli.progresslog import ProgressLog
-
-        t0 = time.monotonic()
-        store = _open(url, storage_option)
-        show = sys.stderr.isatty() if progress is None else progress
-        every = progress_every if progress_every is not None else (0.0 if show else 5.0)
-        manifest = store.resolve_checkpoint(checkpoint)
-        cache = None
-        if cache_dir is not None:
-            from kresume.store.nodecache import NodeCache
-
-            cache = NodeCache(cache_dir, max_bytes=2**63)
-        outcome: dict[str, Any] = {}
-        plog = ProgressLog(f"restore {manifest.name}", manifest.total_bytes, every) if not show and every > 0 else None
-        try:
-            with _bar(manifest.total_bytes, f"restore {manifest.name}", show) as advance:
-                path = store.restore(dest, manifest, progress=plog.advance if plog else advance, rank=rank,
-                                     cache=cache, outcome=outcome)
-        except errors.CorruptCheckpoint as exc:
-            if exc.fix:
-                raise
-            raise type(exc)(exc.url, exc.detail, fix=f"kresume mark-bad {url} {manifest.id} makes latest skip it; "
-                                                     "kresume ls shows older ids for --checkpoint") from exc
-        outcome["seconds"] = round(time.monotonic() - t0, 3)
-        if plog is not None:
-            plog.finish(f"from the {'node cache' if outcome.get('source') == 'cache' else 'store'}")
-        if result_file is not None:
-            try:
-                result_file.write_text(json.dumps(outcome, sort_keys=True))
-            except OSError as exc:
-                err.print(f"kresume restore: cannot write --result-file {result_file}: {exc.strerror or exc}")
-        print(path)
+        with _usage_checked():
+            oneshot.restore(url, dest, storage_option, checkpoint, progress, rank, progress_every, cache_dir,
+                            result_file)
 
     @app.command("prune")
     def prune_cmd(url: str = typer.Argument(..., help=_URL_HELP), storage_option: Optional[list[str]] = StorageOpt,

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import inputs, machine, peers, report, servers, transfer_rows
+from bench import inputs, machine, peers, procs, report, servers, transfer_rows
 
 ROWS = ("transfer", "clients", "durable", "memory", "training", "webhook")
 
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> str:
     sizes = inputs.QUICK if args.quick else inputs.FULL
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kresume-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    procs.bytecode_as_installed(work / "pycache")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     facts = machine.describe(str(work), {t: peers.tool(t) for t in ("s5cmd", "rclone")})
     started = time.monotonic()

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from kresume.store.runstore import RunStore
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kresume-bench-cache-"))
+    from bench.procs import bytecode_as_installed
+
+    bytecode_as_installed(work / "pycache")
     server = objstores.SeaweedFSServer()
     server.start()
     try:

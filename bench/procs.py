@@ -20,6 +20,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
+def bytecode_as_installed(cache_dir: os.PathLike[str] | str) -> None:
+    """Let the Python tools this process starts cache their bytecode, as an installed kresume has it.
+
+    The image installs kresume from its wheel, and pip byte-compiles what it installs, so a pod's ``kresume
+    restore`` loads ``.pyc`` files. Here kresume is an editable install of ``src/`` and the environment may set
+    ``PYTHONDONTWRITEBYTECODE=1`` (this machine's does): every measured ``kresume`` would then compile its
+    ~40 modules from source first, a start-up cost (~0.03-0.05 CPU-s, bench/RESULTS.md "CLI start-up") no
+    deployment pays. The variable is dropped and bytecode goes to ``cache_dir`` (``PYTHONPYCACHEPREFIX``, so
+    the source tree stays clean); the first run of each tool fills it (every row has warm-up or upload rounds
+    first). Changes ``os.environ`` of this process, which children inherit.
+    """
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = os.fspath(cache_dir)
+
+
 class CommandFailed(RuntimeError):
     """A measured command exited non-zero; the message has its argv and the tail of its output."""
 

@@ -20,7 +20,9 @@ a URL webhook and our own CA, a ``CheckpointPolicy`` with a credentials Secret. 
 * cold: every pod is a new run (nothing known; the store finds no checkpoint).
 
 Two numbers per pod: the handler time the operator logs (``inject-pod … in X ms``: from the kopf
-handler's start to its answer) and the client's ``create pod`` round trip (API server + webhook call).
+handler's start to its answer; ``(store Y ms)``: of which waiting for the store, for an answer from memory the
+bad-mark GET) and the client's ``create pod`` round trip (API server + webhook call). For answers from memory
+``handler_minus_store`` is what kresume costs besides that one request.
 "Added" = a case's round-trip percentile minus the baseline's; ``over_noop`` = minus the no-op webhook's.
 Store requests per admission are counted at a forwarding proxy in front of moto (``bench/countproxy.py``).
 
@@ -47,7 +49,8 @@ from kresume import contract
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import admission_env, noop_webhook  # noqa: E402
 
-LINE = re.compile(r"inject-pod (?P<ns>[^/]+)/(?P<key>\S+): (?P<outcome>\w+) \(checkpoint from (?P<src>[\w-]+)\) in (?P<ms>[\d.]+) ms")
+LINE = re.compile(r"inject-pod (?P<ns>[^/]+)/(?P<key>\S+): (?P<outcome>\w+) \(checkpoint from (?P<src>[\w-]+)\) in (?P<ms>[\d.]+) ms"
+                  r"(?: \(store (?P<store_ms>[\d.]+) ms\))?")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -178,10 +181,15 @@ def main() -> None:
         order = [m["src"] for m in map(LINE.search, lines) if m and m["ns"] == ns and m["key"] == "warm"]
         if len(order) == len(repl_client):
             mem = [rt for rt, src in zip(repl_client, order) if src == "memory"]
-            mem_handler = [float(m["ms"]) for m in map(LINE.search, lines)
-                           if m and m["ns"] == ns and m["key"] == "warm" and m["src"] == "memory"]
+            mem_lines = [m for m in map(LINE.search, lines)
+                         if m and m["ns"] == ns and m["key"] == "warm" and m["src"] == "memory"]
+            mem_handler = [float(m["ms"]) for m in mem_lines]
+            mem_store = [float(m["store_ms"]) for m in mem_lines if m["store_ms"] is not None]
+            mem_rest = [float(m["ms"]) - float(m["store_ms"]) for m in mem_lines if m["store_ms"] is not None]
             if mem:  # the handler of a memory answer includes its one bad-mark read (GET bad/<id>.json)
                 result["replacement_from_memory"] = {"handler": summary(mem_handler),
+                                                     "bad_mark_wait": summary(mem_store) if mem_store else None,
+                                                     "handler_minus_store": summary(mem_rest) if mem_rest else None,
                                                      "create_round_trip": summary(mem),
                                                      "added": added(summary(mem), base),
                                                      "over_noop": added(summary(mem), noop_rt),

@@ -86,7 +86,7 @@ async def refresh_run(state: admission.State, key: tuple[str, str], url: str, po
                                              latest.get("step") if latest else None)
         WAITING[url] = len(waiting or [])
         metrics.STEPS_WAITING.set(sum(WAITING.values()))
-        await statuswriter.update(state, key[0], key[1], lambda s: decisions.record_latest(
+        await statuswriter.post(state, key[0], key[1], lambda s: decisions.record_latest(
             s, latest, entry.checkpoints, pending=decisions.pending_summary(waiting)))
     except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
         metrics.REFRESH_ERRORS.inc()

@@ -120,6 +120,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if getattr(memo, "kresume", None) is not None:
+            if memo.kresume.writer is not None:  # status changes still waiting for their write (≤ 0.25 s old)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(memo.kresume.writer.flush(), timeout=5)
             memo.kresume.resolver.close()
 
     # Explicit ids: kopf passes an index to handlers as a kwarg named by its id, and the default id of a

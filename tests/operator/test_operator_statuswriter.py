@@ -1,4 +1,4 @@
-"""The coalescing status writer (issue 17 item 5): pending changes of a run share one read-modify-write, in the
+"""Bookkeeping under a burst (issue 17 item 5): the coalescing status writer — pending changes of a run share one read-modify-write, in the
 order they came, and each waiter learns whether its own change was written. The API here is an in-memory
 CheckpointRun store with Kube.update_run_status's contract (conflict retries included); the real API server
 is in tests/operator/test_operator_burst_cluster.py."""
@@ -123,3 +123,17 @@ def test_a_write_that_keeps_failing_reaches_its_waiters():
             await writer.update("ns", "run", append("p0"), spec={})
 
     asyncio.run(main())
+
+
+def test_the_event_budget_posts_a_burst_then_its_rate_and_counts_the_rest():
+    from kresume.operator.podevents import EventBudget
+
+    now = [0.0]
+    budget = EventBudget(rate=5.0, burst=3, clock=lambda: now[0])
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+    assert budget.dropped == 2
+    now[0] = 0.2  # one token back (5/s)
+    assert [budget.take(), budget.take()] == [True, False]
+    now[0] = 100.0  # refilled to the burst, not beyond
+    assert sum(budget.take() for _ in range(10)) == 3
+    assert all(EventBudget(rate=0, burst=1).take() for _ in range(100))  # 0: no limit

@@ -1,5 +1,6 @@
-"""Bookkeeping under a burst (issue 17 item 5): the coalescing status writer — pending changes of a run share one read-modify-write, in the
-order they came, and each waiter learns whether its own change was written. The API here is an in-memory
+"""Bookkeeping under a burst (issue 17 item 5): the coalescing status writer — pending changes of a run share
+one read-modify-write, in the order they came, and each waiter learns whether its own change was written —
+and the Event budget. The API here is an in-memory
 CheckpointRun store with Kube.update_run_status's contract (conflict retries included); the real API server
 is in tests/operator/test_operator_burst_cluster.py."""
 

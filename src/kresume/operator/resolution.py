@@ -19,7 +19,9 @@ becomes quiet, so the replacement pod of a preempted run usually finds such an a
 One store round trip per admission (issue 17 item 3): each run's store handle keeps the manifests it has
 validated (:mod:`kresume.store.known`), so a lookup reads the pointer and both listings concurrently and
 validates only a checkpoint it has not seen (a second round trip, once per checkpoint); concurrent
-admissions of one run share one lookup (:meth:`Resolver._shared_lookup`).
+admissions of one run share one lookup (:meth:`Resolver._shared_lookup`). An admission that joined a lookup
+begun before it then reads the bad mark of the answer (one GET begun after it, shared by every such joiner):
+that lookup may have listed ``bad/`` before a ``mark-bad`` that returned before this admission began.
 
 Bad marks are seen at once (issue 11 item 3): ``kresume mark-bad`` works without any pod, so a quiet run's
 answer may name a checkpoint marked bad since. Before answering from memory the resolver reads the bad mark
@@ -112,7 +114,8 @@ class Resolver:
         self._cache: dict[str, Entry] = {}
         self._bad: dict[str, set[str]] = {}
         self._stores: dict[tuple[str, str], Any] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Future[Entry]] = {}
+        self._inflight: dict[tuple[str, str], tuple[float, asyncio.Future[Entry]]] = {}
+        self._marks: dict[tuple[str, str, str], tuple[float, asyncio.Future[bool]]] = {}
         self._lock = threading.Lock()
         # Two lanes: admissions' lookups and bad-mark reads never queue behind background work (refreshes of
         # live runs, the crash-loop fallback's reads and marks), which has threads of its own.
@@ -233,8 +236,13 @@ class Resolver:
             budget = max(0.05, budget - (time.monotonic() - t0))
         deadline = time.monotonic() + budget
         try:
-            future = self._shared_lookup(loop, url, options, deadline)
+            began, future = self._shared_lookup(loop, url, options, deadline)
             entry = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+            if began < start and entry.resume is not None:  # joined: re-read the answer's bad mark (module doc)
+                left = max(0.05, deadline - time.monotonic())
+                bad = await self.bad_mark(url, options, entry.resume.checkpoint, left, not_before=start)
+                if bad is not False:
+                    return await self._own_lookup(loop, url, options, deadline, fallback, start, bad)
             return Outcome(entry.resume, SOURCE_STORE, None, self._clock() - start)
         except asyncio.TimeoutError:
             error = f"timeout: the store did not answer within {budget:g} s"
@@ -245,14 +253,46 @@ class Resolver:
             error = _describe(exc)
         return self._fallback(url, fallback, error, start)
 
-    async def bad_mark(self, url: str, options: Mapping[str, Any], checkpoint: str, budget: float) -> bool | None:
+    async def _own_lookup(self, loop: asyncio.AbstractEventLoop, url: str, options: Mapping[str, Any],
+                          deadline: float, fallback: Resume | None, start: float, bad: bool | None) -> Outcome:
+        """A lookup of this admission's own (begun now, so it sees every mark made before it), after the shared
+        one's answer turned out marked bad (``bad`` True) or its mark could not be read (None)."""
+        budget = deadline - time.monotonic()
+        error = "timeout: the bad mark of the shared lookup's answer was not read in time"
+        if budget > 0.01:
+            future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, self._clock())
+            try:
+                entry = await asyncio.wait_for(asyncio.shield(future), timeout=budget)
+                return Outcome(entry.resume, SOURCE_STORE, None, self._clock() - start)
+            except asyncio.TimeoutError:
+                future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+                error = f"timeout: the store did not answer within {budget:g} s"
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the webhook must never fail on resolution
+                error = _describe(exc)
+        return self._fallback(url, fallback, error, start)
+
+    async def bad_mark(self, url: str, options: Mapping[str, Any], checkpoint: str, budget: float, *,
+                       not_before: float | None = None) -> bool | None:
         """Whether ``checkpoint`` of run ``url`` carries a bad mark: one store read within ``budget`` seconds (none
         when this process knows it is bad). True (it is then :meth:`note_bad`-ed), False, or None when the store
-        did not say in time."""
+        did not say in time. With ``not_before`` (clock seconds), a read of the same mark begun at or after it and
+        still under way is shared instead of making another."""
         if self.known_bad(url, checkpoint):
             return True
-        future = asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: self._store(url, dict(options)).is_bad(checkpoint))
+        key = (url, _options_key(options), checkpoint)
+        running = self._marks.get(key) if not_before is not None else None
+        if running is not None and running[0] >= not_before and not running[1].done():  # type: ignore[operator]
+            future = running[1]
+        else:
+            future = asyncio.get_running_loop().run_in_executor(
+                self._pool, lambda: self._store(url, dict(options)).is_bad(checkpoint))
+            if not_before is not None:
+                entry = (self._clock(), future)
+                self._marks[key] = entry
+                future.add_done_callback(lambda f: self._marks.pop(key, None) if self._marks.get(key) is entry
+                                         else None)
         try:
             bad = bool(await asyncio.wait_for(asyncio.shield(future), timeout=budget))
         except asyncio.CancelledError:
@@ -265,22 +305,26 @@ class Resolver:
         return bad
 
     def _shared_lookup(self, loop: asyncio.AbstractEventLoop, url: str, options: Mapping[str, Any],
-                       deadline: float) -> asyncio.Future[Entry]:
-        """The admission lookup of run ``url`` under way, else a new one (event loop only).
+                       deadline: float) -> tuple[float, asyncio.Future[Entry]]:
+        """The admission lookup of run ``url`` under way, else a new one (event loop only), with the clock time it
+        began.
 
         Concurrent admissions of one run (the N pods of a gang created at once after a preemption)
         share one lookup instead of each reading the store. One that joins gets the answer of a
         lookup that started at most one lookup's duration (≤ the webhook budget) before it: a
-        checkpoint committed in that window is missed exactly as by an admission racing the commit.
+        checkpoint committed in that window is missed exactly as by an admission racing the commit; a bad mark
+        made in it is not (:meth:`resolve` re-reads the answer's mark for a joiner).
         """
         key = (url, _options_key(options))
         running = self._inflight.get(key)
-        if running is not None and not running.done():
+        if running is not None and not running[1].done():
             return running
-        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, self._clock())
-        self._inflight[key] = future
-        future.add_done_callback(lambda f: self._inflight.pop(key, None) if self._inflight.get(key) is f else None)
-        return future
+        began = self._clock()
+        future = loop.run_in_executor(self._pool, self._lookup, url, dict(options), deadline, False, began)
+        entry = (began, future)
+        self._inflight[key] = entry
+        future.add_done_callback(lambda f: self._inflight.pop(key, None) if self._inflight.get(key) is entry else None)
+        return entry
 
     def _fallback(self, url: str, fallback: Resume | None, error: str, start: float) -> Outcome:
         """The last known value that is not known to be bad: this cache's, else ``status.latest``, else none."""

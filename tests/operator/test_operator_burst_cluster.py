@@ -87,13 +87,13 @@ class RunWrites:
                         w.stop()
 
 
-def test_a_burst_of_pods_of_one_run_gets_one_history_entry_each_in_fewer_writes_than_pods(
+def test_a_burst_of_pods_of_one_run_is_recorded_in_few_writes_and_two_ranks_at_once_share_an_epoch(
     control_plane: ControlPlane, k8s_namespace: str, webhook_operator: RunningOperator, moto_s3: Any, tmp_path: Path
 ):
     import torch
 
     cp, ns, op = control_plane, k8s_namespace, webhook_operator
-    base = f"s3://{SESSION_BUCKET}/burst-{uuid.uuid4().hex[:8]}"
+    base = f"s3://{SESSION_BUCKET}/burst-{uuid.uuid4().hex[:8]}"  # 1. A burst of pods of one run.
     s3_policy(cp, ns, base, moto_s3)
     op.proc.wait_serving(cp.kubectl, ns)
     torch.save({"w": torch.zeros(2), "global_step": 7}, tmp_path / "epoch=0-step=7.ckpt")
@@ -118,16 +118,13 @@ def test_a_burst_of_pods_of_one_run_gets_one_history_entry_each_in_fewer_writes_
     print(f"{len(writes.versions)} writes of the CheckpointRun for {n} pods")
     assert len(writes.versions) < n, (writes.versions, op.tail())
 
+    # 2. (same operator: one start less in CI) Two ranks of a run admitted at the same moment.
+    two_ranks_at_once(cp, ns, op, base, moto_s3, tmp_path)
 
-def test_two_ranks_admitted_at_once_share_the_checkpoint_and_epoch_within_the_webhook_time(
-    control_plane: ControlPlane, k8s_namespace: str, webhook_operator: RunningOperator, moto_s3: Any, tmp_path: Path
-):
+
+def two_ranks_at_once(cp: ControlPlane, ns: str, op: RunningOperator, base: str, moto_s3: Any, tmp_path: Path) -> None:
     import torch
 
-    cp, ns, op = control_plane, k8s_namespace, webhook_operator
-    base = f"s3://{SESSION_BUCKET}/ranks-{uuid.uuid4().hex[:8]}"
-    s3_policy(cp, ns, base, moto_s3)
-    op.proc.wait_serving(cp.kubectl, ns)
     tokens = set()
     path = tmp_path / "epoch=0-step=10.ckpt"
     torch.save({"w": torch.zeros(2), "global_step": 10}, path)
@@ -148,4 +145,5 @@ def test_two_ranks_admitted_at_once_share_the_checkpoint_and_epoch_within_the_we
     log = op.log.read_text(errors="replace")
     assert "AdmissionTimeout" not in log
     took = [float(m) for m in re.findall(r"inject-pod [^/]+/pair\d: \w+ \(checkpoint from [\w-]+\) in ([\d.]+) ms", log)]
-    assert len(took) == 6 and max(took) < 3500, took  # the handler's limit: resolution budget 2 s + 1.5 s slack
+    assert len(took) == 6 and max(took) < 3500, took
+    print("two ranks at once, handler ms:", took)  # the handler's limit: resolution budget 2 s + 1.5 s slack

@@ -48,6 +48,9 @@ class Env:
     operator: Any = None
     noop: Any = None
     extra: list[Any] = field(default_factory=list)
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+    """kresume's and the no-op webhook's configurations (applied by :func:`running`, or later by
+    :meth:`register_webhooks` when it was told ``webhooks=False``)."""
 
     @property
     def log(self) -> Path:
@@ -56,27 +59,37 @@ class Env:
     def run_url(self, run: str) -> str:
         return f"s3://{BUCKET}/base/{NS}/{run}/"
 
-    def start_operator(self, args: Sequence[str] = ()) -> Any:
-        """Start the operator process (webhook on :attr:`port`) and wait until kopf has listed the policy."""
+    def register_webhooks(self) -> None:
+        """Apply :attr:`hooks`: from now on opted-in pods pass kresume's webhook (and labelled ones the no-op's)."""
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.hooks))
+
+    def start_operator(self, args: Sequence[str] = (), *, ready_timeout: float = 60.0) -> Any:
+        """Start the operator process (webhook on :attr:`port`) and wait until kopf has listed the policy.
+
+        ``ready_timeout``: seconds for the webhook port to serve TLS (kopf opens it after its first listings)."""
         self.operator = OperatorProcess(
             args=["--webhook-host", "127.0.0.1", "--webhook-port", str(self.port), "--tls-cert-file",
                   str(self.tls.cert_file), "--tls-key-file", str(self.tls.key_file), "--namespace", NS,
                   "--liveness-port", "0", "--metrics-port", "0", "--standalone", "--sidecar-image", "kresume:bench",
                   *args],
-            env=self.cp.env(), log=self.log, webhook_port=self.port,
+            env=self.cp.env(), log=self.log, webhook_port=self.port, ready_timeout=ready_timeout,
         ).start()
         time.sleep(3)  # let kopf list the policy (index) before the first admission
         return self.operator
 
 
 @contextlib.contextmanager
-def running(work: Path, *, timeout_seconds: int | None = None) -> Iterator[Env]:
-    """Start everything but the operator (see :meth:`Env.start_operator`); stop it all on exit."""
+def running(work: Path, *, timeout_seconds: int | None = None, webhooks: bool = True,
+            controller_manager: bool = False) -> Iterator[Env]:
+    """Start everything but the operator (see :meth:`Env.start_operator`); stop it all on exit.
+
+    ``webhooks=False`` leaves the webhook configurations unregistered until :meth:`Env.register_webhooks`
+    (pods created before pass no webhook); ``controller_manager`` starts kube-controller-manager too."""
     moto = objstores.SERVERS["s3-moto"]().start()
     cp = None
     env = None
     try:
-        cp = ControlPlane(ControlPlaneSettings(controller_manager=False)).start()
+        cp = ControlPlane(ControlPlaneSettings(controller_manager=controller_manager)).start()
         moto.create_bucket(BUCKET)
         proxy = countproxy.CountingProxy(moto.endpoint).start()
         opts = moto.storage_options
@@ -88,9 +101,9 @@ def running(work: Path, *, timeout_seconds: int | None = None) -> Iterator[Env]:
             cp.kubectl("wait", "--for=condition=Established", f"crd/{name}.{contract.GROUP}", "--timeout=60s")
         tls = pki.make_webhook_tls(work)
         port, noop_port = free_ports(2)
-        env = Env(cp, moto, proxy, opts, work, port, noop_port, tls)
         hook = chart.webhook_configuration("kresume-bench", port, tls.ca_bundle, namespace_labels={"kresume-bench": "yes"},
                                            timeout_seconds=timeout_seconds)
+        env = Env(cp, moto, proxy, opts, work, port, noop_port, tls, hooks=[hook, noop_webhook.configuration(hook, noop_port)])
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
              "stringData": {"AWS_ACCESS_KEY_ID": opts["key"], "AWS_SECRET_ACCESS_KEY": opts["secret"]}},
@@ -100,9 +113,9 @@ def running(work: Path, *, timeout_seconds: int | None = None) -> Iterator[Env]:
                       "storageOptions": {"client_kwargs": {**opts.get("client_kwargs", {}),
                                                            "endpoint_url": proxy.endpoint},
                                          "config_kwargs": opts["config_kwargs"]}}},
-            hook,
-            noop_webhook.configuration(hook, noop_port),
         ]))
+        if webhooks:
+            env.register_webhooks()
         env.noop = subprocess.Popen([sys.executable, str(Path(noop_webhook.__file__)), "--port", str(noop_port),
                                      "--cert", str(tls.cert_file), "--key", str(tls.key_file)],
                                     stdout=subprocess.DEVNULL, stderr=(work / "noop.log").open("wb"))

@@ -77,6 +77,10 @@ def command(
     run_ttl: float = typer.Option(
         _N.ttl_seconds, "--run-ttl", envvar="KRESUME_RUN_TTL", show_envvar=True,
         help="Delete a CheckpointRun this many seconds after its last activity when it has no live pod; 0: never."),
+    event_window: float = typer.Option(
+        _N.event_window, "--event-window", envvar="KRESUME_EVENT_WINDOW", show_envvar=True,
+        help="Seconds: pods created longer ago get no Resumed/FreshStart Events when the operator (re)starts and "
+             "lists them (a restart does not repeat old Events)."),
     log_level: str = typer.Option("INFO", "--log-level", envvar="KRESUME_LOG_LEVEL", show_envvar=True,
                                   help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
@@ -88,6 +92,8 @@ def command(
     if not 0 < resolve_timeout <= 8:
         raise typer.BadParameter("must be > 0 and <= 8 seconds (webhooks time out at 10 s)",
                                  param_hint="--resolve-timeout")
+    if not math.isfinite(event_window) or event_window < 0:
+        raise typer.BadParameter("must be a finite number >= 0 seconds", param_hint="--event-window")
     if not math.isfinite(quiet_max_age) or quiet_max_age < 0:
         raise typer.BadParameter("must be a finite number >= 0 seconds (0 turns answers from memory off)",
                                  param_hint="--quiet-max-age")
@@ -101,7 +107,7 @@ def command(
                                      sidecar_resources=resources),
         resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval,
                                       quiet_max_age=quiet_max_age),
-        runs=RunSettings(ttl_seconds=run_ttl),
+        runs=RunSettings(ttl_seconds=run_ttl, event_window=event_window),
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from kresume.operator import runner

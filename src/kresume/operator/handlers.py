@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 
 from kresume import contract, identity, injection
-from kresume.operator import admission, credentials, decisions, fallback, podevents, refresher, restores
+from kresume.operator import admission, credentials, decisions, fallback, metrics, podevents, refresher, restores
 from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
 from kresume.operator.resolution import Resolver
@@ -150,6 +150,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         if not indices and "kresume_policies" in kwargs:
             indices.update(live=kwargs["kresume_live_pods"], runs=kwargs["kresume_runs"],
                            policies=kwargs["kresume_policies"])
+            live, runs, policies = indices["live"], indices["runs"], indices["policies"]
+            metrics.INDEXED.labels("policies").set_function(lambda: metrics.index_size(policies))
+            metrics.INDEXED.labels("runs").set_function(lambda: metrics.index_size(runs))
+            metrics.INDEXED.labels("live_pods").set_function(lambda: metrics.index_size(live, values=True))
 
     @kopf.on.mutate("pods", id=INJECT_ID, operations=["CREATE"], labels=OPT_IN, registry=registry)
     async def inject_pod(**kwargs: Any) -> None:
@@ -214,6 +218,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         except Exception as exc:  # noqa: BLE001 - status is best effort; the next event retries
             logger.warning("pod %s/%s: recording run status failed: %s",
                            (pod.get("metadata") or {}).get("namespace"), (pod.get("metadata") or {}).get("name"), exc)
+        metrics.POD_EVENTS.inc()
 
     return registry
 

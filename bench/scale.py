@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +142,9 @@ def load(env: admission_env.Env, runs: int, pods: int, threads: int) -> dict[str
                         errors.append(f"{names[i]}: {type(exc).__name__}: {str(exc)[:200]}")
 
     t0 = time.perf_counter()
-    workers = [threading.Thread(target=client) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in [pool.submit(client) for _ in range(threads)]:
+            pass
     took = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{len(errors)} objects could not be created, e.g. {errors[:3]}")

@@ -90,3 +90,25 @@ def test_parts_commit_bench_measures_latency_and_requests(tmp_path: Path) -> Non
         assert row["latency_ms_median"] > 0 and row["requests_median"] >= 2 * row["world"]
         assert row["by_operation"]["PutObject"] >= 2 * row["world"]  # each rank: its file and its part
     assert "requests_at_1000" in result["fit"] and "| 8 |" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_scale_bench_settles_with_every_run_and_pod_and_answers_every_admission(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, "bench/scale.py", "--runs", "30", "--pods", "20", "--idle-seconds", "3",
+                           "--admissions", "3", "--threads", "4", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=800, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["indexed"] == {"policies": 1, "runs": 30, "live_pods": 20}  # the settle signal, from /metrics
+    assert result["settle_seconds"] > 0
+    for key in ("rss_mib_settled", "rss_mib_end"):
+        assert set(result[key]) == {"VmRSS", "VmHWM"} and result[key]["VmRSS"] > 0
+    assert result["idle"]["cpu_s_per_min"] >= 0 and "store_requests_per_min" in result["idle"]
+    for case in ("noop", "store", "memory"):
+        got = result["admissions"][case]
+        assert got["created"] == 3 and got["errors"] == 0 and got["past_timeout_or_unmutated"] == 0, (case, got)
+    assert result["admissions"]["store"]["checkpoint_sources"] == {"store": 3}  # a run with live pods
+    assert sum(result["admissions"]["memory"]["checkpoint_sources"].values()) == 3
+    assert result["admissions"]["memory"]["handler"]["n"] == 3

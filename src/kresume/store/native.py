@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
-from kresume.store import native_options
+from kresume.store import clients, native_options
 from kresume.store.native_options import NativeConfig, Untranslatable
 
 logger = logging.getLogger("kresume.store")
@@ -85,7 +85,7 @@ def open_native(url: str, options: Mapping[str, Any], env: Mapping[str, str] = o
             logger.info("%s: using the fsspec backend (%s)", url.split("://", 1)[0], exc)
         return None
     _, _, path = native_options.split_url(url)
-    fs = NativeFileSystem(protocol, cfg, _build_store(cfg), deadline)
+    fs = NativeFileSystem(protocol, cfg, clients.shared(cfg, _build_store), deadline)  # one client per bucket
     return fs, f"{cfg.bucket}/{path}".rstrip("/")
 
 

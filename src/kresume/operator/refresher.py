@@ -40,10 +40,12 @@ async def refresh_once(state: admission.State, live: Any, runs: Any, policies: A
     sem = asyncio.Semaphore(max(1, state.config.resolution.workers // 2))
 
     async def one(key: tuple[str, str]) -> None:
-        spec = (admission._first(runs, key) or {}).get("spec") or {}
+        obj = admission._first(runs, key) or {}
+        spec = obj.get("spec") or {}
         if spec.get("url"):
             async with sem:
-                await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies)
+                await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies,
+                                  indexed=obj.get("status") or {})
 
     await asyncio.gather(*(one(k) for k in live_keys))
 
@@ -62,10 +64,15 @@ async def refresh_once(state: admission.State, live: Any, runs: Any, policies: A
 
 
 async def refresh_run(state: admission.State, key: tuple[str, str], url: str, policy_name: str,
-                      policies: Any) -> None:
+                      policies: Any, *, indexed: dict[str, Any] | None = None) -> None:
     """Ask the store for run ``key`` = (namespace, run) at ``url`` now, with the credentials of policy
     ``policy_name``: fills the resolver's cache and writes ``status.latest``/``checkpoints``. Failures
-    are logged and counted, never raised."""
+    are logged and counted, never raised.
+
+    ``indexed``: the run's status as the operator's index holds it (kopf's watch). When the store's answer
+    changes nothing in it, the run is neither read nor written through the API: a refresh of an unchanged run
+    costs no API request (with thousands of live runs those reads were most of the operator's idle CPU,
+    bench/RESULTS.md "Operator at cluster scale"). An index that lags a write only costs a read-compare."""
     api: Kube = state.api  # type: ignore[assignment]
     pspec = admission._first(policies, (key[0], policy_name))
     if pspec is None:
@@ -86,8 +93,11 @@ async def refresh_run(state: admission.State, key: tuple[str, str], url: str, po
                                              latest.get("step") if latest else None)
         WAITING[url] = len(waiting or [])
         metrics.STEPS_WAITING.set(sum(WAITING.values()))
+        pending = decisions.pending_summary(waiting)
+        if indexed is not None and decisions.record_latest(indexed, latest, entry.checkpoints, pending=pending) is None:
+            return
         await statuswriter.post(state, key[0], key[1], lambda s: decisions.record_latest(
-            s, latest, entry.checkpoints, pending=decisions.pending_summary(waiting)))
+            s, latest, entry.checkpoints, pending=pending))
     except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
         metrics.REFRESH_ERRORS.inc()
         logger.warning("refreshing run %s/%s failed: %s", key[0], key[1], exc)

@@ -1,0 +1,67 @@
+"""A background refresh that changes nothing costs no API request (``refresher.refresh_run`` given the run's
+indexed status): real control plane (CheckpointRun CRD), the real ``Kube`` client, real moto S3 and commits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _fixtures.objstores import make_store_base
+from _fixtures.operator import kget
+from kresume import contract
+from kresume.operator import decisions, refresher
+from kresume.operator.handlers import new_state
+from kresume.operator.kube import Kube
+from kresume.operator.settings import OperatorConfig
+from kresume.store.runstore import RunStore
+
+
+class CountingKube(Kube):
+    """The real client, counting the CheckpointRun reads a status update starts with."""
+
+    reads = 0
+
+    async def run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return await super().run(namespace, name)
+
+
+def test_an_unchanged_run_is_not_read_and_a_new_commit_is_written(control_plane, k8s_namespace, crds_installed,
+                                                                  objstore_pool, tmp_path: Path):
+    base = make_store_base("s3-moto", objstore_pool, tmp_path)
+    ns, run = k8s_namespace, f"r-{uuid.uuid4().hex[:6]}"
+    url = f"{base.url}/{ns}/{run}/"
+    policies = {(ns, "default"): [{"storage": base.url, "storageOptions": base.options}]}
+    ckpt = tmp_path / "epoch=0-step=10.ckpt"
+    torch.save({"w": torch.zeros(64)}, ckpt)
+    RunStore.open(url, base.options).commit(ckpt)
+    api = CountingKube(control_plane.api_client())
+    state = new_state(OperatorConfig(), api)
+    spec = decisions.run_spec(run=run, policy="default", url=url, source="annotation", group=None, rank=None)
+
+    async def scenario() -> None:
+        await api.update_run_status(ns, run, lambda s: {"restarts": 0}, spec=spec)
+        await refresher.refresh_run(state, (ns, run), url, "default", policies)  # no index: read and written
+        first = kget(control_plane, "-n", ns, f"{contract.RUN_PLURAL}.{contract.GROUP}", run)
+        assert first["status"]["latest"]["step"] == 10 and first["status"]["checkpoints"] == 1
+        reads = api.reads
+        await refresher.refresh_run(state, (ns, run), url, "default", policies, indexed=first["status"])
+        assert api.reads == reads  # the store's answer is what the index holds: no API request
+        again = kget(control_plane, "-n", ns, f"{contract.RUN_PLURAL}.{contract.GROUP}", run)
+        assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+        newer = tmp_path / "epoch=0-step=20.ckpt"
+        torch.save({"w": torch.ones(64)}, newer)
+        RunStore.open(url, base.options).commit(newer)
+        await refresher.refresh_run(state, (ns, run), url, "default", policies, indexed=first["status"])
+        assert api.reads == reads + 1  # the index is behind the store: read, then written
+        written = kget(control_plane, "-n", ns, f"{contract.RUN_PLURAL}.{contract.GROUP}", run)
+        assert written["status"]["latest"]["step"] == 20 and written["status"]["checkpoints"] == 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        state.resolver.close()

@@ -65,3 +65,35 @@ def test_an_unchanged_run_is_not_read_and_a_new_commit_is_written(control_plane,
         asyncio.run(scenario())
     finally:
         state.resolver.close()
+
+
+def test_a_round_is_paced_at_the_refresh_rate_and_refreshes_every_live_run(control_plane, k8s_namespace,
+                                                                            objstore_pool, tmp_path: Path):
+    from dataclasses import replace
+
+    base = make_store_base("s3-moto", objstore_pool, tmp_path)
+    ns = k8s_namespace
+    names = [f"p-{i}" for i in range(6)]
+    urls = {name: f"{base.url}/{ns}/{name}/" for name in names}
+    policies = {(ns, "default"): [{"storage": base.url, "storageOptions": base.options}]}
+    runs = {(ns, n): [{"spec": {"url": urls[n], "policy": "default"}, "status": {}}] for n in names}
+    live = {(ns, n): [f"{n}-pod"] for n in names}
+    live[(ns, "gone")] = []  # a run whose pods all ended: not refreshed
+    config = OperatorConfig()
+    config = replace(config, resolution=replace(config.resolution, refresh_rate=1.0))
+    state = new_state(config, Kube(control_plane.api_client()))
+    delays: list[float] = []
+
+    async def record(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    try:
+        asyncio.run(refresher.refresh_once(state, live, runs, policies, sleep=record))
+        assert all(state.resolver.cached(urls[n]) is not None for n in names)  # every live run asked the store
+        # Starts at t0 + i / rate: the sixth 5 s after the first. The fake sleep lets no time pass, so each wait is
+        # what is left of that schedule after the refreshes under way (a few store requests each).
+        assert delays and len(delays) <= len(names) - 1 and max(delays) <= 5.0
+        assert max(delays) > 1.0
+    finally:
+        state.resolver.close()

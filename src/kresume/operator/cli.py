@@ -69,6 +69,9 @@ def command(
     refresh_interval: float = typer.Option(
         _R.refresh_interval, "--refresh-interval", envvar="KRESUME_REFRESH_INTERVAL", show_envvar=True,
         help="Seconds between background refreshes of live runs (cache and CheckpointRun.status.latest)."),
+    refresh_rate: float = typer.Option(
+        _R.refresh_rate, "--refresh-rate", envvar="KRESUME_REFRESH_RATE", show_envvar=True,
+        help="Live runs refreshed per second at most (a round of N live runs takes at least N / rate s); 0: unpaced."),
     quiet_max_age: float = typer.Option(
         _R.quiet_max_age, "--quiet-max-age", envvar="KRESUME_QUIET_MAX_AGE", show_envvar=True,
         help="Seconds an admission of a run with no running pod may be answered from memory (one bad-mark read "
@@ -92,6 +95,8 @@ def command(
     if not 0 < resolve_timeout <= 8:
         raise typer.BadParameter("must be > 0 and <= 8 seconds (webhooks time out at 10 s)",
                                  param_hint="--resolve-timeout")
+    if not math.isfinite(refresh_rate) or refresh_rate < 0:
+        raise typer.BadParameter("must be a finite number >= 0 runs per second (0: unpaced)", param_hint="--refresh-rate")
     if not math.isfinite(event_window) or event_window < 0:
         raise typer.BadParameter("must be a finite number >= 0 seconds", param_hint="--event-window")
     if not math.isfinite(quiet_max_age) or quiet_max_age < 0:
@@ -105,7 +110,7 @@ def command(
         probes=ProbeSettings(liveness_port=liveness_port, metrics_port=metrics_port),
         injection=InjectionSettings(sidecar_image=sidecar_image, native_sidecar=native_sidecar,
                                      sidecar_resources=resources),
-        resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval,
+        resolution=ResolutionSettings(timeout=resolve_timeout, refresh_interval=refresh_interval, refresh_rate=refresh_rate,
                                       quiet_max_age=quiet_max_age),
         runs=RunSettings(ttl_seconds=run_ttl, event_window=event_window),
     )

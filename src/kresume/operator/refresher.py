@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,21 +33,44 @@ def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     return task
 
 
-async def refresh_once(state: admission.State, live: Any, runs: Any, policies: Any) -> None:
-    """Refresh every live run (cache + ``status.latest``/``checkpoints``) and expire old runs (TTL)."""
+async def refresh_once(state: admission.State, live: Any, runs: Any, policies: Any, *,
+                       sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """Refresh every live run (cache + ``status.latest``/``checkpoints``) and expire old runs (TTL).
+
+    Paced: refreshes start at most ``refresh_rate`` per second (:class:`~kresume.operator.settings.ResolutionSettings`;
+    a round of N live runs takes at least N / rate seconds) and at most ``workers // 2`` run at once, so the other
+    half of the resolver's threads stays free for admissions and the operator's CPU is bounded whatever the number
+    of live runs (at 2,000 of them an unpaced round kept it busy: bench/RESULTS.md "Operator at cluster scale").
+    Only the refreshes under way exist as tasks. ``sleep`` is ``asyncio.sleep`` (tests record the pacing).
+    """
     api: Kube = state.api  # type: ignore[assignment]
-    live_keys = {key for key in list(live) if live.get(key)}
+    live_keys = sorted(key for key in list(live) if live.get(key))
     sem = asyncio.Semaphore(max(1, state.config.resolution.workers // 2))
+    rate = state.config.resolution.refresh_rate
+    loop = asyncio.get_running_loop()
 
-    async def one(key: tuple[str, str]) -> None:
+    async def one(key: tuple[str, str], obj: dict[str, Any]) -> None:
+        try:
+            spec = obj.get("spec") or {}
+            await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies,
+                              indexed=obj.get("status") or {})
+        finally:
+            sem.release()
+
+    started: set[asyncio.Task[None]] = set()
+    t0 = loop.time()
+    for i, key in enumerate(live_keys):
         obj = admission._first(runs, key) or {}
-        spec = obj.get("spec") or {}
-        if spec.get("url"):
-            async with sem:
-                await refresh_run(state, key, spec["url"], spec.get("policy") or contract.DEFAULT_POLICY_NAME, policies,
-                                  indexed=obj.get("status") or {})
-
-    await asyncio.gather(*(one(k) for k in live_keys))
+        if not (obj.get("spec") or {}).get("url"):
+            continue
+        if rate > 0 and (delay := t0 + i / rate - loop.time()) > 0:
+            await sleep(delay)
+        await sem.acquire()
+        task = loop.create_task(one(key, obj))
+        started.add(task)
+        task.add_done_callback(started.discard)
+    if started:
+        await asyncio.gather(*started)
 
     ttl = state.config.runs.ttl_seconds
     if ttl > 0:

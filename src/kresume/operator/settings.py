@@ -76,6 +76,10 @@ class ResolutionSettings:
     refresh_interval: float = 20.0
     """Seconds between background refreshes of live runs (runs with a pod that is not finished):
     keeps the result cache, the store connections and ``CheckpointRun.status.latest`` fresh."""
+    refresh_rate: float = 25.0
+    """Live runs refreshed per second at most (each refresh: ~3-4 store requests, a few ms of CPU); a round of N
+    live runs takes at least N / rate seconds, so with more than ``refresh_interval * refresh_rate`` live runs
+    (500 at the defaults) each is refreshed less often than every ``refresh_interval``. 0: unpaced."""
     refresh_timeout: float = 15.0
     """Budget of one background refresh of one run, seconds."""
     quiet_max_age: float = 30.0

@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from kresume.operator import devtls, handlers, metrics
+from kresume.operator import devtls, handlers, kopf_toggles, metrics
 from kresume.operator.settings import OperatorConfig
 from kresume.operator.webhook import WebhookServer
 
@@ -81,6 +81,7 @@ def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None
 async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag: Any = None,
                     workdir: Path | None = None) -> None:
     """Run until stopped (SIGTERM/SIGINT, or ``stop_flag``). ``workdir`` holds a generated dev TLS pair."""
+    kopf_toggles.apply()  # kopf's index-readiness gate: linear, not quadratic, in the watched objects
     registry = handlers.register(kopf.OperatorRegistry(), config)
     check_no_changing_handlers(registry)
     metrics.serve(config.probes.metrics_port)

@@ -65,6 +65,10 @@ def check_no_changing_handlers(registry: kopf.OperatorRegistry) -> None:
         raise RuntimeError(f"handlers {found} need kopf's diff base; remove NoDiffBase from kopf_settings")
 
 
+#: Objects per page of the operator's initial listings (kopf ``settings.watching.chunk_size``).
+LIST_CHUNK = 500
+
+
 def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None = None, *,
                   workdir: Path | None = None) -> kopf.OperatorSettings:
     """kopf settings for kresume (admission server, unmanaged webhook config, quiet event posting)."""
@@ -75,6 +79,9 @@ def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None
     settings.peering.mandatory = False
     settings.peering.clusterwide = not config.scope.namespaces
     settings.persistence.diffbase_storage = NoDiffBase()
+    # The initial listings (pods, CheckpointRuns) in pages, not one response holding every object as JSON and
+    # parsed at once (kopf's WatchingSettings.chunk_size, "for large clusters").
+    settings.watching.chunk_size = LIST_CHUNK
     return settings
 
 

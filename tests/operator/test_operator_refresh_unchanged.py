@@ -25,9 +25,9 @@ class CountingKube(Kube):
 
     reads = 0
 
-    async def run(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def run(self, namespace: str, name: str, **kwargs: Any) -> dict[str, Any] | None:
         self.reads += 1
-        return await super().run(namespace, name)
+        return await super().run(namespace, name, **kwargs)
 
 
 def test_an_unchanged_run_is_not_read_and_a_new_commit_is_written(control_plane, k8s_namespace, crds_installed,

@@ -46,10 +46,12 @@ def test_an_unchanged_run_is_not_read_and_a_new_commit_is_written(control_plane,
     async def scenario() -> None:
         await api.update_run_status(ns, run, lambda s: {"restarts": 0}, spec=spec)
         await refresher.refresh_run(state, (ns, run), url, "default", policies)  # no index: read and written
+        await state.writer.flush()
         first = kget(control_plane, "-n", ns, f"{contract.RUN_PLURAL}.{contract.GROUP}", run)
         assert first["status"]["latest"]["step"] == 10 and first["status"]["checkpoints"] == 1
         reads = api.reads
         await refresher.refresh_run(state, (ns, run), url, "default", policies, indexed=first["status"])
+        await state.writer.flush()
         assert api.reads == reads  # the store's answer is what the index holds: no API request
         again = kget(control_plane, "-n", ns, f"{contract.RUN_PLURAL}.{contract.GROUP}", run)
         assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
@@ -57,6 +59,7 @@ def test_an_unchanged_run_is_not_read_and_a_new_commit_is_written(control_plane,
         torch.save({"w": torch.ones(64)}, newer)
         RunStore.open(url, base.options).commit(newer)
         await refresher.refresh_run(state, (ns, run), url, "default", policies, indexed=first["status"])
+        await state.writer.flush()
         assert api.reads == reads + 1  # the index is behind the store: read, then written
         written = kget(control_plane, "-n", ns, f"{contract.RUN_PLURAL}.{contract.GROUP}", run)
         assert written["status"]["latest"]["step"] == 20 and written["status"]["checkpoints"] == 2

@@ -79,6 +79,8 @@ BAD_DIR = "bad"
 POINTER_NAME = "latest.json"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_VERSION = 1
+MANIFEST_VERSION_ALIASES = 2  # a manifest with an alias entry (docs/store-protocol.md "Aliases"): readers that
+# do not know aliases refuse it by its version instead of restoring a hole
 
 # --- Env of the sidecar and restore containers (set by the operator's injection) ------------------
 # The sidecar reads these as defaults for its flags (``kresume sidecar --help``); ``kresume restore``

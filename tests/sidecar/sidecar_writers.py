@@ -4,6 +4,7 @@
     python sidecar_writers.py hf OUT
     python sidecar_writers.py dcp OUT
     python sidecar_writers.py torch OUT N MB SLEEP   N torch.save files of MB MiB, SLEEP s apart
+    python sidecar_writers.py lightning-last OUT N   N saves of ModelCheckpoint(save_last=True), ~1.5 MB each
 
 Each prints one JSON line at the end: what was saved (names, in order).
 """
@@ -97,6 +98,43 @@ def dcp_run(out: str) -> dict:
     return {"saved": ["step_1", "step_2", "step_3"]}
 
 
+def lightning_last(out: str, saves: int) -> dict:
+    """``ModelCheckpoint(save_last=True, save_top_k=-1)`` every 5 steps, 0.1 s a step: each save writes the
+    step file and ``last.ckpt`` (the same state: byte-identical from the second save on, bench/RESULTS.md
+    "Aliases"); checkpoints of ~1.5 MB (above the 1 MiB alias threshold)."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    saved: list[str] = []
+
+    class Recording(ModelCheckpoint):
+        def _save_checkpoint(self, trainer, filepath):  # type: ignore[no-untyped-def]
+            super()._save_checkpoint(trainer, filepath)
+            saved.append(os.path.basename(filepath))
+
+    class Model(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(32, 384), torch.nn.ReLU(), torch.nn.Linear(384, 320))
+
+        def training_step(self, batch, _):  # type: ignore[no-untyped-def]
+            time.sleep(0.1)
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x).mean(1, keepdim=True), y)
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    ds = TensorDataset(torch.randn(40, 32), torch.randn(40, 1))
+    cb = Recording(dirpath=out, save_last=True, save_top_k=-1, every_n_train_steps=5)
+    trainer = pl.Trainer(max_steps=5 * saves, callbacks=[cb], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Model(), DataLoader(ds, batch_size=8))
+    return {"saved": saved}
+
+
 def torch_files(out: str, n: int, mb: int, sleep: float) -> dict:
     import torch
 
@@ -117,6 +155,8 @@ if __name__ == "__main__":
     os.makedirs(out, exist_ok=True)
     if kind == "lightning":
         res = lightning(out, sys.argv[3])
+    elif kind == "lightning-last":
+        res = lightning_last(out, int(sys.argv[3]))
     elif kind == "hf":
         res = hf(out)
     elif kind == "dcp":

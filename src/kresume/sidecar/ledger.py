@@ -15,6 +15,7 @@ from typing import Any
 
 from kresume.sidecar import scheduling
 from kresume.sidecar.tasks import CommitKey, CommitTask, committed_key
+from kresume.store.aliases import ALIAS_MIN_BYTES
 from kresume.store.manifest import Manifest
 
 
@@ -30,6 +31,12 @@ class Rejection:
 
     reason: str
     access: Any = None
+
+
+def may_alias(job: CommitTask) -> bool:
+    """Whether ``job``'s commit may alias committed objects (:func:`kresume.store.aliases.choose`): a
+    single-rank commit (parts never alias) of at least :data:`~kresume.store.aliases.ALIAS_MIN_BYTES`."""
+    return not job.part and job.size >= ALIAS_MIN_BYTES
 
 
 class Ledger:
@@ -139,9 +146,10 @@ class Ledger:
             cands = [j for j in cands if j.priority > self.newest_committed
                      and scheduling.fits(j.size, bandwidth, left)]
         picked = scheduling.pick_next(
-            [scheduling.Candidate(j.key, j.priority, j.size, j.not_before) for j in cands],
+            [scheduling.Candidate(j.key, j.priority, j.size, j.not_before, may_alias(j)) for j in cands],
             inflight_count=len(self.inflight), inflight_bytes=self.inflight_bytes_locked(),
-            concurrency=concurrency, max_inflight_bytes=max_inflight_bytes, now=now)
+            concurrency=concurrency, max_inflight_bytes=max_inflight_bytes, now=now,
+            inflight_alias_sizes={j.size for j in self.inflight.values() if may_alias(j)})
         return self.pending[picked.key] if picked is not None else None  # type: ignore[index]
 
     def start_locked(self, job: CommitTask) -> None:

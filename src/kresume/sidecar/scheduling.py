@@ -5,7 +5,7 @@ Retry delays come from :func:`kresume.store.storage.backoff` (the one backoff).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 
@@ -18,20 +18,29 @@ class Candidate:
     priority: int
     size: int
     not_before: float = 0.0
+    alias: bool = False
+    """Whether its commit may alias committed objects (a single-rank commit of at least
+    :data:`kresume.store.aliases.ALIAS_MIN_BYTES`)."""
 
 
 def pick_next(pending: Sequence[Candidate], *, inflight_count: int, inflight_bytes: int, concurrency: int,
-              max_inflight_bytes: int, now: float) -> Candidate | None:
+              max_inflight_bytes: int, now: float, inflight_alias_sizes: Collection[int] = ()) -> Candidate | None:
     """The newest candidate that may start now, or ``None``.
 
     Rules: at most ``concurrency`` uploads; the bytes of running uploads plus the candidate stay
     ≤ ``max_inflight_bytes``, except that one checkpoint always may run alone (a checkpoint larger
-    than the budget must still upload); candidates in backoff wait.
+    than the budget must still upload); candidates in backoff wait; a candidate that may alias and has
+    the size of a running upload that may alias (``inflight_alias_sizes``, bytes) waits for it, and
+    older ones may start meanwhile: it may be a copy of it (Lightning's ``last.ckpt`` beside the step
+    file, written milliseconds apart), which becomes an alias once that one is committed instead of a
+    second upload of the same bytes (docs/store-protocol.md "Aliases").
     """
     if inflight_count >= concurrency:
         return None
     for c in sorted(pending, key=lambda c: c.priority, reverse=True):
         if c.not_before > now:
+            continue
+        if c.alias and c.size in inflight_alias_sizes:
             continue
         if inflight_count == 0 or inflight_bytes + c.size <= max_inflight_bytes:
             return c

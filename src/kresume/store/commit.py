@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kresume import contract
 from kresume.formats import checks
 from kresume.formats.metadata import CheckpointInfo, describe
+from kresume.store import aliases as aliasmod
 from kresume.store import clock, conditional, errors, layout, pointer, reading, selection, transfer
 from kresume.store.local import LocalCheckpoint, snapshot
 from kresume.store.manifest import FileEntry, LinkEntry, Manifest
@@ -42,10 +43,15 @@ def check_content(checkpoint: LocalCheckpoint) -> None:
 
 
 def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: str,
-                 progress: Progress = None) -> list[FileEntry]:
+                 progress: Progress = None, *, aliases: bool = False) -> list[FileEntry]:
     """Upload every captured file of ``checkpoint`` under ``checkpoints/<checkpoint_id>/<name>/``
     (``max_workers`` at once, each with the store's retries) and return their entries (path, size,
     CRC-32C of the bytes sent), in the order of ``checkpoint.files``.
+
+    With ``aliases`` (single-rank commits; docs/store-protocol.md "Aliases"), a file whose size and CRC-32C
+    (and last 64 KiB) equal an object ``store.objects`` knows is committed in the run, or a stored file of
+    this checkpoint, is not uploaded: its entry names that object (:func:`kresume.store.aliases.choose`). ``progress`` is
+    not called for an aliased file (no byte was sent).
 
     Every file is re-checked after all uploads: a rewrite of an early file during a later upload
     must also abandon the commit (raises ``SourceChanged``); a change of metadata alone (``chmod``,
@@ -53,13 +59,26 @@ def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: st
     and the manifest then records the file's new mtime.
     """
     keys = {f.relpath: layout.data_key(checkpoint_id, checkpoint.name, f.relpath or None) for f in checkpoint.files}
+    def remote_range(key: str, start: int, end: int) -> bytes:
+        def cat() -> bytes:
+            try:
+                return store.fs.cat_file(store._path(key), start=start, end=end)
+            except FileNotFoundError:  # pruned since it was learnt: no target (the file is uploaded)
+                store.objects.forget(aliasmod.alias_checkpoint(key))
+                return b""
+        return store._retry(cat, key)
+
+    chosen = aliasmod.choose(store.objects, checkpoint, checkpoint_id, store.settings, remote_range) if aliases else {}
 
     def upload(f: Any) -> FileEntry:
+        if f.relpath in chosen:
+            return FileEntry(f.relpath, f.size, chosen[f.relpath].crc32c, chosen[f.relpath].alias)
         crc = store._retry(lambda: transfer.upload_file(store.fs, f, store._path(keys[f.relpath]), store.settings,
                                                         progress), keys[f.relpath])
         return FileEntry(f.relpath, f.size, crc)
 
-    workers = max(1, min(store.settings.max_workers, len(checkpoint.files)))
+    sent = [f for f in checkpoint.files if f.relpath not in chosen]
+    workers = max(1, min(store.settings.max_workers, len(sent) or 1))
     with ThreadPoolExecutor(workers, thread_name_prefix="kresume-upload") as pool:
         entries = list(pool.map(upload, checkpoint.files))
     for f, entry in zip(checkpoint.files, entries, strict=True):
@@ -114,8 +133,7 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
     info = info or describe(checkpoint.path)
     cid = layout.new_checkpoint_id(info.step)
     name = checkpoint.name
-    entries = upload_files(store, checkpoint, cid, progress)
-    sizes = store._object_sizes(cid)
+    entries = upload_files(store, checkpoint, cid, progress, aliases=True)
     manifest = Manifest(
         id=cid, name=name, kind=checkpoint.kind, format=info.format, step=info.step, epoch=info.epoch,
         files=tuple(entries), links=tuple(LinkEntry(p, t) for p, t in checkpoint.links),
@@ -125,15 +143,39 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
                 "namespace": os.environ.get("KRESUME_POD_NAMESPACE", ""), **dict(source or {}),
                 **resumed_source(resumed_from)},
     )
-    problems = selection.object_problems(manifest, sizes)
+    problems = selection.object_problems(manifest, store._manifest_object_sizes(manifest))
     if problems:
+        for target in selection.alias_targets(manifest):  # a target found gone is no target next time
+            store.objects.forget(target)
         raise errors.CorruptCheckpoint(store.key_url(layout.data_prefix(cid)),
                                        "upload did not land: " + "; ".join(problems[:3]))
     manifest = Manifest(**{**manifest.__dict__, "committed_at": clock.now_iso()})
     write_manifest(store, manifest)
+    check_alias_targets(store, manifest)
+    store.objects.learn([manifest])
     if move_pointer:
         pointer.move(store, manifest)
     return manifest
+
+
+def check_alias_targets(store: RunStore, manifest: Manifest) -> None:
+    """After a manifest with aliases is written: every checkpoint it aliases into must still be committed.
+
+    A prune deletes a checkpoint's manifest, then lists the manifests again and keeps the data of any it
+    finds aliasing it (:func:`kresume.store.prune.prune`). A target manifest still present after ours was
+    written means that listing comes after our write and sees our alias; a target manifest gone means a
+    prune may be deleting its data: our manifest is removed (it has a fresh id, no reader has been told of
+    it by the pointer) and the commit fails with ``CorruptCheckpoint`` (the sidecar retries it, uploading,
+    as the target is forgotten). One manifest read per other checkpoint aliased.
+    """
+    for target in selection.alias_targets(manifest):
+        if store._read(layout.manifest_key(target)) is None:
+            store.objects.forget(target)
+            key = layout.manifest_key(manifest.id)
+            store._retry(lambda: store._rm(key), key)
+            raise errors.CorruptCheckpoint(store.key_url(key), f"the checkpoint its alias names, {target}, was "
+                                           "pruned while it was committed; the manifest was removed",
+                                           fix="commit again (the file is uploaded)")
 
 
 def resumed_source(resumed_from: str | None) -> dict[str, str]:

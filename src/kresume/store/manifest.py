@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kresume import contract
+from kresume.store import layout
 
 
 class ManifestInvalid(ValueError):
@@ -22,11 +23,20 @@ class ManifestInvalid(ValueError):
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One data object: ``path`` relative to the checkpoint (``""`` for a single-file checkpoint)."""
+    """One file of a checkpoint: ``path`` relative to the checkpoint (``""`` for a single-file checkpoint),
+    ``size`` in bytes, ``crc32c`` 8 hex digits.
+
+    ``alias`` is ``""`` for a file stored under the checkpoint's own prefix, else the key (relative to
+    the run) of an object with the same size and CRC-32C that holds its bytes:
+    ``checkpoints/<id>/<name>[/<relpath>]`` of an earlier committed checkpoint of the run, or of another
+    file of this one (docs/store-protocol.md "Aliases"). Such a manifest is written as version
+    :data:`~kresume.contract.MANIFEST_VERSION_ALIASES`.
+    """
 
     path: str
     size: int
     crc32c: str
+    alias: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,12 +88,30 @@ class Manifest:
 
     @property
     def total_bytes(self) -> int:
-        """Sum of the data objects' sizes, bytes."""
+        """Sum of the files' sizes (what a restore writes), bytes; aliased files included."""
         return sum(f.size for f in self.files)
 
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes stored under this checkpoint's own prefix (aliased files excluded), bytes."""
+        return sum(f.size for f in self.files if not f.alias)
+
+    @property
+    def aliases(self) -> bool:
+        """Whether some file's bytes are another object's (:attr:`FileEntry.alias`)."""
+        return any(f.alias for f in self.files)
+
+    def object_key(self, entry: FileEntry) -> str:
+        """Key (relative to the run) of the object holding ``entry``'s bytes: its alias target, or its own key."""
+        return entry.alias or layout.data_key(self.id, self.name, entry.path or None)
+
     def to_json(self) -> bytes:
-        """Serialise (UTF-8 JSON, sorted keys)."""
+        """Serialise (UTF-8 JSON, sorted keys). A manifest with an alias is written as version
+        :data:`~kresume.contract.MANIFEST_VERSION_ALIASES`, one without as version 1 (byte-identical
+        to what readers without aliases write and read); ``alias`` appears only on aliased files."""
         doc = asdict(self)
+        doc["files"] = [{k: v for k, v in f.items() if k != "alias" or v} for f in doc["files"]]
+        doc["version"] = contract.MANIFEST_VERSION_ALIASES if self.aliases else contract.MANIFEST_VERSION
         doc["totalBytes"] = self.total_bytes
         return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False).encode()
 
@@ -96,8 +124,10 @@ class Manifest:
             raise ManifestInvalid(f"not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise ManifestInvalid("not a JSON object")
-        if doc.get("version") != contract.MANIFEST_VERSION:
-            raise ManifestInvalid(f"version: {doc.get('version')!r} is not {contract.MANIFEST_VERSION}")
+        version = doc.get("version")
+        if version not in (contract.MANIFEST_VERSION, contract.MANIFEST_VERSION_ALIASES):
+            raise ManifestInvalid(f"version: {version!r} is not {contract.MANIFEST_VERSION} or "
+                                  f"{contract.MANIFEST_VERSION_ALIASES} (written by a newer kresume? upgrade this one)")
         for key in ("id", "name", "kind", "format"):
             if not isinstance(doc.get(key), str) or not doc[key]:
                 raise ManifestInvalid(f"{key}: missing or not a string")
@@ -112,9 +142,25 @@ class Manifest:
                     or not isinstance(f.get("crc32c"), str) or not isinstance(f.get("path"), str):
                 raise ManifestInvalid(f"files[{i}]: needs path (str), size (int ≥ 0), crc32c (str)")
             check_relpath(f["path"], f"files[{i}].path", allow_empty=doc["kind"] == "file")
-            files.append(FileEntry(f["path"], f["size"], f["crc32c"]))
+            alias = f.get("alias", "")
+            if alias:
+                if version != contract.MANIFEST_VERSION_ALIASES:
+                    raise ManifestInvalid(f"files[{i}].alias: only a version {contract.MANIFEST_VERSION_ALIASES} "
+                                          "manifest may hold aliases (a reader without them would restore a hole)")
+                check_alias_key(alias, f"files[{i}].alias")
+            files.append(FileEntry(f["path"], f["size"], f["crc32c"], alias))
         if not files:
             raise ManifestInvalid("files: empty")
+        own = {layout.data_key(doc["id"], doc["name"], f.path or None): f for f in files}
+        for i, f in enumerate(files):
+            if not f.alias:
+                continue
+            twin = own.get(f.alias)  # an alias into this checkpoint names a stored file of it, same size and CRC
+            if f.alias in own and (twin is None or twin.alias or (twin.size, twin.crc32c) != (f.size, f.crc32c)):
+                raise ManifestInvalid(f"files[{i}].alias: {f.alias!r} is not another stored file of this "
+                                      "checkpoint with the same size and crc32c")
+            if twin is None and alias_checkpoint(f.alias) == doc["id"]:
+                raise ManifestInvalid(f"files[{i}].alias: {f.alias!r} names no file of this checkpoint")
         links = []
         for i, ln in enumerate(doc.get("links") or []):
             if not isinstance(ln, dict) or not isinstance(ln.get("path"), str) or not isinstance(ln.get("target"), str):
@@ -155,6 +201,23 @@ class Pointer:
         if not isinstance(doc, dict) or not isinstance(doc.get("checkpoint"), str):
             raise ManifestInvalid("pointer: checkpoint missing")
         return cls(doc["checkpoint"], str(doc.get("url", "")), doc.get("step"), str(doc.get("updated_at", "")))
+
+
+def alias_checkpoint(key: str) -> str:
+    """The checkpoint id an alias key names (``checkpoints/<id>/…`` → ``<id>``; ``""`` when malformed)."""
+    parts = key.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == contract.CHECKPOINTS_DIR else ""
+
+
+def check_alias_key(key: str, fld: str) -> None:
+    """Raise :class:`ManifestInvalid` naming ``fld`` unless ``key`` is ``checkpoints/<kresume id>/<safe path>``:
+    an alias can only name a data object of the same run (never a pointer, part, manifest or another run)."""
+    if not isinstance(key, str):
+        raise ManifestInvalid(f"{fld}: not a string")
+    check_relpath(key, fld, allow_empty=False)
+    cid = alias_checkpoint(key)
+    if not cid or layout.parse_checkpoint_id(cid) is None:
+        raise ManifestInvalid(f"{fld}: {key!r} is not checkpoints/<checkpoint id>/<name>[/<path>]")
 
 
 def check_relpath(path: str, fld: str, *, allow_empty: bool, single: bool = False) -> None:

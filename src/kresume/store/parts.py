@@ -86,6 +86,7 @@ class PartRecord:
     def to_json(self) -> bytes:
         """Serialise (UTF-8 JSON, sorted keys; ``epoch_of_training`` is written as ``train_epoch``)."""
         doc = asdict(self)
+        doc["files"] = [{k: v for k, v in f.items() if k != "alias"} for f in doc["files"]]  # parts never alias
         doc["expects"] = self.expects.to_doc()
         doc["train_epoch"] = doc.pop("epoch_of_training")
         return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False).encode()

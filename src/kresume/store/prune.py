@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from kresume import contract
-from kresume.store import clock, commit, layout, pins, reading, retention, transfer
+from kresume.store import clock, commit, errors, layout, pins, reading, retention, selection, transfer
 
 if TYPE_CHECKING:
     from kresume.store.runstore import RunStore
@@ -61,9 +61,11 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
     found = reading.resolve(store, pointer, ids, bad)
     steps = {cid: (k.step if k.step >= 0 else None) for cid in ids if (k := layout.parse_checkpoint_id(cid))}
     manifests = reading.list_manifests(store)
+    store.objects.learn(manifests)
+    aliased = {m.id: selection.alias_targets(m) for m in manifests if m.aliases}
     verified = {layout.checkpoint_id_of(str(m.source.get("resumed_from") or "")) for m in manifests} - {None}
     pin_list = pins.read_pins(store)
-    candidates = orphan_candidates(store, set(ids)) if orphans_older_than is not None else []
+    candidates = orphan_candidates(store, set(ids) | alias_owners(aliased)) if orphans_older_than is not None else []
     # The store's clock costs a write: read it only when an age rule has something to judge (a
     # prune of a mistyped, empty URL must not create objects there).
     now = clock.StoreClock(store).now() if pin_list or candidates else None
@@ -74,18 +76,45 @@ def prune(store: RunStore, keep_last: int, keep_every: int | None = None, *, pro
     plan = retention.plan_prune(steps, keep_last=keep_last, keep_every=keep_every,
                                 pointer_id=pointer.checkpoint if pointer else None, protect=protect,
                                 bad=bad, latest_id=found.checkpoint_id if found else None,
-                                pinned=pinned, verified={v for v in verified if v})
+                                pinned=pinned, verified={v for v in verified if v}, aliased=aliased)
     orphans = find_orphans(store, candidates, orphans_older_than, now) if orphans_older_than is not None else []
+    reasons = dict(plan.reasons)
     if not dry_run:
-        for cid in plan.delete:
+        for cid in plan.delete:  # every manifest first: none of them is committed any more
             store.known.forget(cid)
+            store.objects.forget(cid)
             store._retry(lambda c=cid: store._rm(layout.manifest_key(c)), layout.manifest_key(cid))
-            _delete_objects(store, cid)
+        # A commit that aliased one of them while this prune ran is seen now (commit.check_alias_targets):
+        # its targets' data stays (an orphan for a later prune once nothing aliases it).
+        late = aliased_by_new(store, set(ids))
+        for cid in plan.delete:
+            if cid in late:
+                reasons[cid] = f"manifest deleted, data kept: {', '.join(late[cid])} aliased it during the prune"
+            else:
+                _delete_objects(store, cid)
         for cid in orphans:
             _delete_objects(store, cid)
-    reasons = dict(plan.reasons)
     reasons.update({cid: "orphan" for cid in orphans})
     return retention.PrunePlan(plan.keep, plan.delete + orphans, reasons)
+
+
+def alias_owners(aliased: dict[str, list[str]]) -> set[str]:
+    """Every checkpoint id some manifest's aliases name (their data is referenced: never an orphan)."""
+    return {t for targets in aliased.values() for t in targets}
+
+
+def aliased_by_new(store: RunStore, seen: set[str]) -> dict[str, list[str]]:
+    """Target id → ids of manifests committed since the listing ``seen`` that alias into it (one listing,
+    plus one read per new manifest)."""
+    out: dict[str, list[str]] = {}
+    for cid in set(reading.manifest_ids(store)) - seen:
+        try:
+            manifest = reading.read_manifest(store, cid)
+        except errors.CorruptCheckpoint:
+            continue
+        for target in selection.alias_targets(manifest) if manifest is not None else []:
+            out.setdefault(target, []).append(cid)
+    return out
 
 
 def orphan_candidates(store: RunStore, committed: set[str]) -> list[str]:

@@ -101,7 +101,7 @@ def load_valid(store: RunStore, checkpoint_id: str) -> tuple[Manifest, list[str]
         return None
     if manifest is None:
         return None
-    problems = selection.object_problems(manifest, store._object_sizes(checkpoint_id))
+    problems = selection.object_problems(manifest, store._manifest_object_sizes(manifest))
     return None if problems else (manifest, problems)
 
 
@@ -157,6 +157,8 @@ def load_known_or_valid(store: RunStore, checkpoint_id: str) -> Manifest | None:
         f_sizes.cancel()
         return None
     sizes = f_sizes.result()
+    if manifest is not None and manifest.aliases:  # one more round trip: the aliases' targets (docs "Aliases")
+        sizes = store._manifest_object_sizes(manifest, sizes)
     if manifest is None or selection.object_problems(manifest, sizes):
         return None
     store.known.put(manifest)

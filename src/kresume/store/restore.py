@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kresume.store import download, errors, layout, native, parts, reading
+from kresume.store import download, errors, native, parts, reading
 from kresume.store.manifest import FileEntry, Manifest
 from kresume.store.transfer import Progress
 
@@ -73,7 +73,7 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
             outcome.update(source="cache" if hit else "store", checkpoint=manifest.id, bytes=manifest.total_bytes)
 
         def fetch(f: FileEntry) -> None:
-            key = layout.data_key(manifest.id, manifest.name, f.path or None)
+            key = manifest.object_key(f)  # an aliased file's bytes are its target's (docs/store-protocol.md "Aliases")
             local = staging / manifest.name if not f.path else staging / manifest.name / f.path
             local.parent.mkdir(parents=True, exist_ok=True)
             reported = [0]  # bytes passed to progress for this file (a retry re-reports nothing)

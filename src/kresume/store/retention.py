@@ -19,7 +19,9 @@ the run nothing to resume from):
   none is verified, the newest valid one older than ``latest`` (issue 11: with ``keepLast: 1`` a
   newest checkpoint that does not load left nothing to resume from);
 - never delete a checkpoint marked bad: it is kept with reason ``"marked bad"``, so a mistaken mark
-  can be undone (``kresume unmark-bad``), and removing bad checkpoints is a human decision.
+  can be undone (``kresume unmark-bad``), and removing bad checkpoints is a human decision;
+- keep every checkpoint whose objects a kept checkpoint's aliases name (docs/store-protocol.md "Aliases"),
+  whole (manifest and data), and so on for what it aliases in turn: a kept checkpoint stays restorable.
 
 Deletion order is enforced by the caller: manifest first (un-commit), then data.
 """
@@ -56,6 +58,7 @@ def plan_prune(
     latest_id: str | None = None,
     pinned: Mapping[str, Iterable[str]] | None = None,
     verified: Iterable[str] = (),
+    aliased: Mapping[str, Iterable[str]] | None = None,
 ) -> PrunePlan:
     """Decide what to delete (rules in the module docstring).
 
@@ -80,6 +83,9 @@ def plan_prune(
         Id → holders of *live* pins on it (the caller drops stale pins), kept.
     verified : iterable of str
         Ids some manifest records as ``source.resumed_from`` (preferred as the fallback).
+    aliased : mapping, optional
+        Id → ids of the other checkpoints whose objects its manifest's aliases name
+        (:func:`kresume.store.selection.alias_targets`); the targets of a kept id are kept.
 
     Returns
     -------
@@ -126,7 +132,25 @@ def plan_prune(
             reasons[cid] = ", ".join(why)
         else:
             delete.append(cid)
-    return PrunePlan(keep, delete, reasons)
+    _keep_alias_targets(keep, delete, reasons, aliased or {})
+    return PrunePlan(layout.sort_newest_first(keep), layout.sort_newest_first(delete), reasons)
+
+
+def _keep_alias_targets(keep: list[str], delete: list[str], reasons: dict[str, str],
+                        aliased: Mapping[str, Iterable[str]]) -> None:
+    """Move to ``keep`` every checkpoint a kept one's aliases name, transitively, adding the reason."""
+    todo = list(keep)
+    while todo:
+        cid = todo.pop()
+        for target in sorted(set(aliased.get(cid, ()))):
+            why = f"holds the bytes of {cid}'s alias"
+            if target in delete:
+                delete.remove(target)
+                keep.append(target)
+                reasons[target] = why
+                todo.append(target)
+            elif target in reasons and why not in reasons[target]:
+                reasons[target] += ", " + why
 
 
 def _fallback(ordered: list[str], bad: set[str], latest_id: str | None, verified: set[str]) -> tuple[str | None, str]:

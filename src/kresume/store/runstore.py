@@ -36,6 +36,7 @@ from kresume.store.storage import TransferSettings, missing_bucket, open_fs, ret
 
 if TYPE_CHECKING:
     from kresume.formats.metadata import CheckpointInfo
+    from kresume.store.aliases import CommittedObjects
     from kresume.store import partcommit, parts, retention
     from kresume.store.local import LocalCheckpoint
     from kresume.store.transfer import Progress
@@ -85,6 +86,7 @@ class RunStore:
         """Checkpoints this handle has validated (:mod:`kresume.store.known`); resolution reads only the rest."""
         self._part_cache: partcommit.PartCache | None = None
         self._part_cache_lock = threading.Lock()
+        self._objects: CommittedObjects | None = None
 
     @property
     def _parts(self) -> partcommit.PartCache:
@@ -95,6 +97,21 @@ class RunStore:
 
                 self._part_cache = partcommit.PartCache()
             return self._part_cache
+
+    @property
+    def objects(self) -> CommittedObjects:
+        """Objects this handle knows are committed in the run, by size: alias targets
+        (:class:`kresume.store.aliases.CommittedObjects`), made on first use."""
+        with self._part_cache_lock:
+            if self._objects is None:
+                from kresume.store.aliases import CommittedObjects
+
+                self._objects = CommittedObjects()
+            return self._objects
+
+    @objects.setter
+    def objects(self, value: CommittedObjects) -> None:
+        self._objects = value
 
     @classmethod
     def open(cls, url: str, storage_options: Mapping[str, Any] | None = None,
@@ -188,6 +205,20 @@ class RunStore:
                 out[self.fs._strip_protocol(path)[strip:]] = int(meta.get("size") or 0)
         return out
 
+    def _manifest_object_sizes(self, manifest: Manifest, own: dict[str, int] | None = None) -> dict[str, int]:
+        """:meth:`_object_sizes` of ``manifest``'s own prefix (``own`` when the caller listed it already) and of
+        every checkpoint its aliases name (:func:`kresume.store.selection.alias_targets`; listed concurrently,
+        so a manifest with aliases costs one more round trip): what
+        :func:`~kresume.store.selection.object_problems` needs."""
+        sizes = dict(self._object_sizes(manifest.id) if own is None else own)
+        targets = selection.alias_targets(manifest)
+        if len(targets) == 1:
+            sizes.update(self._object_sizes(targets[0]))
+        elif targets:
+            for found in reading._pool().map(self._object_sizes, targets):
+                sizes.update(found)
+        return sizes
+
     def _rm(self, key: str, recursive: bool = False) -> None:
         """Delete ``key`` (with ``recursive``: everything under it); absent is not an error."""
         try:
@@ -221,14 +252,20 @@ class RunStore:
         """
         from kresume.store import partcommit
 
-        return partcommit.commit_part(self, checkpoint, rank=rank, world_size=world_size, epoch=epoch, info=info,
-                                      expect=expect, source=source, progress=progress, resumed_from=resumed_from)
+        outcome = partcommit.commit_part(self, checkpoint, rank=rank, world_size=world_size, epoch=epoch, info=info,
+                                         expect=expect, source=source, progress=progress, resumed_from=resumed_from)
+        if outcome.manifest is not None:
+            self.objects.learn([outcome.manifest])  # its objects may be alias targets of single-rank commits
+        return outcome
 
     def try_commit(self, checkpoint_id: str, *, world_size: int | None = None) -> partcommit.PartOutcome:
         """Commit a multi-rank checkpoint whose parts are whole (:func:`kresume.store.partcommit.try_commit`)."""
         from kresume.store import partcommit
 
-        return partcommit.try_commit(self, checkpoint_id, world_size=world_size)
+        outcome = partcommit.try_commit(self, checkpoint_id, world_size=world_size)
+        if outcome.manifest is not None:
+            self.objects.learn([outcome.manifest])
+        return outcome
 
     def pending(self) -> list[parts.Waiting]:
         """Uncommitted multi-rank checkpoints with parts, newest first, and what each still needs
@@ -272,8 +309,11 @@ class RunStore:
         return reading.read_manifest(self, checkpoint_id)
 
     def list(self) -> list[Manifest]:
-        """Every committed checkpoint's manifest, oldest first; malformed manifests are left out."""
-        return reading.list_manifests(self)
+        """Every committed checkpoint's manifest, oldest first; malformed manifests are left out. Their objects
+        become alias targets of this handle's commits (:attr:`objects`)."""
+        found = reading.list_manifests(self)
+        self.objects.learn(found)
+        return found
 
     def latest(self, *, deadline: float | None = None) -> selection.Resolved | None:
         """The newest valid committed checkpoint, or ``None`` (:func:`kresume.store.reading.latest`)."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kresume.store import layout
-from kresume.store.manifest import Manifest
+from kresume.store.manifest import Manifest, alias_checkpoint
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,26 @@ def candidate_order(manifest_ids: Iterable[str], bad_ids: Iterable[str]) -> list
 def object_problems(manifest: Manifest, sizes: Mapping[str, int]) -> list[str]:
     """Problems of a checkpoint given ``sizes``: data key (relative to the run) → size in bytes.
 
-    Returns an empty list when every listed object exists with its recorded size.
+    ``sizes`` must cover the checkpoint's own prefix and the prefix of every checkpoint an alias names
+    (:func:`alias_targets`). Returns an empty list when every file's object (its own, or its alias
+    target: docs/store-protocol.md "Aliases") exists with the recorded size.
     """
     problems = []
     for f in manifest.files:
-        key = layout.data_key(manifest.id, manifest.name, f.path or None)
+        key = manifest.object_key(f)
         got = sizes.get(key)
+        via = f" (alias of {layout.data_key(manifest.id, manifest.name, f.path or None)})" if f.alias else ""
         if got is None:
-            problems.append(f"missing object {key}")
+            problems.append(f"missing object {key}{via}")
         elif got != f.size:
-            problems.append(f"object {key} has {got} B, manifest says {f.size} B")
+            problems.append(f"object {key}{via} has {got} B, manifest says {f.size} B")
     return problems
+
+
+def alias_targets(manifest: Manifest) -> list[str]:
+    """Ids of the other checkpoints whose objects ``manifest``'s aliases name (sorted; ``[]`` without aliases):
+    the prefixes that must be listed, besides its own, to validate it."""
+    return sorted({a for f in manifest.files if f.alias and (a := alias_checkpoint(f.alias)) != manifest.id})
 
 
 WRITE, KEEP, CHECK = "write", "keep", "check"

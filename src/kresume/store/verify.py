@@ -65,7 +65,7 @@ def check(store: RunStore, checkpoint_id: str | None = None, *, checksums: bool 
             raise store.no_checkpoint(f"checkpoint {cid!r} is not committed", fix="see `kresume ls` for ids")
         n_files += len(manifest.files)
         n_bytes += manifest.total_bytes
-        size_problems = selection.object_problems(manifest, store._object_sizes(cid))
+        size_problems = selection.object_problems(manifest, store._manifest_object_sizes(manifest))
         problems += [Problem(cid, p) for p in size_problems]
         if checksums and not size_problems:
             problems += [Problem(cid, p) for p in _checksum_problems(store, manifest)]
@@ -73,11 +73,13 @@ def check(store: RunStore, checkpoint_id: str | None = None, *, checksums: bool 
 
 
 def _checksum_problems(store: RunStore, manifest: Manifest) -> list[str]:
-    """Stream every object of ``manifest`` (``max_workers`` at once) and compare its CRC-32C."""
+    """Stream every file's object of ``manifest`` (``max_workers`` at once; an aliased file's is its target's)
+    and compare its CRC-32C with the file's entry."""
     def one(f: FileEntry) -> str | None:
-        key = layout.data_key(manifest.id, manifest.name, f.path or None)
+        key = manifest.object_key(f)
         got = store._retry(lambda: transfer.remote_crc32c(store.fs, store._path(key), f.size, store.settings), key)
-        return None if got == f.crc32c else f"object {key} crc32c {got} ≠ manifest {f.crc32c}"
+        via = f" (alias of {layout.data_key(manifest.id, manifest.name, f.path or None)})" if f.alias else ""
+        return None if got == f.crc32c else f"object {key}{via} crc32c {got} ≠ manifest {f.crc32c}"
 
     with ThreadPoolExecutor(store.settings.max_workers) as pool:
         return [p for p in pool.map(one, manifest.files) if p]

@@ -312,3 +312,19 @@ def test_retention_keeps_alias_targets_transitively():
     assert "holds the bytes of" in plan.reasons[c20] and c20 in plan.reasons[c10]
     plan = plan_prune({c: int(c[:10]) for c in ids}, keep_last=1, latest_id=c40, aliased={c30: [c10]})
     assert plan.delete == [c20] and c10 in plan.keep
+
+
+@two_backends
+def test_a_same_size_file_that_is_no_copy_costs_no_second_read(run, tmp_path, monkeypatch):
+    """Every step file of a run has one size: its tail differs from the last one's, so it is never read whole
+    before its upload (the whole-file CRC is computed only when the tail matches)."""
+    whole_reads = []
+    real = aliases.local_crc32c
+    monkeypatch.setattr(aliases, "local_crc32c", lambda f, s: whole_reads.append(f.display) or real(f, s))
+    for i in range(3):
+        path = tmp_path / f"epoch=0-step={i}.ckpt"
+        _file(path, MIB + 64, 30 + i)
+        assert not run.commit(path).aliases
+    assert whole_reads == []
+    shutil.copyfile(tmp_path / "epoch=0-step=2.ckpt", tmp_path / "last-step=2.ckpt")
+    assert run.commit(tmp_path / "last-step=2.ckpt").aliases and len(whole_reads) == 1

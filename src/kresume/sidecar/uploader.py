@@ -154,10 +154,14 @@ class Uploader:
             self._abandon(job, reason, f"commit of {job.rel} failed after {job.attempts} tries: {exc}")
             return False
         elapsed = time.monotonic() - job.started
-        self.bw.add(job.size, elapsed)
+        self.bw.add(manifest.stored_bytes, elapsed)  # an alias sends nothing: no bandwidth sample from it
         self._committed(job.key, job.written_at, manifest)
-        self.log.info("committed %s as %s (step %s, %d B in %.2f s)", job.rel, manifest.id, manifest.step,
-                      job.size, elapsed, extra={"fields": {**log_fields, "id": manifest.id, "step": manifest.step}})
+        aliases = sorted({f.alias for f in manifest.files if f.alias})
+        note = f"; {manifest.stored_bytes} B sent, the rest alias {', '.join(aliases[:3])}" if aliases else ""
+        self.log.info("committed %s as %s (step %s, %d B in %.2f s%s)", job.rel, manifest.id, manifest.step,
+                      job.size, elapsed, note,
+                      extra={"fields": {**log_fields, "id": manifest.id, "step": manifest.step,
+                                        **({"aliases": aliases} if aliases else {})}})
         self._keep_on_node(job, manifest)
         self._prune()
         return False

@@ -3,14 +3,16 @@
 docs/store-protocol.md "Aliases" is the rule; this module is its commit side:
 
 - :class:`CommittedObjects` — what one process knows is stored in its run: size → objects (key,
-  CRC-32C, owning checkpoint), from the manifests it committed or listed. In memory, bounded.
+  CRC-32C, owning checkpoint, and the digest of its tail once known), from the manifests it committed
+  or listed. In memory, bounded.
 - :func:`choose` — for a captured checkpoint, which files are aliases: only a file of at least
   :data:`ALIAS_MIN_BYTES` whose size equals a known object's (or another file's of the same
-  checkpoint) is read to compute its CRC-32C (a read of that file's descriptor only, in
-  ``part_size`` pieces under the process-wide :mod:`kresume.store.inflight` budget), and it becomes an
-  alias only when size AND CRC-32C equal the target's committed values and its last
-  :data:`TAIL_BYTES` equal the target's (one ranged GET). The file must be unchanged after the read
-  (:meth:`~kresume.store.local.LocalFile.check_unchanged`: size, mtime, ctime, inode).
+  checkpoint) is looked at; its last :data:`TAIL_BYTES` are compared first (the target's tail is fetched
+  with one ranged GET the first time), and only when they match is the file read whole for its CRC-32C
+  (its own descriptor only, ``part_size`` pieces under the process-wide :mod:`kresume.store.inflight`
+  budget). It becomes an alias only when size, tail AND CRC-32C equal the target's committed values, and
+  it must be unchanged after the read (:meth:`~kresume.store.local.LocalFile.check_unchanged`: size,
+  mtime, ctime, inode).
 
 Why the tail too: CRC-32C is 32 bits, so two *different* same-size files collide with probability 2^-32
 per pair, and restore's CRC check could not tell them apart afterwards. Every step file of a Lightning
@@ -25,6 +27,7 @@ file from the second save on.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -35,7 +38,7 @@ import google_crc32c
 
 from kresume.store import inflight, layout
 from kresume.store.local import LocalCheckpoint, LocalFile
-from kresume.store.manifest import Manifest, alias_checkpoint
+from kresume.store.manifest import FileEntry, Manifest, alias_checkpoint
 
 __all__ = ["ALIAS_MIN_BYTES", "CommittedObjects", "Choice", "StoredObject", "alias_checkpoint", "choose"]
 from kresume.store.transfer import crc32c_hex
@@ -77,11 +80,16 @@ class CommittedObjects:
         self._lock = threading.Lock()
         self._by_size: dict[int, dict[str, StoredObject]] = {}
         self._owners: dict[str, set[tuple[int, str]]] = {}
+        self._tails: dict[str, bytes] = {}
+        """Key → SHA-256 of the object's last :data:`TAIL_BYTES` (known for this process's uploads, else
+        fetched once when first compared)."""
 
-    def learn(self, manifests: Iterable[Manifest]) -> None:
+    def learn(self, manifests: Iterable[Manifest], tails: dict[str, bytes] | None = None) -> None:
         """Add every object ≥ :data:`ALIAS_MIN_BYTES` of committed ``manifests`` (an aliased file adds its
-        target, so an alias never names another alias)."""
+        target, so an alias never names another alias); ``tails``: key → digest of its tail (:func:`tail_digest`)
+        where the caller knows it (the files it just uploaded)."""
         with self._lock:
+            self._tails.update(tails or {})
             for m in manifests:
                 for f in m.files:
                     if f.size < ALIAS_MIN_BYTES:
@@ -103,6 +111,16 @@ class CommittedObjects:
         order = {cid: i for i, cid in enumerate(layout.sort_newest_first(list({o.owner for o in found})))}
         return sorted(found, key=lambda o: order.get(o.owner, len(order)))
 
+    def tail(self, key: str, fetch: Callable[[], bytes]) -> bytes:
+        """The digest of ``key``'s tail: remembered, or ``tail_digest(fetch())`` remembered from now on."""
+        with self._lock:
+            known = self._tails.get(key)
+        if known is None:
+            known = hashlib.sha256(fetch()).digest()
+            with self._lock:
+                self._tails[key] = known
+        return known
+
     def sizes(self) -> set[int]:
         """Sizes of the known objects (bytes)."""
         with self._lock:
@@ -116,6 +134,7 @@ class CommittedObjects:
 
     def _drop_locked(self, owner: str) -> None:
         for size, key in self._owners.pop(owner, set()):
+            self._tails.pop(key, None)
             bucket = self._by_size.get(size, {})
             bucket.pop(key, None)
             if not bucket:
@@ -160,36 +179,61 @@ def tail_of(local: LocalFile) -> bytes:
     return os.pread(local.fd, local.size - start, start)
 
 
+def tail_digest(data: bytes) -> bytes:
+    """SHA-256 of a tail (what :class:`CommittedObjects` remembers instead of 64 KiB per object)."""
+    return hashlib.sha256(data).digest()
+
+
 def choose(objects: CommittedObjects, checkpoint: LocalCheckpoint, checkpoint_id: str,
            settings: TransferSettings, remote_range: RemoteRange) -> dict[str, Choice]:
     """Which files of ``checkpoint`` (to be committed as ``checkpoint_id``) are aliases: relpath → :class:`Choice`.
 
-    A file is read (:func:`local_crc32c`) only when it has at least :data:`ALIAS_MIN_BYTES` and its size
-    equals a known committed object's or another file's of this checkpoint; it is an alias when its size,
-    CRC-32C and last :data:`TAIL_BYTES` equal the target's (``remote_range`` reads a committed target's
-    tail). A file of the same checkpoint is a target only when it is stored (the first in
-    ``checkpoint.files`` order of its size, CRC-32C and tail). Raises ``SourceChanged`` (nothing is
-    committed) when a file changed while it was read; store errors of ``remote_range`` propagate.
+    Only a file of at least :data:`ALIAS_MIN_BYTES` whose size equals a known committed object's (or another
+    file's of this checkpoint) is looked at. Its tail is compared first (a 64 KiB local read; a committed
+    object's tail digest is remembered, or fetched once with ``remote_range``), and only a file whose tail
+    matches is read whole for its CRC-32C (:func:`local_crc32c`): a same-size file that is no copy (every
+    step file of a run has one size) costs one small read, not a second pass over its bytes. It is an alias
+    when size, tail and CRC-32C all equal the target's. A file of the same checkpoint is a target only when
+    it is stored (earlier in ``checkpoint.files`` order). Raises ``SourceChanged`` (nothing is committed)
+    when a file changed while it was read; store errors of ``remote_range`` propagate.
     """
     counts: dict[int, int] = {}
     for f in checkpoint.files:
         counts[f.size] = counts.get(f.size, 0) + 1
     known = objects.sizes()
     chosen: dict[str, Choice] = {}
-    stored_here: dict[tuple[int, str, bytes], str] = {}
+    stored_here: dict[tuple[int, bytes], list[tuple[LocalFile, list[str]]]] = {}  # (size, tail) → files, [crc]
     for f in checkpoint.files:
         if f.size < ALIAS_MIN_BYTES or (f.size not in known and counts[f.size] < 2):
             continue
-        crc = local_crc32c(f, settings)
         tail = tail_of(f)
+        digest = tail_digest(tail)
         start = f.size - len(tail)
-        target = next((o.key for o in objects.candidates(f.size)[:CANDIDATES]
-                       if o.crc32c == crc and remote_range(o.key, start, f.size) == tail), None)
-        if target is None and (f.size, crc, tail) in stored_here:
-            target = layout.data_key(checkpoint_id, checkpoint.name, stored_here[(f.size, crc, tail)] or None)
+        matches = [o for o in objects.candidates(f.size)[:CANDIDATES]
+                   if o.size == f.size and objects.tail(o.key, lambda o=o: remote_range(o.key, start, f.size)) == digest]
+        twins = stored_here.setdefault((f.size, digest), [])
+        if not matches and not twins:
+            twins.append((f, []))
+            continue
+        crc = local_crc32c(f, settings)
+        target = next((o.key for o in matches if o.crc32c == crc), None)
+        for twin, twin_crc in twins if target is None else []:
+            if not twin_crc:
+                twin_crc.append(local_crc32c(twin, settings))
+            if twin_crc[0] == crc:
+                target = layout.data_key(checkpoint_id, checkpoint.name, twin.relpath or None)
+                break
         if target is not None:
             f.check_unchanged()
             chosen[f.relpath] = Choice(crc, target)
         else:
-            stored_here[(f.size, crc, tail)] = f.relpath
+            twins.append((f, [crc]))
     return chosen
+
+
+def uploaded_tails(checkpoint: LocalCheckpoint, entries: Iterable[FileEntry], checkpoint_id: str) -> dict[str, bytes]:
+    """Key → tail digest of every file of ``checkpoint`` uploaded (not aliased) at or above
+    :data:`ALIAS_MIN_BYTES`: remembered so that the next same-size commit compares without a GET."""
+    by_path = {f.relpath: f for f in checkpoint.files}
+    return {layout.data_key(checkpoint_id, checkpoint.name, e.path or None): tail_digest(tail_of(by_path[e.path]))
+            for e in entries if not e.alias and e.size >= ALIAS_MIN_BYTES and e.path in by_path}

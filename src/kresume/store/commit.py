@@ -152,7 +152,7 @@ def commit(store: RunStore, checkpoint: LocalCheckpoint | str | os.PathLike[str]
     manifest = Manifest(**{**manifest.__dict__, "committed_at": clock.now_iso()})
     write_manifest(store, manifest)
     check_alias_targets(store, manifest)
-    store.objects.learn([manifest])
+    store.objects.learn([manifest], aliasmod.uploaded_tails(checkpoint, manifest.files, manifest.id))
     if move_pointer:
         pointer.move(store, manifest)
     return manifest

@@ -3,7 +3,8 @@
 A manifest is immutable once written (its key holds a fresh checkpoint id; invariant 3), and a
 checkpoint's data objects are only ever deleted after its manifest (retention, invariant 3). So
 once a process has read a manifest and found every object it lists with its recorded size, the
-answer stays true for as long as the manifest is still listed. Resolution
+answer stays true for as long as the manifest is still listed (an alias's target checkpoint is kept
+whole while a manifest aliasing it is: docs/store-protocol.md "Aliases"). Resolution
 (:func:`kresume.store.reading.resolve`) therefore validates only ids it has not seen, and only among
 the ids of a fresh listing of ``manifests/`` with the bad marks of a fresh listing of ``bad/``, read
 in the same round trip: a checkpoint pruned or marked bad by another process is never taken from

@@ -149,7 +149,8 @@ def local_crc32c(local: LocalFile, settings: TransferSettings) -> str:
     """CRC-32C (8 hex digits) of a captured file's ``size`` bytes, read from its descriptor with ``os.pread`` in
     ``part_size`` pieces while holding one buffer of the process-wide in-flight budget.
 
-    Raises ``SourceChanged`` when the file was truncated or changed (size, mtime, ctime, inode) during the read.
+    Raises ``SourceChanged`` when the file was truncated or changed during the read (size, mtime, ctime, inode;
+    a metadata change alone whose bytes still have the CRC computed is accepted, as for an upload).
     """
     from kresume.store import errors
 
@@ -161,8 +162,9 @@ def local_crc32c(local: LocalFile, settings: TransferSettings) -> str:
                 raise errors.SourceChanged(local.display, f"only {offset} of {local.size} B could be read (truncated)")
             value = google_crc32c.extend(value, data)
             offset += len(data)
-    local.check_unchanged()
-    return crc32c_hex(value)
+    crc = crc32c_hex(value)
+    local.check_unchanged(crc)  # a chmod/copystat alone is not a change when the bytes still have this CRC
+    return crc
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def choose(objects: CommittedObjects, checkpoint: LocalCheckpoint, checkpoint_id
                 target = layout.data_key(checkpoint_id, checkpoint.name, twin.relpath or None)
                 break
         if target is not None:
-            f.check_unchanged()
+            f.check_unchanged(crc)
             chosen[f.relpath] = Choice(crc, target)
         else:
             twins.append((f, [crc]))

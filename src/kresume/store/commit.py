@@ -59,6 +59,7 @@ def upload_files(store: RunStore, checkpoint: LocalCheckpoint, checkpoint_id: st
     and the manifest then records the file's new mtime.
     """
     keys = {f.relpath: layout.data_key(checkpoint_id, checkpoint.name, f.relpath or None) for f in checkpoint.files}
+
     def remote_range(key: str, start: int, end: int) -> bytes:
         def cat() -> bytes:
             try:

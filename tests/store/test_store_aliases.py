@@ -328,3 +328,27 @@ def test_a_same_size_file_that_is_no_copy_costs_no_second_read(run, tmp_path, mo
     assert whole_reads == []
     shutil.copyfile(tmp_path / "epoch=0-step=2.ckpt", tmp_path / "last-step=2.ckpt")
     assert run.commit(tmp_path / "last-step=2.ckpt").aliases and len(whole_reads) == 1
+
+
+def test_kresume_ls_and_prune_dry_run_show_aliases(tmp_path):
+    """The CLI: ``ls --json`` gives stored bytes and alias targets; ``prune --dry-run`` says why a target stays."""
+    from typer.testing import CliRunner
+
+    from kresume.cli import app
+
+    url = f"file://{tmp_path}/run/"
+    run = RunStore.open(url)
+    step = tmp_path / "epoch=0-step=10.ckpt"
+    _file(step, MIB, 40)
+    target = run.commit(step)
+    shutil.copyfile(step, tmp_path / "last-step=10.ckpt")
+    alias = run.commit(tmp_path / "last-step=10.ckpt")
+    _file(tmp_path / "epoch=0-step=5.ckpt", MIB, 41)
+    run.commit(tmp_path / "epoch=0-step=5.ckpt")
+    out = CliRunner().invoke(app, ["ls", "--json", url])
+    assert out.exit_code == 0, out.output
+    rows = {r["id"]: r for r in map(json.loads, out.output.splitlines()) if r["kind"] == "checkpoint"}
+    assert rows[alias.id]["stored_bytes"] == 0 and rows[alias.id]["bytes"] == MIB
+    assert rows[alias.id]["aliases"] == [layout.data_key(target.id, target.name, None)]
+    out = CliRunner().invoke(app, ["prune", "--dry-run", "--keep-last", "1", url])
+    assert out.exit_code == 0 and f"kept\t{target.id}\t" in out.output and "alias" in out.output, out.output

@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
             for m in manifests:
                 print(json.dumps({"kind": "checkpoint", "id": m.id, "name": m.name, "step": m.step, "epoch": m.epoch,
                                   "format": m.format, "bytes": m.total_bytes, "files": len(m.files),
+                                  "stored_bytes": m.stored_bytes, "aliases": sorted({f.alias for f in m.files if f.alias}),
                                   "committed_at": m.committed_at, "url": store.checkpoint_url(m),
                                   "pointer": bool(pointer and pointer.checkpoint == m.id), "bad": m.id in bad}))
             for w in reversed(waiting):
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
         for m in manifests:
             table.add_row("*" if pointer and pointer.checkpoint == m.id else "", m.id, m.name,
                           "" if m.step is None else str(m.step), m.format, _human(m.total_bytes),
-                          str(len(m.files)), m.committed_at[:19], "bad" if m.id in bad else "")
+                          _files_cell(m), m.committed_at[:19], "bad" if m.id in bad else "")
         out.print(table)
         if waiting:
             parts_table = Table("UNCOMMITTED ID", "NAME", "STEP", "PARTS", "STATE", title="multi-rank steps not committed")
@@ -300,6 +301,12 @@ def _has_pins(store: RunStore) -> bool:
     from kresume import contract
 
     return bool(store._ls_names(contract.PINS_DIR))
+
+
+def _files_cell(m: Any) -> str:
+    """``kresume ls``'s FILES cell: the count, and how many are aliases of objects stored elsewhere in the run."""
+    n = sum(1 for f in m.files if f.alias)
+    return f"{len(m.files)} ({n} alias{'es' * (n != 1)})" if n else str(len(m.files))
 
 
 def _human(n: int) -> str:

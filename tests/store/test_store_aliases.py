@@ -352,3 +352,24 @@ def test_kresume_ls_and_prune_dry_run_show_aliases(tmp_path):
     assert rows[alias.id]["aliases"] == [layout.data_key(target.id, target.name, None)]
     out = CliRunner().invoke(app, ["prune", "--dry-run", "--keep-last", "1", url])
     assert out.exit_code == 0 and f"kept\t{target.id}\t" in out.output and "alias" in out.output, out.output
+
+
+@two_backends
+def test_resolving_an_alias_into_a_known_checkpoint_lists_only_its_own_prefix(run, tmp_path, monkeypatch):
+    """The webhook's store answer (issue 17 item 3: one round trip): the alias's target was validated when it was
+    the latest, so resolving the alias lists only the alias's own prefix, alongside its manifest read."""
+    step = tmp_path / "epoch=0-step=10.ckpt"
+    _file(step, MIB, 50)
+    target = run.commit(step)
+    assert run.latest().checkpoint_id == target.id  # validated: now known to this handle
+    shutil.copyfile(step, tmp_path / "last-step=10.ckpt")
+    alias = run.commit(tmp_path / "last-step=10.ckpt")
+    listed = []
+    real = run._object_sizes
+    monkeypatch.setattr(run, "_object_sizes", lambda cid: listed.append(cid) or real(cid))
+    assert run.latest().checkpoint_id == alias.id
+    assert listed == [alias.id]
+    run.known.forget(target.id)  # a handle that never validated the target lists it too
+    run.known.forget(alias.id)
+    listed.clear()
+    assert run.latest().checkpoint_id == alias.id and sorted(listed) == sorted([alias.id, target.id])

@@ -140,11 +140,14 @@ def read_state(store: RunStore) -> tuple[Pointer | None, list[str], set[str]]:
     return f_pointer.result(), f_ids.result(), f_bad.result()
 
 
-def load_known_or_valid(store: RunStore, checkpoint_id: str) -> Manifest | None:
+def load_known_or_valid(store: RunStore, checkpoint_id: str, listed: set[str] | None = None) -> Manifest | None:
     """The manifest of ``checkpoint_id`` when it is valid: from ``store.known`` when this handle has
     validated it, else read with its objects' listing concurrently (one round trip) and remembered
     when valid. ``None`` when absent, malformed or damaged. Callers pass only ids of a fresh
-    ``manifests/`` listing (see :mod:`kresume.store.known`)."""
+    ``manifests/`` listing (see :mod:`kresume.store.known`), and that listing as ``listed``: a manifest
+    whose aliases name checkpoints listed there and known valid here needs no more requests (their
+    objects exist while their manifests do, and retention keeps them while an alias names them); other
+    alias targets cost one more round trip (their prefixes listed concurrently)."""
     known = store.known.get(checkpoint_id)
     if known is not None:
         return known
@@ -157,8 +160,17 @@ def load_known_or_valid(store: RunStore, checkpoint_id: str) -> Manifest | None:
         f_sizes.cancel()
         return None
     sizes = f_sizes.result()
-    if manifest is not None and manifest.aliases:  # one more round trip: the aliases' targets (docs "Aliases")
-        sizes = store._manifest_object_sizes(manifest, sizes)
+    if manifest is not None and manifest.aliases:  # the aliases' targets (docs/store-protocol.md "Aliases")
+        sizes = dict(sizes)
+        unknown = []
+        for target in selection.alias_targets(manifest):
+            seen = store.known.get(target) if listed is not None and target in listed else None
+            if seen is None:
+                unknown.append(target)
+            else:
+                sizes.update({seen.object_key(f): f.size for f in seen.files if not f.alias})
+        if unknown:
+            sizes = store._manifest_object_sizes(manifest, sizes, targets=unknown)
     if manifest is None or selection.object_problems(manifest, sizes):
         return None
     store.known.put(manifest)
@@ -170,11 +182,12 @@ def resolve(store: RunStore, pointer: Pointer | None, ids: list[str], bad: set[s
     """The newest valid checkpoint among ``ids`` (not in ``bad``), with the reason the pointer was
     not used when it was not; ``None`` when none is valid. Raises ``StoreUnreachable`` past ``deadline``."""
     candidates = selection.candidate_order(ids, bad)
+    listed = set(ids)
     skipped: list[str] = []
     for cid in candidates:
         if deadline is not None and time.monotonic() > deadline:
             raise errors.StoreUnreachable(store.url, "resolution exceeded its time budget")
-        manifest = load_known_or_valid(store, cid)
+        manifest = load_known_or_valid(store, cid, listed)
         if manifest is None:
             skipped.append(cid)
             continue

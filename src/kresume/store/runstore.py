@@ -205,13 +205,14 @@ class RunStore:
                 out[self.fs._strip_protocol(path)[strip:]] = int(meta.get("size") or 0)
         return out
 
-    def _manifest_object_sizes(self, manifest: Manifest, own: dict[str, int] | None = None) -> dict[str, int]:
+    def _manifest_object_sizes(self, manifest: Manifest, own: dict[str, int] | None = None, *,
+                               targets: list[str] | None = None) -> dict[str, int]:
         """:meth:`_object_sizes` of ``manifest``'s own prefix (``own`` when the caller listed it already) and of
         every checkpoint its aliases name (:func:`kresume.store.selection.alias_targets`; listed concurrently,
-        so a manifest with aliases costs one more round trip): what
+        so a manifest with aliases costs one more round trip; ``targets`` lists only those): what
         :func:`~kresume.store.selection.object_problems` needs."""
         sizes = dict(self._object_sizes(manifest.id) if own is None else own)
-        targets = selection.alias_targets(manifest)
+        targets = selection.alias_targets(manifest) if targets is None else targets
         if len(targets) == 1:
             sizes.update(self._object_sizes(targets[0]))
         elif targets:

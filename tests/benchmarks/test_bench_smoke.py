@@ -112,3 +112,16 @@ def test_scale_bench_settles_with_every_run_and_pod_and_answers_every_admission(
     assert result["admissions"]["store"]["checkpoint_sources"] == {"store": 3}  # a run with live pods
     assert sum(result["admissions"]["memory"]["checkpoint_sources"].values()) == 3
     assert result["admissions"]["memory"]["handler"]["n"] == 3
+
+
+@pytest.mark.slow
+def test_aliases_bench_counts_one_copy_per_save_from_the_second(tmp_path: Path) -> None:
+    out = tmp_path / "aliases.json"
+    proc = subprocess.run([sys.executable, "bench/aliases_row.py", "--saves", "2", "--mb", "2", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=500, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    before, after = result["before"], result["after"]
+    assert before["uploaded"] == before["stored"] == before["logical"] == sum(result["file_bytes"])
+    assert sum(c["alias"] for c in after["commits"]) == 1  # save 2's second file; save 1's pair differs
+    assert after["stored"] == after["uploaded"] == before["uploaded"] - result["file_bytes"][-1]

@@ -373,3 +373,23 @@ def test_resolving_an_alias_into_a_known_checkpoint_lists_only_its_own_prefix(ru
     run.known.forget(alias.id)
     listed.clear()
     assert run.latest().checkpoint_id == alias.id and sorted(listed) == sorted([alias.id, target.id])
+
+
+@two_backends
+def test_the_node_cache_keeps_and_restores_an_alias_whole(run, tmp_path):
+    """The sidecar keeps a committed checkpoint on the node from its captured descriptors: an alias's file is
+    kept whole there, and a restore from the cache gives its bytes without asking the store for the target."""
+    from kresume.store.local import snapshot
+    from kresume.store.nodecache import NodeCache
+
+    step = tmp_path / "epoch=0-step=10.ckpt"
+    data = _file(step, MIB, 60)
+    run.commit(step)
+    shutil.copyfile(step, tmp_path / "last-step=10.ckpt")
+    cache = NodeCache(tmp_path / "node-cache", 64 * MIB)
+    with snapshot(tmp_path / "last-step=10.ckpt") as captured:
+        alias = run.commit(captured)
+        assert alias.aliases and cache.put(run.url, alias, captured.files) is not None
+    outcome: dict = {}
+    out = run.restore(tmp_path / "r", alias, cache=cache, outcome=outcome)
+    assert outcome["source"] == "cache" and out.read_bytes() == data

@@ -172,3 +172,21 @@ def test_unreadable_checkpoint_is_judged_again_when_permissions_or_owner_change(
     assert {n: len(ms) for n, ms in by.items()} == {fixed_by_chmod.name: 1, fixed_by_chown.name: 1}
     assert store.verify(checksums=True) == []
     assert sc.stop()[0] == 0
+
+
+def test_file_stamped_in_the_future_settles_by_observation(tmp_path, moto_run, start_sidecar, wait_committed):
+    """A volume whose clock runs ahead (an NFS server an hour off): a file judged by its quiet time is committed
+    once the sidecar has seen it unchanged for the settle window, not an hour later."""
+    store = moto_run[3]
+    watch = tmp_path / "ckpt"
+    watch.mkdir()
+    sc = start_sidecar(watch, moto_run, "--include", "*.dat")  # unknown type: judged by the settle window (2 s)
+    weights = watch / "weights-step=30.dat"
+    weights.write_bytes(os.urandom(1 << 20))
+    ahead = os.stat(weights).st_mtime_ns + 3600 * 10**9
+    os.utime(weights, ns=(ahead, ahead))
+    rec = sc.wait_log(lambda r: r.get("unit") == weights.name and "ahead_seconds" in r, 60)
+    assert rec["ahead_seconds"] > 3000, rec
+    by = wait_committed(store, {weights.name}, 90)
+    assert [m.step for m in by[weights.name]] == [30]
+    assert sc.stop()[0] == 0

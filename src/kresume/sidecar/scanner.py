@@ -56,6 +56,8 @@ class Scanner:
         self.metrics = metrics
         self.log = log
         self.noted: dict[str, tuple[Any, str, str]] = {}
+        self.first_seen: dict[CommitKey, int] = {}
+        """When this scanner first listed each unit as it is now (ns since the epoch, its own clock)."""
 
     def rescan(self, writer_gone: bool = False) -> bool:
         """One reconcile pass; returns True while some unit is still being written.
@@ -72,21 +74,24 @@ class Scanner:
         now_ns = clock.time_ns()
         settle_ns = 0 if writer_gone else int(self.settings.settle_seconds * 1e9)
         writing = False
+        listed = {unit_key(u) for u in found.units}
+        self.first_seen = {k: t for k, t in self.first_seen.items() if k in listed}
         for unit in found.units:
             key = unit_key(unit)
             access = access_fingerprint(unit, listing)
             if self.ledger.known(key) or self.ledger.still_rejected(key, access) \
                     or unit.max_mtime_ns < self.ledger.floor:
                 continue
+            at = self.judging_time(unit, key, now_ns)
             part = multirank.uses_parts(self.settings, unit.format)
             if part:  # this rank's share of a multi-rank checkpoint: judged by what its own folder can show
-                v = judge_part(unit, listing, self.reader, rank=self.settings.rank or 0, now_ns=now_ns,
+                v = judge_part(unit, listing, self.reader, rank=self.settings.rank or 0, now_ns=at,
                                settle_ns=settle_ns, rules=self.rules)
             else:
-                v = judge(unit, listing, self.reader, now_ns=now_ns, settle_ns=settle_ns, rules=self.rules)
+                v = judge(unit, listing, self.reader, now_ns=at, settle_ns=settle_ns, rules=self.rules)
             self.note(unit.rel, key, v.state, v.reason)
             if v.state == "incomplete":
-                writing = writing or now_ns - unit.max_mtime_ns < settle_ns or not unit.files
+                writing = writing or at - unit.max_mtime_ns < settle_ns or not unit.files
             elif v.state in ("corrupt", "unreadable"):
                 self.ledger.reject(key, v.reason, access)
                 self.metrics.failures.labels(v.state).inc()
@@ -99,6 +104,22 @@ class Scanner:
         if self.settings.delete_local_after_commit and found.units:
             self.reclaim(found.units)
         return writing
+
+    def judging_time(self, unit: Unit, key: CommitKey, now_ns: int) -> int:
+        """The time ``unit`` is judged at, ns: now, or — for a unit whose newest mtime is ahead of this clock (the
+        volume's clock runs ahead: an NFS or FUSE server, another node's writes) — that mtime plus how long this
+        scanner has listed the unit unchanged. Without it the settle window (``now - mtime``) of such a unit, a
+        file of unknown type or a shard judged by its quiet time, would not start before this clock caught up
+        (hours for a server set to the wrong zone). Logged once per unit."""
+        first = self.first_seen.setdefault(key, now_ns)
+        if unit.max_mtime_ns <= now_ns:
+            return now_ns
+        ahead = (unit.max_mtime_ns - now_ns) / 1e9
+        if first == now_ns and ahead >= 1.0:
+            self.log.warning("%s: modified %.0f s in the future by this node's clock (the volume's clock runs "
+                             "ahead?); its settle time is counted from when the sidecar first saw it unchanged",
+                             unit.rel, ahead, extra={"fields": {"unit": unit.rel, "ahead_seconds": round(ahead, 1)}})
+        return unit.max_mtime_ns + (now_ns - first)
 
     def note(self, rel: str, key: Any, state: str, reason: str) -> None:
         """Log a unit's state once per change (not on every rescan)."""

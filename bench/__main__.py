@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> str:
     sizes = inputs.QUICK if args.quick else inputs.FULL
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kresume-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    procs.bytecode_as_installed(work / "pycache")
+    procs.bytecode_as_installed()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     facts = machine.describe(str(work), {t: peers.tool(t) for t in ("s5cmd", "rclone")})
     started = time.monotonic()

@@ -56,13 +56,16 @@ def burst(env: admission_env.Env, mode: str, runs: list[str] | None, seconds: fl
     not_injected = [0]
     errors: list[str] = []
     latencies: list[float] = []
-    stop = time.perf_counter() + seconds
+    stop = [0.0]
     counter = iter(range(10**9))
+    ready, go = threading.Barrier(threads + 1), threading.Event()
 
     def client() -> None:
         with env.cp.api_client() as api:
             core = k.CoreV1Api(api)
-            while time.perf_counter() < stop:
+            ready.wait()  # the clock starts once every client is set up (a loaded machine took seconds)
+            go.wait()
+            while time.perf_counter() < stop[0]:
                 with lock:
                     if queue is not None and not queue:
                         return
@@ -83,10 +86,13 @@ def burst(env: admission_env.Env, mode: str, runs: list[str] | None, seconds: fl
                     if mode.startswith("kresume") and not injected:
                         not_injected[0] += 1
 
-    t0 = time.perf_counter()
     workers = [threading.Thread(target=client) for _ in range(threads)]
     for w in workers:
         w.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    stop[0] = t0 + seconds
+    go.set()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - t0

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kresume-bench-cache-"))
     from bench.procs import bytecode_as_installed
 
-    bytecode_as_installed(work / "pycache")
+    bytecode_as_installed()
     server = objstores.SeaweedFSServer()
     server.start()
     try:

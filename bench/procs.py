@@ -18,9 +18,15 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
-def bytecode_as_installed(cache_dir: os.PathLike[str] | str) -> None:
+PYCACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench-pycache"
+"""Where the measured tools' bytecode is cached (under the repository's ignored ``.cache``: shared by every bench
+run, never left in a row's work folder)."""
+
+
+def bytecode_as_installed(cache_dir: os.PathLike[str] | str = PYCACHE) -> None:
     """Let the Python tools this process starts cache their bytecode, as an installed kresume has it.
 
     The image installs kresume from its wheel, and pip byte-compiles what it installs, so a pod's ``kresume

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from kresume.store.runstore import RunStore
 
     work = Path(tempfile.mkdtemp(prefix="kresume-bench-startup-"))
-    procs.bytecode_as_installed(work / "pycache")
+    procs.bytecode_as_installed()
     tools = {"kresume": [peers.tool("kresume")]}
     if args.before:
         old = work / "before"

@@ -57,8 +57,8 @@ class LocalFile:
         forward, so a write in progress is never taken — is accepted when the bytes, read again through
         the descriptor, still have that CRC-32C (and nothing moved during that read): what was sent is
         what the file holds. The capture then takes the new mtime and ctime. Measured cause: fsspec's ``LocalFileOpener.commit`` (Lightning's
-        atomic save) renames the finished file into place and then ``chmod``\ s it, and ``shutil.move``
-        across file systems copies, then ``copystat``\ s (the mtime goes back to the temporary file's);
+        atomic save) renames the finished file into place and then ``chmod``s it, and ``shutil.move``
+        across file systems copies, then ``copystat``s (the mtime goes back to the temporary file's);
         the sidecar can capture between the two, and 10-25 % of Lightning's 8.9 MB checkpoints were
         uploaded twice. Any other change (a rewrite, a changed size or inode, different bytes) abandons
         the commit; the sidecar captures the file again.

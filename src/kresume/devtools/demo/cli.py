@@ -8,7 +8,6 @@ finish, 2 bad usage, 3 the demo could not start (message names the piece and its
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Optional
 
@@ -63,8 +62,10 @@ def command(
     from kresume.devtools.demo.run import run_demo
     from kresume.devtools.demo.settings import DemoSettings
 
-    from kresume.devtools.demo import chaos
+    from kresume.devtools.demo import chaos, interrupt
 
+    if node not in ("auto", "kubelet", "agent"):
+        raise typer.BadParameter(f"{node!r}: choose auto, kubelet or agent", param_hint="--node")
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
     try:
         chaos.plan(1, 0, 2, mode_list)
@@ -83,7 +84,7 @@ def command(
                             max_steps=max_steps, every_n_steps=every_n_steps, step_seconds=step_seconds,
                             work_dir=work_dir, json_out=json_out, timeout=timeout, grace_seconds=grace, hidden=hidden,
                             modes=mode_list, node=node, ranks=ranks, master_port=master_port)  # fmt: skip
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupt.install()
     display = Display()
     try:
         with display:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.devtools.demo import chaos, rankchecks
+from kresume.devtools.demo import chaos, interrupt, rankchecks
 from kresume.devtools.demo.observe import StorePoller, TrainerLog
 from kresume.devtools.demo.report import Display
 from kresume.devtools.demo.settings import DCP_TRAIN_SCRIPT, DemoSettings
@@ -153,6 +153,7 @@ class RanksDemo:
                     self.d.say(f"timed out after {s.timeout:.0f} s")
                     break
                 self.d.refresh(self._status_line())
+                interrupt.check()
                 time.sleep(TICK)
         finally:
             if self.poller is not None:

@@ -126,6 +126,9 @@ def timeline_table(result: dict[str, Any], console: Console) -> None:
               f"(kresume's share = {med['kresume_to_cp']}x cp)") if med.get("cp_s") else ""
         console.print(f"kresume's share of a restart (median): {med['kresume_s']:.2f} s of {med['total_s']:.1f} s "
                       f"({100 * med['kresume_share']:.1f} %){cp}")
+    else:
+        console.print("kresume's share of a restart: not measured in this run (no admission time was found in the "
+                      "operator's log; '-' = not measured)")
 
 
 def _preemptions_table(result: dict[str, Any], console: Console) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kresume import contract
-from kresume.devtools.demo import chaos, checks, timeline
+from kresume.devtools.demo import chaos, checks, interrupt, timeline
 from kresume.devtools.demo.observe import StorePoller, TrainerLog, error_line
 from kresume.devtools.demo.report import Display
 from kresume.devtools.demo.settings import REPO, TRAIN_SCRIPT, DemoSettings
@@ -101,7 +101,8 @@ def run_demo(settings: DemoSettings, display: Display) -> dict[str, Any]:
 
 def choose_stack(settings: DemoSettings, say: Any) -> type[Stack]:
     """The stack for ``settings.node``: ``kubelet`` -> RealStack, ``agent`` -> Stack, ``auto`` -> RealStack when
-    :func:`kresume.devtools.localcluster.available` says yes, else Stack (and why). Raises ValueError."""
+    :func:`kresume.devtools.localcluster.available` says yes and the store is not ``file://`` (the real node's
+    containers cannot reach this machine's folders), else Stack (and why). Raises ValueError."""
     if settings.node not in ("auto", "kubelet", "agent"):
         raise ValueError(f"--node {settings.node!r}: choose auto, kubelet or agent")
     if settings.node == "agent":
@@ -110,6 +111,14 @@ def choose_stack(settings: DemoSettings, say: Any) -> type[Stack]:
         if settings.node == "kubelet":
             raise ValueError("--ranks > 1 runs on the node agent only: use --node agent (or auto)")
         say("using the node agent (containers as local processes): --ranks > 1 runs there")
+        return Stack
+    if (settings.store or "").startswith("file:"):  # measured: the sidecar's commits failed with EROFS, unseen
+        why_not = ("--store file:// needs the node agent: a real node's containers cannot write this machine's "
+                   "folders (read-only root file system, the path not mounted); use the default store (a local "
+                   "SeaweedFS) for the real node")
+        if settings.node == "kubelet":
+            raise ValueError(why_not)
+        say(f"using the node agent (containers as local processes): {why_not}")
         return Stack
     from kresume.devtools import localcluster
 
@@ -165,6 +174,7 @@ class _Demo:
                     self.d.say(f"timed out after {s.timeout:.0f} s")
                     break
                 self.d.refresh(self._status_line())
+                interrupt.check()
                 time.sleep(TICK)
         finally:
             if self.poller is not None:

@@ -45,6 +45,15 @@ export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost DEBIAN_FRONTEND
 
 log() { echo "k8s-assets: $*" >&2; }
 die() { echo "k8s-assets: ERROR: $*" >&2; exit 1; }
+with_heartbeat() {  # with_heartbeat WHAT CMD...: run CMD, saying every 60 s that WHAT is still running (builds are long)
+  local what=$1 rc=0 hb; shift
+  ( trap 'kill "$s" 2>/dev/null; exit 0' TERM; m=0
+    while :; do sleep 60 & s=$!; wait "$s"; m=$((m + 1)); echo "k8s-assets:   ... still $what ($m min)" >&2; done ) &
+  hb=$!
+  "$@" || rc=$?
+  kill "$hb" 2>/dev/null || true; wait "$hb" 2>/dev/null || true
+  return "$rc"
+}
 
 complete() {  # complete DIR -> every binary of BINS present and executable
   local b; for b in "${BINS[@]}"; do [ -x "$1/$b" ] || return 1; done
@@ -124,7 +133,7 @@ build_from_source() {
     cd "$src"
     if [ ! -f pkg/generated/openapi/zz_generated.openapi.go ]; then
       log "  make gen_openapi (~1 min; log: $BUILD/gen_openapi.log)"
-      make gen_openapi >"$BUILD/gen_openapi.log" 2>&1 || { tail -20 "$BUILD/gen_openapi.log" >&2; die "make gen_openapi failed"; }
+      with_heartbeat "make gen_openapi" make gen_openapi >"$BUILD/gen_openapi.log" 2>&1 || { tail -20 "$BUILD/gen_openapi.log" >&2; die "make gen_openapi failed"; }
     fi
     # 5. go build in GOPATH mode (Kubernetes 1.20 builds with GO111MODULE=off and vendor/)
     mkdir -p "$BUILD/gopath/src/k8s.io"; ln -sfn "$src" "$BUILD/gopath/src/k8s.io/kubernetes"
@@ -136,9 +145,9 @@ build_from_source() {
     cd "$BUILD/gopath/src/k8s.io/kubernetes"
     for c in "${K8S_BUILT[@]}"; do
       [ -x "$out/$c" ] && continue
-      log "  go build $c (~1-3 min)"
-      GOPATH=$BUILD/gopath GOCACHE=$BUILD/gocache GO111MODULE=off GOFLAGS= GOPROXY=off GOTOOLCHAIN=local \
-        CGO_ENABLED=0 go build -ldflags "$ld" -o "$out/$c.tmp" "./cmd/$c"
+      log "  go build $c (~1-3 min idle, 10+ min on loaded cores)"
+      with_heartbeat "go build $c" env GOPATH="$BUILD/gopath" GOCACHE="$BUILD/gocache" GO111MODULE=off GOFLAGS= \
+        GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0 go build -ldflags "$ld" -o "$out/$c.tmp" "./cmd/$c"
       mv "$out/$c.tmp" "$out/$c"
     done
   fi

@@ -64,3 +64,22 @@ def test_check_is_quiet_without_a_request() -> None:
     assert not interrupt.REQUESTED.is_set()
     interrupt.check()
     assert signal.getsignal(signal.SIGINT) is not interrupt._handler  # importing installs nothing
+
+
+def test_heartbeat_says_what_is_still_running_with_the_log_tail(tmp_path) -> None:
+    import time
+
+    from kresume.devtools.demo import heartbeat
+
+    log = tmp_path / "build.log"
+    log.write_text("step 1/9 FROM debian\n\nstep 4/9 RUN pip install kresume\n")
+    said: list[str] = []
+    with heartbeat.beat(said.append, "building the images", log=log, every=0.05):
+        deadline = time.monotonic() + 30
+        while len(said) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    count = len(said)
+    time.sleep(0.2)
+    assert count >= 2 and len(said) == count  # it beats while the body runs, and stops with it
+    assert said[0].startswith("… still building the images (0:00)") and said[0].endswith("step 4/9 RUN pip install kresume")
+    assert heartbeat.last_line(tmp_path / "missing.log") == ""

@@ -25,6 +25,7 @@ from typing import Any
 
 from kresume import contract
 from kresume.devtools import _procs, podsecurity
+from kresume.devtools.demo import heartbeat
 from kresume.devtools.demo.kubeletpods import KubeletPods
 from kresume.devtools.demo.settings import DemoSettings
 from kresume.devtools.demo.stack import Stack
@@ -68,8 +69,9 @@ class RealStack(Stack):
         log = self.work_dir / "build-images.log"
         self.logs["image builds"] = log
         self.say("building the images from their Dockerfiles without a registry (cached by inputs; cold: minutes)")
-        kresume_img = build.kresume_image(cache, log)
-        trainer_img = build.trainer_image(cache, log)
+        with heartbeat.beat(self.say, f"building the images (log: {log})", log=log):
+            kresume_img = build.kresume_image(cache, log)
+            trainer_img = build.trainer_image(cache, log)
         self.timings["images_s"] = time.time() - t0
         self.say(f"images ready in {self.timings['images_s']:.0f} s: {kresume_img.ref}, {trainer_img.ref}")
         self.say(f"starting the control plane (etcd, kube-apiserver, controller-manager, scheduler) and two real "
@@ -77,7 +79,9 @@ class RealStack(Stack):
         self.cluster = LocalCluster(LocalClusterSettings(images=(kresume_img, trainer_img), nodes=(
             RealNodeSettings(address=SYSTEM_NODE), RealNodeSettings(address=TRAIN_NODE, private_logs=True))))
         self._stack.callback(self._stop_cluster)
-        self.cluster.start()
+        with heartbeat.beat(self.say, "starting the control plane and the nodes (image imports into containerd: "
+                                      "~90 s each the first time)"):
+            self.cluster.start()
         self.plane = self.cluster.plane
         nodes = self.cluster.nodes
         self.logs.update({"kubelets and containerds (one folder per node)": self.work_dir / "nodes",

@@ -29,6 +29,21 @@ def test_admissions_are_parsed_from_the_operator_log_and_picked_by_window():
     assert timeline.admission_in(got, t0 + 10, t0 + 20) is None
 
 
+def test_a_utc_time_in_front_of_a_line_wins_over_the_operators_asctime():
+    # `kubectl logs --timestamps` of the in-cluster operator: the runtime's UTC time (ns), then the operator's
+    # asctime in the container's zone, here 5 h off this machine's: the UTC time is the one to take.
+    t0 = 1_800_000_000.0
+    utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)) + ".250000123Z"
+    text = (f"{utc} {_local(t0 - 5 * 3600)} INFO kresume.operator.admission: inject-pod ns/run-a: injected "
+            "(checkpoint from memory) in 2.5 ms (store 1.0 ms)\n"
+            f"{utc} {_local(t0)} INFO kresume.operator.admission: inject-pod ns/run-b: skipped (checkpoint from -)"
+            " in 0.4 ms\n")
+    got = timeline.parse_admissions(text, "ns", "run-a")
+    assert len(got) == 1 and got[0].at == pytest.approx(t0 + 0.25, abs=1e-5)
+    assert (got[0].outcome, got[0].source, got[0].ms) == ("injected", "memory", 2.5)
+    assert timeline.parse_admissions(text, "ns", "run-b")[0].source == "-"
+
+
 def test_the_sidecar_commit_of_the_final_save_is_found_by_name():
     text = ('--- kresume dev node: start\n{"ts": "2026-12-02T01:02:20.398Z", "msg": "committed a.ckpt as 1-x (step 1)"}\n'
             '{"ts": "2026-12-02T01:02:21.500Z", "msg": "committed preempted-epoch=0-step=7.ckpt as 7-y (step 7)"}\n')

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,27 @@ class RealStack(Stack):
         from kresume.devtools.demo.kubeletpods import CriLog
 
         return CriLog(runner.log_path("trainer"))
+
+    def operator_log(self) -> Path | None:
+        """The in-cluster operator's log so far (``kubectl logs --timestamps``: each line behind the container
+        runtime's UTC time, which :func:`kresume.devtools.demo.timeline.parse_admissions` prefers), saved as
+        ``operator.log`` in the work dir and registered as ``logs["operator"]``. None when it cannot be read
+        (the time line's admission parts are then "-")."""
+        if self.plane is None:
+            return None
+        try:
+            res = self.plane.kubectl("logs", "-n", RELEASE_NAMESPACE, f"deploy/{RELEASE}", "--timestamps",
+                                     check=False, timeout=60)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            self.say("the operator's log could not be read: kubectl logs took over 60 s")
+            return None
+        if res.returncode != 0:
+            self.say(f"the operator's log could not be read: {(res.stderr or res.stdout).strip()[-300:]}")
+            return None
+        path = self.work_dir / "operator.log"
+        path.write_text(res.stdout)
+        self.logs["operator"] = path
+        return path
 
     def __init__(self, settings: DemoSettings, work_dir: Path, say: Callable[[str], None]) -> None:
         super().__init__(settings, work_dir, say)

@@ -349,6 +349,7 @@ class _Demo:
     def _timeline(self, seen: list[Any]) -> dict[int, dict[str, Any] | None]:
         """The time line of each restart (:func:`timeline.collect`), by preemption index."""
         out: dict[int, dict[str, Any] | None] = {}
+        operator_log = self.stack.operator_log() if self.preemptions else None
         for i, old in enumerate(self.pods[:-1]):
             p, new = old.preempted, self.pods[i + 1]
             if p is None:
@@ -357,7 +358,7 @@ class _Demo:
             size = m.total_bytes if m is not None else None
             try:
                 out[p.index] = timeline.collect(
-                    old, new, sigterm=p.at, operator_log=self.stack.logs.get("operator"), namespace=self.s.namespace,
+                    old, new, sigterm=p.at, operator_log=operator_log, namespace=self.s.namespace,
                     run=self.s.job_name, admission_window=(new.admission.lo, new.admission.hi), checkpoint_bytes=size)
             except Exception as exc:  # noqa: BLE001 - the time line is a report; it must not fail the demo
                 out[p.index] = {"error": f"{type(exc).__name__}: {exc}"}

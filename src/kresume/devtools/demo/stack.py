@@ -43,6 +43,11 @@ class Stack:
 
         return TrainerLog(runner.log_path("trainer"))
 
+    def operator_log(self) -> Path | None:
+        """The operator's log file as of now (the time line's admissions); here the operator process writes it
+        as it runs. None when there is none."""
+        return self.logs.get("operator")
+
     def __init__(self, settings: DemoSettings, work_dir: Path, say: Callable[[str], None]) -> None:
         self.s, self.work_dir, self.say = settings, work_dir, say
         self.plane: ControlPlane | None = None

@@ -6,7 +6,8 @@ Sources, all on this machine's clock (epoch seconds):
 - the node agent's container states (what it reports as pod status, but with sub-second times): the old
   trainer's and sidecar's exits, the new pod's containers' starts, the restore init container;
 - the old pod's sidecar log (JSON lines, ``ts`` UTC): the commit of the trainer's final save;
-- the operator's log: ``inject-pod NS/RUN: OUTCOME (checkpoint from SOURCE) in X ms`` (local time, ms);
+- the operator's log: ``inject-pod NS/RUN: OUTCOME (checkpoint from SOURCE) in X ms`` (local time, ms; on the
+  real node ``kubectl logs --timestamps`` of the in-cluster operator, each line behind its UTC time);
 - the trainer's own lines (examples/lightning/train.py): ``preempted`` (the final save and the SIGTERM time),
   ``launched`` (the interpreter runs), ``start`` (with ``imports_s``, ``load_s``), then the first ``progress``.
 
@@ -47,7 +48,8 @@ PARTS = (
 KRESUME_PARTS = ("admission_s", "final_commit_s", "restore_s")
 """The parts kresume's own code decides (issue 15 "Acceptance")."""
 
-_ADMISSION = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*inject-pod (?P<ns>[^/\s]+)/(?P<run>\S+): "
+_ADMISSION = re.compile(r"^(?:(?P<utc>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) )?"
+                        r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*inject-pod (?P<ns>[^/\s]+)/(?P<run>\S+): "
                         r"(?P<outcome>\w+) \(checkpoint from (?P<source>[\w-]+)\) in (?P<ms>[\d.]+) ms")
 
 
@@ -62,12 +64,19 @@ class Admission:
 
 
 def parse_admissions(text: str, namespace: str, run: str) -> list[Admission]:
-    """The operator log's admissions of ``namespace/run`` in order (its asctime is this machine's local time)."""
+    """The operator log's admissions of ``namespace/run`` in order.
+
+    A line's time: the RFC 3339 UTC time in front of it when there is one (``kubectl logs --timestamps``, the
+    container runtime's time of the line: right whatever the operator container's time zone), else the
+    operator's asctime (:data:`kresume.operator.cli.LOG_FORMAT`) read as this machine's local time (the node
+    agent's operator process shares it)."""
     out = []
     for line in text.splitlines():
         m = _ADMISSION.search(line)
         if m and m["ns"] == namespace and m["run"] == run:
-            at = time.mktime(time.strptime(m["ts"][:19], "%Y-%m-%d %H:%M:%S")) + int(m["ts"][20:]) / 1000
+            at = _utc(m["utc"]) if m["utc"] else None
+            if at is None:
+                at = time.mktime(time.strptime(m["ts"][:19], "%Y-%m-%d %H:%M:%S")) + int(m["ts"][20:]) / 1000
             out.append(Admission(at, m["outcome"], m["source"], float(m["ms"])))
     return out
 

@@ -7,7 +7,9 @@
 - :class:`KubeletPods` lists the namespace's pods every :data:`POLL_SECONDS` on a thread and preempts the way a
   real cluster does: ``write``/``upload`` = pod deletion with the pod's grace period (the kubelet sends SIGTERM,
   waits, SIGKILLs); ``kill`` = node loss: the kubelet and every container of the node die at once, the pods are
-  force-deleted as the node lifecycle controller would (faster), and the node comes back.
+  force-deleted as the node lifecycle controller would (faster), and the node comes back. With a
+  ``mirror_dir`` it also copies each pod's sidecar log there as it grows (:class:`CriMirror`, with the same
+  reader): kubelet v1.20 deletes a pod's log folder once the pod is gone.
 
 On a kubelet before 1.28 the injected sidecar is a regular container that the kubelet never stops (native sidecars
 need 1.28+); it leaves by itself a few seconds after the trainer exited (``KRESUME_RESTART_POLICY``,
@@ -62,11 +64,39 @@ class CriLog(TrainerLog):
     _cri_partial: str = ""
     _raw: str = ""
 
-    def read(self) -> list[dict[str, Any]]:
+    def read_lines(self) -> list[str]:
+        """The container's new whole lines, decoded: a record still being written, and a line continued by
+        ``P`` records, wait for the next call."""
         self._raw += self._new_text()
         complete, _, self._raw = self._raw.rpartition("\n")
         lines, self._cri_partial = decode_cri_lines(complete, self._cri_partial)
-        return self._take(lines)
+        return lines
+
+    def read(self) -> list[dict[str, Any]]:
+        return self._take(self.read_lines())
+
+
+MIRRORED = (contract.SIDECAR_CONTAINER_NAME,)
+"""Containers whose CRI log :class:`KubeletPods` copies while the pod runs: kubelet v1.20 deletes a pod's log
+folder once the pod is gone, and the time line reads the old pod's sidecar log after that (its final commit)."""
+
+
+@dataclass
+class CriMirror:
+    """A container's CRI log appended as plain lines to ``dest`` as it grows (a whole line at a time, UTF-8)."""
+
+    source: CriLog
+    dest: Path
+
+    def sync(self) -> int:
+        """Append the source's new whole lines to ``dest`` (created with its folder on the first line); returns
+        how many. Raises OSError when ``dest`` cannot be written."""
+        lines = self.source.read_lines()
+        if lines:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.dest, "a", encoding="utf-8") as f:
+                f.write("".join(f"{line}\n" for line in lines))
+        return len(lines)
 
 
 @dataclass
@@ -115,6 +145,10 @@ class KubeletPod:
     done: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
     """Set when the demo preempted it (its containers' exits are then not failures)."""
+    gone: bool = False
+    """Set once a listing no longer holds the pod (deleted)."""
+    mirrors: dict[str, CriMirror] = field(default_factory=dict)
+    """Container name -> the copy of its log that outlives the pod (:meth:`mirror`)."""
 
     @property
     def uid(self) -> str:
@@ -133,6 +167,22 @@ class KubeletPod:
     def log_path(self, container: str) -> Path:
         """The CRI log of the container's first run (the Job's pods never restart containers)."""
         return self.logs_dir / container / "0.log"
+
+    def mirror(self, folder: Path, containers: tuple[str, ...] = MIRRORED) -> None:
+        """Copy ``containers``' logs to ``folder/<pod name>/<container>.log`` from now on (:meth:`sync_mirrors`)."""
+        for name in containers:
+            self.mirrors[name] = CriMirror(CriLog(self.log_path(name)), folder / self.name / f"{name}.log")
+
+    def sync_mirrors(self) -> None:
+        """Bring every mirror up to date with its container's log (a log not there yet or gone: nothing new)."""
+        for m in self.mirrors.values():
+            m.sync()
+
+    def plain_log_path(self, container: str) -> Path:
+        """The container's log as plain lines (what the node agent's ``log_path`` gives): its mirror, which
+        holds the lines copied so far and outlives the pod."""
+        m = self.mirrors.get(container)
+        return m.dest if m is not None else self.logs_dir / container / "not-mirrored.log"
 
     @property
     def volume_dirs(self) -> dict[str, str]:
@@ -155,6 +205,8 @@ class KubeletPod:
         """Take a newer copy of the pod (None: deleted) and set ``done``/``failed_at``."""
         if pod is not None:
             self.pod = pod
+        else:
+            self.gone = True
         status = (pod or {}).get("status") or {}
         trainer = next((c for c in status.get("containerStatuses") or [] if c["name"] == "trainer"), None)
         over = pod is None or status.get("phase") in ("Failed", "Succeeded")
@@ -186,8 +238,10 @@ class KubeletPods:
     """Follows the pods of ``namespace`` labelled ``job-name=<job>`` on the real nodes; see the module docstring."""
 
     def __init__(self, plane: ControlPlane, nodes: list[RealNode], namespace: str, job: str,
-                 say: Any = print) -> None:  # fmt: skip
+                 say: Any = print, mirror_dir: Path | None = None) -> None:  # fmt: skip
         self.plane, self.nodes, self.namespace, self.job, self.say = plane, nodes, namespace, job, say
+        self.mirror_dir = mirror_dir
+        """Where each pod's :data:`MIRRORED` logs are copied while it runs (None: not copied)."""
         self.runners: dict[str, KubeletPod] = {}
         self.first_seen: dict[str, float] = {}
         """Pod UID -> epoch seconds of the first listing that held it (an upper bound of its admission)."""
@@ -226,10 +280,15 @@ class KubeletPods:
                     self.first_seen[uid] = t
                     node = self._node(pod["spec"]["nodeName"])
                     assert node.workdir is not None
-                    self.runners[uid] = KubeletPod(pod, node.workdir / "kubelet", node.pod_log_dir)
+                    runner = KubeletPod(pod, node.workdir / "kubelet", node.pod_log_dir)
+                    if self.mirror_dir is not None:
+                        runner.mirror(self.mirror_dir)
+                    self.runners[uid] = runner
                 self.runners[uid].update(pod)
+                self.runners[uid].sync_mirrors()
             for uid, runner in self.runners.items():
-                if uid not in listed:
+                if uid not in listed and not runner.gone:
+                    runner.sync_mirrors()  # the last lines, if the kubelet has not removed the folder yet
                     runner.update(None)
 
     def _run(self) -> None:

@@ -3,6 +3,7 @@ trainer's JSON event lines (``start``, ``progress``, ``done`` from examples/ligh
 
 from __future__ import annotations
 
+import codecs
 import json
 import threading
 import time
@@ -85,6 +86,9 @@ class TrainerLog:
     tail: list[str] = field(default_factory=list)
     _offset: int = 0
     _partial: str = ""
+    _decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"), repr=False)
+    """UTF-8 across reads: a character whose bytes straddle two reads is decoded whole, not as two U+FFFD."""
 
     def read(self) -> list[dict[str, Any]]:
         """New events since the last call."""
@@ -101,7 +105,7 @@ class TrainerLog:
         except FileNotFoundError:
             return ""
         self._offset += len(data)
-        return data.decode("utf-8", "replace")
+        return self._decoder.decode(data)
 
     def _take(self, lines: list[str]) -> list[dict[str, Any]]:
         """Whole log lines: JSON objects become events (returned, and kept in ``events``), others the tail."""

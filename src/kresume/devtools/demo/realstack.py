@@ -121,7 +121,9 @@ class RealStack(Stack):
         self.restricted = self.check_restricted_namespace()
         self.say(f"restricted namespace: admitted under {self.restricted['enforced_by']} with "
                  f"{', '.join(self.restricted['containers'])}; a hostNetwork pod was refused")
-        self.node = KubeletPods(self.plane, self.cluster.nodes, self.s.namespace, self.s.job_name, self.say)  # type: ignore[assignment]
+        self.logs["sidecar logs (copied while each pod ran)"] = self.work_dir / "sidecar-logs"
+        self.node = KubeletPods(self.plane, self.cluster.nodes, self.s.namespace, self.s.job_name, self.say,  # type: ignore[assignment]
+                                mirror_dir=self.work_dir / "sidecar-logs")  # fmt: skip
         self._stack.callback(self.node.stop)  # type: ignore[union-attr]
         self.node.start()  # type: ignore[union-attr]
         self.timings["stack_s"] = time.time() - t0

@@ -5,7 +5,8 @@ Sources, all on this machine's clock (epoch seconds):
 
 - the node agent's container states (what it reports as pod status, but with sub-second times): the old
   trainer's and sidecar's exits, the new pod's containers' starts, the restore init container;
-- the old pod's sidecar log (JSON lines, ``ts`` UTC): the commit of the trainer's final save;
+- the old pod's sidecar log (JSON lines, ``ts`` UTC): the commit of the trainer's final save (on the real node
+  the copy :class:`~kresume.devtools.demo.kubeletpods.KubeletPods` made while the pod ran);
 - the operator's log: ``inject-pod NS/RUN: OUTCOME (checkpoint from SOURCE) in X ms`` (local time, ms; on the
   real node ``kubectl logs --timestamps`` of the in-cluster operator, each line behind its UTC time);
 - the trainer's own lines (examples/lightning/train.py): ``preempted`` (the final save and the SIGTERM time),
@@ -201,7 +202,9 @@ def collect(old: Any, new: Any, *, sigterm: float, operator_log: Path | None, na
     restore = container(new.runner, "kresume-restore")
     preempted = old.log.first("preempted") or {}
     final_commit = None
-    sidecar_log = old.runner.log_path("kresume-sidecar")
+    # Plain lines: the node agent's log file, or on the real node the copy made while the pod ran (its CRI log
+    # folder is gone with the pod).
+    sidecar_log = getattr(old.runner, "plain_log_path", old.runner.log_path)("kresume-sidecar")
     if preempted.get("checkpoint") and sidecar_log.exists():
         final_commit = sidecar_commit_time(sidecar_log.read_text(errors="replace"), str(preempted["checkpoint"]))
     adm = None

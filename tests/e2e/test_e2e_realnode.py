@@ -56,6 +56,13 @@ def test_demo_on_a_real_kubelet_survives_write_upload_and_node_loss(tmp_path: Pa
         assert adm["injected_url"] and adm["injected_step"] == adm["loaded_step"]
         assert adm["start_step"] >= adm["injected_step"]
         assert pre["resumed_step"] == adm["start_step"] and pre["lost_steps"] >= 0
+        # The time line is whole on the real node too (issue 15 item 2): the admission from the in-cluster
+        # operator's log, the final save's commit from the sidecar log copied while the old pod ran.
+        split = pre["timeline"]
+        known = ["replacement_created_s", "admission_s", "pod_start_s", "startup_s", "first_step_s", "total_s"]
+        if pre["mode"] != "kill":
+            known += ["sigterm_to_trainer_exit_s", "final_commit_s", "old_pod_done_s"]
+        assert [k for k in known if split.get(k) is None] == [] and split["answer"], split
     assert "demo-train" in result["ckptrun"]
     # Nothing left: no process of the run, no new mount under /var/tmp or /run, no pod log of its namespaces.
     leftovers = subprocess.run(["pgrep", "-af", f"{tmp_path}|kresume-node-|/run/krn-"], capture_output=True,

@@ -90,7 +90,8 @@ def test_the_time_line_finds_the_final_commit_in_the_mirror_after_the_kubelet_re
     trainer = old.log_path("trainer")
     trainer.parent.mkdir(parents=True)
     preempted = json.dumps({"event": "preempted", "checkpoint": "preempted-step=7.ckpt", "signal_at": 1796194859.5})
-    trainer.write_bytes(_cri("stdout", "F", preempted))
+    exited = json.dumps({"event": "exit", "time": 1796194860.7})  # after finishedAt's truncated 07:01:00
+    trainer.write_bytes(_cri("stdout", "F", preempted) + _cri("stdout", "F", exited))
     old_log = CriLog(trainer)
     old_log.read()
     old.sync_mirrors()
@@ -111,7 +112,8 @@ def test_the_time_line_finds_the_final_commit_in_the_mirror_after_the_kubelet_re
     got = timeline.collect(SimpleNamespace(runner=old, log=old_log), SimpleNamespace(runner=new, log=new_log),
                            sigterm=1796194859.0, operator_log=operator_log, namespace="ns", run="run",
                            admission_window=(1796194862.0, 1796194864.0))  # fmt: skip
-    assert got["raw"]["final_commit"] == 1796194861.5
-    assert got["final_commit_s"] == 1.5 and got["answer"] == "injected/memory" and got["admission_s"] == 0.003
+    assert got["raw"]["final_commit"] == 1796194861.5 and got["raw"]["trainer_exit"] == 1796194860.7
+    assert got["sigterm_to_trainer_exit_s"] == 1.2
+    assert got["final_commit_s"] == 0.8 and got["answer"] == "injected/memory" and got["admission_s"] == 0.003
     assert got["raw"]["admitted"] == 1796194863.25
     assert got["replacement_created_s"] is not None and got["pod_start_s"] is not None

@@ -64,6 +64,8 @@ class Tracked:
     env: dict[str, str]
     preempted: Preemption | None = None
     known_ckpts: set[str] = field(default_factory=set)
+    log_read_after_done: float | None = None
+    """Epoch seconds of the first read of its log once the pod was done (its last lines are in by then)."""
 
 
 def _trainer_env(runner: PodRunner) -> dict[str, str]:
@@ -214,6 +216,7 @@ class _Demo:
     def _follow(self) -> None:
         if not self.pods:
             return
+        self._finish_old_logs()
         cur = self.pods[-1]
         for ev in cur.log.read():
             kind = ev.get("event")
@@ -239,6 +242,19 @@ class _Demo:
             self._maybe_preempt(cur)
         if cur.preempted and cur.preempted.old_pod_gone_at is None and cur.runner.done.is_set():
             cur.preempted.old_pod_gone_at = time.time()
+
+    def _finish_old_logs(self) -> None:
+        """Read on the logs of preempted pods until a second after they are done: the replacement pod exists
+        before the old trainer has written its last lines (its final save's ``preempted``, its ``exit``), which
+        the time line needs, and a real node deletes the log with the pod."""
+        now = time.time()
+        for old in self.pods[:-1]:
+            if old.preempted is None or (old.log_read_after_done and now - old.log_read_after_done > 1.0):
+                continue
+            done = old.runner.done.is_set()
+            old.log.read()
+            if done and old.log_read_after_done is None:
+                old.log_read_after_done = now
 
     def _report_commits(self) -> None:
         if self.poller is None:

@@ -10,6 +10,7 @@ Sources, all on this machine's clock (epoch seconds):
 - the operator's log: ``inject-pod NS/RUN: OUTCOME (checkpoint from SOURCE) in X ms`` (local time, ms; on the
   real node ``kubectl logs --timestamps`` of the in-cluster operator, each line behind its UTC time);
 - the trainer's own lines (examples/lightning/train.py): ``preempted`` (the final save and the SIGTERM time),
+  ``exit`` (atexit: a bound of the trainer's exit finer than a v1.20 pod status's whole seconds),
   ``launched`` (the interpreter runs), ``start`` (with ``imports_s``, ``load_s``), then the first ``progress``.
 
 :func:`segments` is pure: :class:`RestartTimes` in, the split out. The split's parts follow one another, so
@@ -215,9 +216,13 @@ def collect(old: Any, new: Any, *, sigterm: float, operator_log: Path | None, na
     launched, start = new.log.first("launched"), new.log.first("start")
     first = next((e for e in new.log.events if e.get("event") == "progress" and start
                   and e.get("global_step", 0) > start.get("global_step", 0)), None)
+    # Both are lower bounds of the trainer's exit: the container's finishedAt (whole seconds, truncated, from a
+    # v1.20 kubelet's pod status; exact on the node agent) and the trainer's atexit ``exit`` line: take the later.
+    exited = old.log.first("exit") or {}
+    exit_bounds = [x for x in (old_trainer.finished_at if old_trainer else None, exited.get("time")) if x is not None]
     times = RestartTimes(
         sigterm=float(preempted.get("signal_at") or sigterm),
-        trainer_exit=old_trainer.finished_at if old_trainer else None,
+        trainer_exit=max(exit_bounds) if exit_bounds else None,
         final_commit=final_commit, old_pod_done=old.runner.failed_at,
         admitted=adm.at if adm else None, admission_ms=adm.ms if adm else None,
         answer=f"{adm.outcome}/{adm.source}" if adm else None,

@@ -78,3 +78,20 @@ def test_verify_says_what_it_checked(cli, moto_run_url, tmp_path, ckpt):
     assert proc.returncode == 0 and proc.stdout == f"ok: 2 checkpoints, 2 files, {2 * size} bytes checked (sizes)\n"
     proc = cli("verify", "--checksums", url, cwd=tmp_path, env=env)
     assert proc.stdout == f"ok: 2 checkpoints, 2 files, {2 * size} bytes checked (sizes and CRC-32C)\n"
+
+
+@pytest.mark.parametrize("where", ["s3", "file"])
+def test_ls_of_a_namespace_or_base_folder_names_the_runs_below(cli, moto_s3, tmp_path, ckpt, where):
+    """A first-time user lists the namespace folder: the error names the runs in it and the command for one."""
+    if where == "s3":
+        base, env = moto_s3.url(SESSION_BUCKET, f"base-{uuid.uuid4().hex[:8]}"), moto_s3.env
+    else:
+        base, env = (tmp_path / "base").as_uri(), {}
+    for run in ("run-a", "run-b"):
+        assert cli("commit", "--no-progress", str(ckpt), f"{base}/ns/{run}/", cwd=tmp_path, env=env).returncode == 0
+    proc = cli("ls", f"{base}/ns/", cwd=tmp_path, env=env)
+    assert proc.returncode == 3, proc.stderr
+    line = _line(proc)
+    assert "not a kresume run" in line and "run-a/, run-b/" in line and f"kresume ls {base}/ns/run-a/" in line
+    line = _line(cli("ls", f"{base}/", cwd=tmp_path, env=env))
+    assert "ns/run-a/, ns/run-b/" in line

@@ -34,6 +34,20 @@ def _usage_checked() -> Iterator[None]:
         raise typer.BadParameter(str(exc), param_hint=exc.param_hint) from None
 
 
+def _runs_hint(store: Any) -> str:
+    """The fix of ``ls`` on a URL that is no run: the runs below it, when it is a namespace or base folder."""
+    from kresume.store.discover import runs_below
+
+    try:
+        runs = runs_below(store.fs, store.root)
+    except Exception:  # noqa: BLE001 - a hint only: the error stays "not a kresume run"
+        runs = []
+    if not runs:
+        return "check the URL; runs live at <policy storage>/<namespace>/<run>/"
+    base = store.url.rstrip("/")
+    return (f"runs below it: {', '.join(r + '/' for r in runs)}; list one with kresume ls {base}/{runs[0]}/")
+
+
 def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     """``["key=value", …]`` → dict (:func:`kresume.cli.session.parse_storage_options`); raises
     ``typer.BadParameter`` naming the bad item."""
@@ -73,8 +87,7 @@ def register(app: typer.Typer) -> None:
             missing = store.no_checkpoint("")  # BucketMissing when the bucket does not exist
             if isinstance(missing, errors.BucketMissing):
                 raise missing
-            raise errors.NotARun(store.url, "no manifests and no pointer",
-                                 fix="check the URL; runs live at <policy storage>/<namespace>/<run>/")
+            raise errors.NotARun(store.url, "no manifests and no pointer", fix=_runs_hint(store))
         if as_json:
             for m in manifests:
                 print(json.dumps({"kind": "checkpoint", "id": m.id, "name": m.name, "step": m.step, "epoch": m.epoch,

@@ -25,8 +25,10 @@ def test_no_kubernetes_credentials_fails_fast_with_the_fix(tmp_path: Path) -> No
 _AS_THE_CONTAINER = """
 import logging, sys
 import kresume.operator.runner as runner
-runner.run = lambda config: logging.getLogger("kresume.operator.admission").info(
-    "inject-pod ns/run: injected (checkpoint from store) in 1.0 ms")
+def run(config):
+    logging.getLogger("kresume.operator.admission").info("inject-pod ns/run: injected (checkpoint from store) in 1.0 ms")
+    logging.getLogger("aiohttp.access").info("127.0.0.1 POST /inject-pod 200")  # one per webhook call
+runner.run = run
 from kresume.cli import main
 main(["operator", "--standalone", "--log-level", sys.argv[1]])
 """
@@ -40,5 +42,6 @@ def test_the_log_level_applies_when_run_through_the_kresume_cli(tmp_path: Path) 
         assert proc.returncode == 0, proc.stderr
         line = "INFO kresume.operator.admission: inject-pod ns/run: injected (checkpoint from store) in 1.0 ms"
         assert (line in proc.stderr) is shown, proc.stderr
+        assert "POST /inject-pod" not in proc.stderr  # aiohttp's access line is kept out unless DEBUG
         if shown:  # the time line's format: local time with milliseconds first
             assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", proc.stderr), proc.stderr

@@ -135,8 +135,10 @@ def configure_logging(level: str) -> None:
     set before: run as ``kresume operator`` (the container's entrypoint), the ``kresume`` CLI's callback has
     already called ``logging.basicConfig`` at WARNING, and a second ``basicConfig`` without ``force`` is a no-op
     (Python's logging docs) — the chart's ``operator.logLevel`` and every INFO line were lost (measured on the
-    real node: an empty operator log)."""
+    real node: an empty operator log). aiohttp's access log (a line per webhook call) is at WARNING unless DEBUG."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+    if level.upper() != "DEBUG":  # aiohttp's access log adds a line per webhook call; kresume's own line says more
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def _resources(text: str) -> dict[str, Any]:

@@ -82,6 +82,13 @@ class SidecarProc:
         self._out.close()
         return rc, self.out_path.read_text()
 
+    def exited(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Wait for the sidecar to exit by itself, after the test signalled it once, and return (exit code, stdout).
+        Never signals: a second SIGTERM ends the sidecar at once (the contract), which would race the behaviour
+        under test on a loaded machine."""
+        rc = self.proc.wait(timeout)
+        return rc, self.stop()[1]
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

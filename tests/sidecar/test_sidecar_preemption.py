@@ -116,7 +116,7 @@ def test_legacy_mode_the_sidecar_waits_for_the_trainers_final_save_and_commits_i
         proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     assert trainer.wait() == contract.PREEMPTED_EXIT_CODE
-    rc, out = sc.stop(timeout=60)
+    rc, out = sc.exited(timeout=60)
     took = time.monotonic() - t0
     last = trainer.last_step()
     latest = store.latest()
@@ -149,7 +149,7 @@ def test_a_trainer_killed_during_its_final_save_releases_the_sidecar_and_nothing
     t0 = time.monotonic()
     trainer.proc.kill()
     trainer.wait()
-    rc, _ = sc.stop(timeout=60)
+    rc, _ = sc.exited(timeout=60)
     assert rc == 0
     assert time.monotonic() - t0 < 15, "the sidecar kept waiting for a trainer that was gone"
     assert any(m.startswith("trainer exited (final save: saving)") for m in _messages(sc)), sc.tail()
@@ -202,7 +202,7 @@ def test_hf_trainer_callback_saves_on_sigterm_and_exits_143(tmp_path, moto_run, 
     for proc in (trainer.proc, sc.proc):
         proc.send_signal(signal.SIGTERM)
     assert trainer.wait(120) == contract.PREEMPTED_EXIT_CODE
-    rc, _ = sc.stop(timeout=60)
+    rc, _ = sc.exited(timeout=60)
     assert rc == 0
     last = trainer.last_step()
     saved = [e for e in trainer.events() if e.get("event") == "saved"]

@@ -34,14 +34,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import google_crc32c
-
 from kresume.store import inflight, layout
 from kresume.store.local import LocalCheckpoint, LocalFile
 from kresume.store.manifest import FileEntry, Manifest, alias_checkpoint
 
 __all__ = ["ALIAS_MIN_BYTES", "CommittedObjects", "Choice", "StoredObject", "alias_checkpoint", "choose"]
-from kresume.store.transfer import crc32c_hex
 
 if TYPE_CHECKING:
     from kresume.store.storage import TransferSettings
@@ -154,15 +151,10 @@ def local_crc32c(local: LocalFile, settings: TransferSettings) -> str:
     """
     from kresume.store import errors
 
-    value, offset = 0, 0
     with inflight.budget(settings.parts_in_flight).hold(1):
-        while offset < local.size:
-            data = os.pread(local.fd, min(settings.part_size, local.size - offset), offset)
-            if not data:
-                raise errors.SourceChanged(local.display, f"only {offset} of {local.size} B could be read (truncated)")
-            value = google_crc32c.extend(value, data)
-            offset += len(data)
-    crc = crc32c_hex(value)
+        crc = local.content_crc32c(settings.part_size)
+    if crc is None:
+        raise errors.SourceChanged(local.display, f"fewer than {local.size} B could be read (truncated)")
     local.check_unchanged(crc)  # a chmod/copystat alone is not a change when the bytes still have this CRC
     return crc
 

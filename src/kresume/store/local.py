@@ -86,28 +86,30 @@ class LocalFile:
             moved.append("ctime")
         return moved
 
-    def _holds(self, crc32c: str, st: os.stat_result) -> bool:
-        """True when the file's bytes now have CRC-32C ``crc32c`` and its stat stayed ``st`` during the read;
-        then the capture takes ``st``'s mtime and ctime."""
+    def content_crc32c(self, piece: int = 4 << 20) -> str | None:
+        """CRC-32C (8 hex digits) of the file's ``size`` bytes, read from the held descriptor with ``os.pread`` in
+        ``piece``-byte reads (one buffer at a time); None when fewer bytes could be read (truncated)."""
         import google_crc32c
 
         value, offset = 0, 0
         while offset < self.size:
-            data = os.pread(self.fd, min(_REREAD_BYTES, self.size - offset), offset)
+            data = os.pread(self.fd, min(piece, self.size - offset), offset)
             if not data:
-                return False
+                return None
             value = google_crc32c.extend(value, data)
             offset += len(data)
+        return f"{value:08x}"
+
+    def _holds(self, crc32c: str, st: os.stat_result) -> bool:
+        """True when the file's bytes now have CRC-32C ``crc32c`` and its stat stayed ``st`` during the read;
+        then the capture takes ``st``'s mtime and ctime."""
+        now = self.content_crc32c()
         after = os.fstat(self.fd)
         if (after.st_size, after.st_ino, after.st_mtime_ns, after.st_ctime_ns) != (
-                st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) or f"{value:08x}" != crc32c:
+                st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) or now != crc32c:
             return False
         self.mtime_ns, self.ctime_ns, self.nlink = st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
         return True
-
-
-_REREAD_BYTES = 4 << 20
-"""Read size of :meth:`LocalFile._holds` (4 MiB: one buffer, outside the upload budget)."""
 
 
 @dataclass

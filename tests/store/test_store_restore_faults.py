@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import threading
 import uuid
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from aiohttp import web
 
 from _fixtures.faultproxy import FaultPlan, FaultProxy
 from _fixtures.objstores import SESSION_BUCKET
-from kresume.store import download
+from kresume.store import download, errors
+from kresume.store.deadline import Deadline
 from kresume.store.runstore import RunStore
 from kresume.store.storage import TransferSettings
 
@@ -126,3 +128,38 @@ def test_server_error_on_a_ranged_get_retries_the_file(moto_s3, fault_proxy, tmp
     assert restored.read_bytes() == data
     assert sum(seen) == SIZE
     assert proxy.stats.faults["internal"] == 2
+
+
+def test_a_store_that_stops_answering_mid_restore_fails_it_within_the_idle_budget(moto_s3, fault_proxy, tmp_path):
+    # The range threads call the store directly; the thread waiting for an object's ranges enforces the
+    # deadline (download._gather). The store freezes once the first bytes have landed: the restore must fail
+    # as StoreUnreachable naming the budget, long before the freeze ends, and leave no file behind.
+    proxy = fault_proxy(moto_s3.endpoint)
+    budget = Deadline("the test's budget (1.5 s without an answer)", idle=1.5)
+    settings = TransferSettings(range_size=RANGE, ranges_in_flight=1, attempts=2, backoff_base=0.01, deadline=budget)
+    data, m, store = _commit_then_open_through(proxy.storage_options(moto_s3.storage_options), moto_s3,
+                                               tmp_path, settings)
+    froze: list[object] = []
+
+    def progress(n: int) -> None:
+        if not froze:
+            froze.append(proxy.window("stall", 120.0))
+
+    outcome: list[BaseException | Path] = []
+
+    def run() -> None:
+        try:
+            outcome.append(store.restore(tmp_path / "dest", m.id, progress=progress))
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60.0)  # generous; the freeze lasts 120 s
+    assert not worker.is_alive(), "the restore did not fail while the store was frozen"
+    assert froze, "no byte arrived before the freeze"
+    proxy.clear()
+    (exc,) = outcome
+    assert isinstance(exc, errors.StoreUnreachable), repr(exc)
+    assert "the test's budget" in str(exc)
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == []  # no partial file, no staging folder

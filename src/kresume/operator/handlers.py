@@ -4,7 +4,9 @@
 test, kopf's own test style):
 
 * ``inject-pod`` — ``@kopf.on.mutate('pods', operations=['CREATE'], labels={inject: 'true'})``;
-  the webhook path is ``/inject-pod``.
+  the webhook path is ``/inject-pod``. With the operator's :class:`~kresume.operator.webhook.WebhookServer`
+  passed to :func:`register`, the same admission is served from startup on without kopf's admission
+  machinery (:func:`serve_review`, :mod:`kresume.operator.review`); the kopf handler answers otherwise.
 * indices ``kresume_policies``, ``kresume_runs``, ``kresume_live_pods`` — in-memory views of the
   watched objects, so an admission reads policies and ``CheckpointRun.status.latest`` without an
   API call.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
 from typing import Any
 
@@ -28,6 +31,7 @@ import kopf
 
 from kresume import contract, identity, injection
 from kresume.operator import admission, credentials, decisions, fallback, metrics, podevents, refresher, restores
+from kresume.operator import review as reviews
 from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
 from kresume.operator.resolution import Resolver
@@ -89,9 +93,27 @@ def rehearse(native: bool) -> None:
     injection.json_patch(sample, out.pod)
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.OperatorRegistry:
+async def serve_review(state: admission.State, indices: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
+    """The AdmissionReview response to an ``inject-pod`` review that :func:`reviews.handles` accepted (its
+    namespace filled in): :func:`admission.admit` of the review's own pod (not copied: nothing changes it),
+    answered by :func:`reviews.response`. Never raises: a failure admits the pod unchanged."""
+    req = review["request"]
+    pod = req["object"]
+    try:
+        result = await admission.admit(pod, pod.get("metadata", {}).get("namespace"), state,
+                                       policies=indices.get("policies"), runs=indices.get("runs"),
+                                       dry_run=bool(req.get("dryRun")))
+        return reviews.response(review, pod, result.pod, result.warnings)
+    except Exception:  # noqa: BLE001 - never block pod creation (admit() already catches; belt and braces)
+        logger.exception("inject-pod: unexpected failure; admitting unchanged")
+        return reviews.response(review, pod, None, [])
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: Any = None) -> kopf.OperatorRegistry:
     """Add kresume's handlers to ``registry`` (returned). ``config`` is used at startup when the
-    memo carries no state yet (``kopf run`` without ``kresume operator``)."""
+    memo carries no state yet (``kopf run`` without ``kresume operator``); ``webhook``, the operator's
+    :class:`~kresume.operator.webhook.WebhookServer`, gets :func:`serve_review` as its ``inject-pod`` route at
+    startup."""
     seen = podevents.Seen()
     indices: dict[str, Any] = {}
 
@@ -110,6 +132,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         loaded = await asyncio.to_thread(preload_backends)
         logger.info("fsspec backends loaded: %s", ", ".join(loaded) or "none")
         rehearse(state.native)
+        if webhook is not None:
+            webhook.route(INJECT_ID, functools.partial(serve_review, state, indices))
         memo.kresume_refresher = asyncio.get_running_loop().create_task(refresher.refresh_loop(state, indices))
 
     @kopf.on.cleanup(id="cleanup", registry=registry)

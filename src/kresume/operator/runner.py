@@ -89,13 +89,14 @@ async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag
                     workdir: Path | None = None) -> None:
     """Run until stopped (SIGTERM/SIGINT, or ``stop_flag``). ``workdir`` holds a generated dev TLS pair."""
     kopf_toggles.apply()  # kopf's index-readiness gate: linear, not quadratic, in the watched objects
-    registry = handlers.register(kopf.OperatorRegistry(), config)
+    settings = kopf_settings(config, workdir=workdir)
+    registry = handlers.register(kopf.OperatorRegistry(), config, webhook=settings.admission.server)
     check_no_changing_handlers(registry)
     metrics.serve(config.probes.metrics_port)
     memo = kopf.Memo(kresume=handlers.new_state(config))
     await kopf.operator(
         registry=registry,
-        settings=kopf_settings(config, workdir=workdir),
+        settings=settings,
         memo=memo,
         standalone=config.scope.peering is None,
         peering_name=config.scope.peering,

@@ -7,12 +7,39 @@ command line.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+import typer.core
 
 from kresume.cli import session, store_cmds
 
+#: kresume's own options (the root callback's), by name: (the environment variable that also sets it, its value).
+GLOBAL_OPTIONS = {"--debug": ("KRESUME_DEBUG", ""), "--attempts": ("KRESUME_ATTEMPTS", " N"),
+                  "--timeout": ("KRESUME_TIMEOUT", " SECONDS")}
+
+
+class KresumeGroup(typer.core.TyperGroup):
+    """The root group: a global option written after the command (``kresume ls URL --timeout 5``) fails with
+    the usage error (exit 2) as before, and the message says where the option goes.
+
+    The error is matched by class name: typer ≥ 0.2x raises its vendored click's ``NoSuchOption``, older
+    typers click's own; both carry ``option_name`` and ``message``."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            name = str(getattr(exc, "option_name", "") or "").split("=", 1)[0]
+            if type(exc).__name__ == "NoSuchOption" and name in GLOBAL_OPTIONS:
+                env, value = GLOBAL_OPTIONS[name]
+                exc.message = (f"No such option: {name} (an option of kresume itself: put it before the command, "
+                               f"`kresume {name}{value} {ctx.invoked_subcommand} ...`, or set {env})")
+            raise
+
+
 app = typer.Typer(
+    cls=KresumeGroup,
     name="kresume",
     help="Keep ML training alive across preemption: commit checkpoints to object storage and resume from them.",
     no_args_is_help=True,

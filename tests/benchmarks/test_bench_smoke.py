@@ -125,3 +125,13 @@ def test_aliases_bench_counts_one_copy_per_save_from_the_second(tmp_path: Path) 
     assert before["uploaded"] == before["stored"] == before["logical"] == sum(result["file_bytes"])
     assert sum(c["alias"] for c in after["commits"]) == 1  # save 2's second file; save 1's pair differs
     assert after["stored"] == after["uploaded"] == before["uploaded"] - result["file_bytes"][-1]
+
+
+@pytest.mark.timeout(600)
+def test_restore_threads_bench_reports_cpu_by_thread() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.restore_threads", "--shapes", "file", "--mb", "100",
+                           "--repeats", "1"], cwd=ROOT, capture_output=True, text=True, timeout=500, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| file | 1 |")]
+    assert len(rows) == 1, proc.stdout
+    assert "MainThread" in rows[0] and "kresume-range" in rows[0], rows[0]  # the ranges ran in their own threads

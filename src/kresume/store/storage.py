@@ -132,8 +132,9 @@ class TransferSettings:
 
     ranges_in_flight: int = 4
     """Ranged GETs of native restores running at once, across all files of the process (one
-    pool of this many threads per distinct value). Memory: about one 1 MiB piece per range plus
-    the HTTP client's buffers."""
+    pool of this many threads per distinct value). Memory: the HTTP client's read buffer per range
+    (pieces are written as received; measured from SeaweedFS on loopback, 256 MiB in 872 pieces:
+    median 256 KiB, largest 496 KiB)."""
 
     attempts: int = 8
     """Tries per request group for transient errors (throttling, 5xx, timeouts), first included.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,15 +78,17 @@ def restore(store: RunStore, dest: str | os.PathLike[str], checkpoint: str | Man
             local = staging / manifest.name if not f.path else staging / manifest.name / f.path
             local.parent.mkdir(parents=True, exist_ok=True)
             reported = [0]  # bytes passed to progress for this file (a retry re-reports nothing)
+            counting = threading.Lock()  # a file's ranges report from their own threads
 
             def attempt() -> str:
                 got = [0]
 
                 def advance(n: int) -> None:
-                    got[0] += n
-                    if got[0] > reported[0] and progress:
-                        progress(got[0] - reported[0])
-                        reported[0] = got[0]
+                    with counting:
+                        got[0] += n
+                        if got[0] > reported[0] and progress:
+                            progress(got[0] - reported[0])
+                            reported[0] = got[0]
 
                 try:
                     return download.download_file(store.fs, store._path(key), str(local), f.size, store.settings,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from kresume import contract, identity
 from kresume.injection import InjectionError, RankEnv, Resume, inject, validity
-from kresume.operator import credentials, decisions, epochbook, metrics
+from kresume.operator import credentials, decisions, epochbook, metrics, views
 from kresume.operator.notes import Note, Notes
 from kresume.operator.resolution import Resolver
 from kresume.operator.settings import OperatorConfig
@@ -60,6 +60,8 @@ class State:
     writer: Any = None
     """The :class:`~kresume.operator.statuswriter.StatusWriter` the pod watch's status changes go through
     (None: each change is written at once, as unit tests' fake APIs expect)."""
+    views: views.Views = field(default_factory=views.Views)
+    """The in-memory views of policies, runs and live pods (fed by the watch; :mod:`~kresume.operator.views`)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,12 @@ def note_key(pod: Mapping[str, Any], run: str | None) -> str:
 
 
 def _first(index: Mapping[Any, Any] | None, key: Any) -> Any:
-    """The first value a kopf index (or a dict of lists) holds for ``key``, or None."""
+    """The value a :class:`~kresume.operator.views.View` holds for ``key`` (or the first value of a dict of
+    lists, as tests pass), or None."""
     if index is None:
         return None
+    if isinstance(index, views.View):
+        return index.get(key)
     try:
         values = index.get(key)
     except Exception:  # noqa: BLE001 - a kopf Index raises nothing here, but be defensive
@@ -139,7 +144,7 @@ async def admit(
     namespace : str or None
         The pod's namespace (from the review; falls back to ``metadata.namespace``).
     state : State
-    policies, runs : kopf indices (or dicts of lists), optional
+    policies, runs : views (:mod:`~kresume.operator.views`) or dicts of lists, optional
         ``(namespace, name) -> CheckpointPolicy spec`` and ``(namespace, name) -> CheckpointRun``;
         a policy missing from the index is read from the API.
     dry_run : bool
@@ -190,6 +195,21 @@ async def _owner_facts(state: State, namespace: str, ident: identity.RunIdentity
         logger.warning("reading %s %s/%s failed: %s", ident.controller[0], namespace, ident.controller[1], exc)
         return None
     return identity.OwnerFacts.from_object(obj) if obj else None
+
+
+async def _run_object(state: State, runs: Mapping[Any, Any] | None, namespace: str, run: str) -> Any:
+    """The run's CheckpointRun as the runs view holds it. A run the view lacks while it is not :attr:`ready
+    <kresume.operator.views.View.ready>` (the operator has just started and its listing is not handled yet) is
+    read from the API: a restart must never answer as if a run had nothing committed because its object was not
+    listed yet. A failed read counts as no object (the store is asked anyway; this is only its fallback)."""
+    obj = _first(runs, (namespace, run))
+    if obj is not None or not isinstance(runs, views.View) or runs.ready:
+        return obj
+    try:
+        return await state.api.run(namespace, run)
+    except Exception as exc:  # noqa: BLE001 - the fallback is best effort
+        logger.warning("reading CheckpointRun %s/%s failed: %s", namespace, run, exc)
+        return None
 
 
 def _skip(state: State, pod: dict[str, Any], namespace: str, run: str | None, reason: str, message: str,
@@ -244,7 +264,7 @@ async def _admit(
     t_resolve = time.monotonic()
     options = credentials.storage_options(url, policy.storage_options, secret)
 
-    fallback = status_fallback(_first(runs, (namespace, run)))
+    fallback = status_fallback(await _run_object(state, runs, namespace, run))
     # The budget counts from the start of the handler (policy and Secret reads included), at least 50 ms.
     budget = max(0.05, min(deadline - time.monotonic(), policy.resolve_timeout_seconds))
     rank_env = None

@@ -7,9 +7,10 @@ test, kopf's own test style):
   the webhook path is ``/inject-pod``. With the operator's :class:`~kresume.operator.webhook.WebhookServer`
   passed to :func:`register`, the same admission is served from startup on without kopf's admission
   machinery (:func:`serve_review`, :mod:`kresume.operator.review`); the kopf handler answers otherwise.
-* indices ``kresume_policies``, ``kresume_runs``, ``kresume_live_pods`` — in-memory views of the
-  watched objects, so an admission reads policies and ``CheckpointRun.status.latest`` without an
-  API call.
+* ``run-events``, ``policy-events`` and ``pod-events`` feed kresume's in-memory views of the watched objects
+  (:mod:`views`: policies, compact CheckpointRuns, live injected pods), so an admission reads policies and
+  ``CheckpointRun.status.latest`` without an API call. Not kopf indexes: kopf holds every listed body until all
+  of its indexes are filled (bench/RESULTS.md "Operator at cluster scale").
 * ``pod-events`` — ``@kopf.on.event('pods')`` for opted-in pods: Events on the pod once it exists
   (it has no uid at admission), ``CheckpointRun`` status (history, restarts, lastPreemption).
   What is recorded: :mod:`podevents`; quiet runs and refreshes: :mod:`refresher`; the crash-loop
@@ -24,13 +25,15 @@ import asyncio
 import contextlib
 import copy
 import functools
+import gc
 import logging
 from typing import Any
 
 import kopf
 
 from kresume import contract, identity, injection
-from kresume.operator import admission, credentials, decisions, fallback, metrics, podevents, refresher, restores
+from kresume.operator import (admission, credentials, decisions, fallback, kopf_listing, metrics, podevents, refresher,
+                              restores, views)
 from kresume.operator import review as reviews
 from kresume.operator.activity import Activity
 from kresume.operator.kube import Kube
@@ -52,6 +55,7 @@ def new_state(config: OperatorConfig, api: Kube | None = None) -> admission.Stat
     kube = api or Kube(secret_ttl=config.resolution.secret_ttl)
     return admission.State(
         config=config,
+        views=views.Views(kopf_listing.ready),
         resolver=Resolver(config.resolution, activity=activity),
         api=kube,
         notes=admission.Notes(ttl=max(120.0, config.runs.event_window)),
@@ -93,7 +97,7 @@ def rehearse(native: bool) -> None:
     injection.json_patch(sample, out.pod)
 
 
-async def serve_review(state: admission.State, indices: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
+async def serve_review(state: admission.State, review: dict[str, Any]) -> dict[str, Any]:
     """The AdmissionReview response to an ``inject-pod`` review that :func:`reviews.handles` accepted (its
     namespace filled in): :func:`admission.admit` of the review's own pod (not copied: nothing changes it),
     answered by :func:`reviews.response`. Never raises: a failure admits the pod unchanged."""
@@ -101,7 +105,7 @@ async def serve_review(state: admission.State, indices: dict[str, Any], review: 
     pod = req["object"]
     try:
         result = await admission.admit(pod, pod.get("metadata", {}).get("namespace"), state,
-                                       policies=indices.get("policies"), runs=indices.get("runs"),
+                                       policies=state.views.policies, runs=state.views.runs,
                                        dry_run=bool(req.get("dryRun")))
         return reviews.response(review, pod, result.pod, result.warnings)
     except Exception:  # noqa: BLE001 - never block pod creation (admit() already catches; belt and braces)
@@ -115,7 +119,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
     :class:`~kresume.operator.webhook.WebhookServer`, gets :func:`serve_review` as its ``inject-pod`` route at
     startup."""
     seen = podevents.Seen()
-    indices: dict[str, Any] = {}
 
     @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> Any:
@@ -132,9 +135,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
         loaded = await asyncio.to_thread(preload_backends)
         logger.info("fsspec backends loaded: %s", ", ".join(loaded) or "none")
         rehearse(state.native)
+        freeze_startup_objects()
+        watch_views(state.views)
         if webhook is not None:
-            webhook.route(INJECT_ID, functools.partial(serve_review, state, indices))
-        memo.kresume_refresher = asyncio.get_running_loop().create_task(refresher.refresh_loop(state, indices))
+            webhook.route(INJECT_ID, functools.partial(serve_review, state))
+        memo.kresume_refresher = asyncio.get_running_loop().create_task(refresher.refresh_loop(state))
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
@@ -149,48 +154,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
                     await asyncio.wait_for(memo.kresume.writer.flush(), timeout=5)
             memo.kresume.resolver.close()
 
-    # Explicit ids: kopf passes an index to handlers as a kwarg named by its id, and the default id of a
-    # nested function is its qualname ("register.<locals>.kresume_policies").
-    @kopf.index(contract.GROUP, contract.VERSION, contract.POLICY_PLURAL, id="kresume_policies", registry=registry)
-    def kresume_policies(namespace: str, name: str, spec: Any, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): dict(spec)}
-
-    @kopf.index(contract.GROUP, contract.VERSION, contract.RUN_PLURAL, id="kresume_runs", registry=registry)
-    def kresume_runs(namespace: str, name: str, body: Any, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): {"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {}),
-                                    "metadata": {"creationTimestamp": body.metadata.get("creationTimestamp")}}}
-
-    @kopf.index("pods", id="kresume_live_pods", labels=OPT_IN, registry=registry)
-    def kresume_live_pods(namespace: str, name: str, body: Any, **_: Any) -> dict[Any, Any] | None:
-        pod = dict(body)
-        if contract.ANN_INJECTED not in (body.metadata.annotations or {}) or not decisions.is_live(pod):
-            return None
-        ident = identity.run_identity(pod)
-        return {(namespace, ident.run): name} if isinstance(ident, identity.RunIdentity) else None
-
-    def capture(kwargs: dict[str, Any]) -> None:
-        """Remember kopf's index objects: only resource handlers get them (not activities, and not
-        admission handlers in kopf 1.45), yet the webhook and the refresher need them."""
-        if not indices and "kresume_policies" in kwargs:
-            indices.update(live=kwargs["kresume_live_pods"], runs=kwargs["kresume_runs"],
-                           policies=kwargs["kresume_policies"])
-            live, runs, policies = indices["live"], indices["runs"], indices["policies"]
-            metrics.INDEXED.labels("policies").set_function(lambda: metrics.index_size(policies))
-            metrics.INDEXED.labels("runs").set_function(lambda: metrics.index_size(runs))
-            metrics.INDEXED.labels("live_pods").set_function(lambda: metrics.index_size(live, values=True))
+    @kopf.on.event(contract.GROUP, contract.VERSION, contract.RUN_PLURAL, id="run-events", registry=registry)
+    async def run_events(event: Any, body: Any, memo: Any, **_: Any) -> None:  # async: no executor thread per event
+        memo.kresume.views.runs.observe(event.get("type"), body)
 
     @kopf.on.mutate("pods", id=INJECT_ID, operations=["CREATE"], labels=OPT_IN, registry=registry)
     async def inject_pod(**kwargs: Any) -> None:
         # Only **kwargs: a signature mismatch would raise inside kopf and DENY the pod.
         try:
-            capture(kwargs)
             state: admission.State = kwargs["memo"].kresume
             pod = _plain(kwargs["body"])
             result = await admission.admit(
                 pod, pod.get("metadata", {}).get("namespace"), state,
-                policies=kwargs.get("kresume_policies", indices.get("policies")),
-                runs=kwargs.get("kresume_runs", indices.get("runs")),
-                dry_run=bool(kwargs.get("dryrun")),
+                policies=state.views.policies, runs=state.views.runs, dry_run=bool(kwargs.get("dryrun")),
             )
             kwargs["warnings"].extend(result.warnings)
             if result.pod is not None:
@@ -201,8 +177,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
     @kopf.on.event(contract.GROUP, contract.VERSION, contract.POLICY_PLURAL, id="policy-events", registry=registry)
     async def policy_events(**kwargs: Any) -> None:
         """Warm a policy's credentials Secret and store client, so admissions do not pay for their setup."""
-        capture(kwargs)
         state: admission.State = kwargs["memo"].kresume
+        state.views.policies.observe((kwargs.get("event") or {}).get("type"), kwargs.get("body") or {})
         ns = kwargs.get("namespace")
         if not ns or (kwargs.get("event") or {}).get("type") == "DELETED":
             return
@@ -216,16 +192,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
 
     @kopf.on.event("pods", id="pod-events", labels=OPT_IN, registry=registry)
     async def pod_events(event: Any, body: Any, memo: Any, **kwargs: Any) -> None:
-        capture(kwargs)
         state: admission.State = memo.kresume
         pod = _plain(body)
+        state.views.live.observe(event.get("type"), pod)
         ident = identity.run_identity(pod)
         run = ident if isinstance(ident, identity.RunIdentity) else None
         uid = (pod.get("metadata") or {}).get("uid") or ""
         etype = event.get("type")
         try:
             if run is not None:
-                refresher.observe(pod, etype, state, run, indices)
+                refresher.observe(pod, etype, state, run)
                 state.live.observed(pod, deleted=etype == "DELETED")
             injected = contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {})
             # Admission events only for recent pods (an operator restart lists old ones); a live opted-in pod that
@@ -236,8 +212,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
             if run is not None and contract.ANN_INJECTED in ((pod.get("metadata") or {}).get("annotations") or {}):
                 await podevents.record(pod, etype, state, run)
                 if etype != "DELETED":
-                    await fallback.observe(pod, state, run, kwargs.get("kresume_policies", indices.get("policies")),
-                                           body=body)
+                    await fallback.observe(pod, state, run, state.views.policies, body=body)
                     await restores.observe(pod, state, run, body)
         except Exception as exc:  # noqa: BLE001 - status is best effort; the next event retries
             logger.warning("pod %s/%s: recording run status failed: %s",
@@ -245,6 +220,30 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, webhook: A
         metrics.POD_EVENTS.inc()
 
     return registry
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive after start-up (imported code, settings: ~300,000 objects) out of the cyclic GC's
+    reach (``gc.freeze``), so its full collections scan only what the watch made since.
+
+    Every watch event's body is cyclic garbage once handled: kopf's ``Body`` and ``Patch`` reference their own
+    views (``Patch._meta = MetaPatch(self)``), so refcounting never frees them and only a full collection does.
+    CPython runs one when the objects that survived younger collections exceed 25 % of the oldest generation,
+    which the start-up objects kept ~300,000 large: thousands of handled bodies (~17 KB each) waited for it
+    (bench/RESULTS.md "Operator at cluster scale"). Frozen objects are never collected (they live for the
+    process anyway). The collection after the freeze resets CPython's count of long-lived objects to what is left
+    (nearly nothing), so full collections then run every 100 young ones."""
+    gc.collect()
+    gc.freeze()
+    gc.collect()
+
+
+def watch_views(v: views.Views) -> None:
+    """Serve the views' sizes as ``kresume_indexed_objects`` (read from the metrics thread: ``len`` is atomic)."""
+    metrics.INDEXED.labels("policies").set_function(lambda: len(v.policies))
+    metrics.INDEXED.labels("runs").set_function(lambda: len(v.runs))
+    metrics.INDEXED.labels("live_pods").set_function(lambda: v.live.pods())
+    metrics.VIEWS_READY.set_function(lambda: float(v.ready))
 
 
 def _plain(body: Any) -> dict[str, Any]:

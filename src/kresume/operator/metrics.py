@@ -13,7 +13,8 @@ name                                       type       labels / meaning
 ``kresume_steps_waiting_for_ranks``        gauge      steps of live multi-rank runs some rank has not finished
 ``kresume_restores_total``                 counter    ``source``: cache (node-local tier), store — restore steps done
 ``kresume_events_dropped_total``           counter    Normal admission Events not posted (over the Event budget)
-``kresume_indexed_objects``                gauge      ``index``: policies, runs, live_pods — objects in kopf's indexes
+``kresume_indexed_objects``                gauge      ``index``: policies, runs, live_pods — objects in kresume's views
+``kresume_views_ready``                    gauge      1 once the views hold every run and pod the start-up listing had
 ``kresume_pod_events_total``               counter    watch events of opted-in pods handled (``pod-events``)
 =========================================  =========  =================================================
 """
@@ -42,22 +43,12 @@ RESTORES = Counter("kresume_restores_total", "Restore init steps that finished, 
                    "(cache: the node-local tier; store).", ["source"])
 EVENTS_DROPPED = Counter("kresume_events_dropped_total", "Normal admission Events (Resumed, FreshStart) not posted: "
                          "over the operator's Event rate (the pod's annotations still say it).")
-INDEXED = Gauge("kresume_indexed_objects", "Objects held in the operator's in-memory indexes: CheckpointPolicies, "
-                "CheckpointRuns, live injected pods.", ["index"])
+INDEXED = Gauge("kresume_indexed_objects", "Objects held in the operator's in-memory views (operator/views.py): "
+                "CheckpointPolicies, CheckpointRuns, live injected pods.", ["index"])
+VIEWS_READY = Gauge("kresume_views_ready", "1 once the operator's views hold every CheckpointRun and pod of its "
+                    "initial listing (before that, admissions read unknown runs from the API).")
 POD_EVENTS = Counter("kresume_pod_events_total", "Watch events of opted-in pods handled by the operator.")
 REFRESH_ERRORS = Counter("kresume_refresh_errors_total", "Background refreshes of live runs that failed.")
-
-
-def index_size(index: Any, *, values: bool = False) -> float:
-    """The number of keys of a kopf index (``values``: of values, summed over its keys), read from the metrics
-    server's thread while the event loop may change the index: retried on a concurrent change, NaN if it kept
-    changing."""
-    for _ in range(5):
-        try:
-            return float(sum(len(index[k]) for k in list(index)) if values else len(index))
-        except (RuntimeError, KeyError):
-            continue
-    return float("nan")
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

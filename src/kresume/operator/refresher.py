@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kresume import contract, identity
-from kresume.operator import admission, credentials, decisions, metrics, podevents, statuswriter
+from kresume.operator import admission, credentials, decisions, detached, metrics, podevents, statuswriter
 from kresume.operator.kube import Kube
 from kresume.policy import Policy
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     """Run ``coro`` in the background, keeping a strong reference until it ends (the loop keeps weak ones)."""
-    task = asyncio.get_running_loop().create_task(coro)
+    task = detached.create_task(coro)  # not holding the pod event that started it
     BACKGROUND.add(task)
     task.add_done_callback(BACKGROUND.discard)
     return task
@@ -145,8 +145,7 @@ async def pending_steps(state: admission.State, url: str, options: dict[str, Any
         return None
 
 
-def observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity,
-             indices: dict[str, Any]) -> None:
+def observe(pod: dict[str, Any], etype: str | None, state: admission.State, run: identity.RunIdentity) -> None:
     """Feed a pod watch event to the resolver's :class:`Activity`; when it makes the run quiet, refresh
     the run at once (in the background), so the replacement pod's admission is answered from memory."""
     activity = state.resolver.activity
@@ -155,13 +154,13 @@ def observe(pod: dict[str, Any], etype: str | None, state: admission.State, run:
     if activity is None or url is None or contract.ANN_INJECTED not in (meta.get("annotations") or {}):
         return
     key = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
-    if not activity.observed(url, key, pod, deleted=etype == "DELETED") or not indices:
+    if not activity.observed(url, key, pod, deleted=etype == "DELETED"):
         return
     try:
         pname = decisions.policy_name(pod)
     except decisions.PolicyNameError:
         return
-    spawn(refresh_run(state, (meta.get("namespace") or "", run.run), url, pname, indices["policies"]))
+    spawn(refresh_run(state, (meta.get("namespace") or "", run.run), url, pname, state.views.policies))
 
 
 #: Strong references to fire-and-forget tasks (the event loop keeps only weak ones).
@@ -176,14 +175,16 @@ def rfc3339(value: str) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def refresh_loop(state: admission.State, indices: dict[str, Any]) -> None:
-    """Refresh live runs every ``refresh_interval`` s. kopf gives indices to resource handlers only
-    (not to startup activities), so ``indices`` is filled by the first pod event."""
+async def refresh_loop(state: admission.State) -> None:
+    """Refresh live runs every ``refresh_interval`` s, once the views are :attr:`ready
+    <kresume.operator.views.Views.ready>`: a half-listed view would expire runs whose live pods are not seen yet
+    (and a passive peered replica, whose watch is paused, never lists: it writes no statuses)."""
+    v = state.views
     while True:
         await asyncio.sleep(state.config.resolution.refresh_interval)
-        if not indices:
+        if not v.ready:
             continue
         try:
-            await refresh_once(state, indices["live"], indices["runs"], indices["policies"])
+            await refresh_once(state, v.live, v.runs, v.policies)
         except Exception:  # noqa: BLE001
             logger.exception("refresh of live runs failed")

@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from kresume.operator import devtls, handlers, kopf_toggles, metrics
+from kresume.operator import devtls, handlers, kopf_listing, kopf_toggles, metrics
 from kresume.operator.settings import OperatorConfig
 from kresume.operator.webhook import WebhookServer
 
@@ -67,6 +67,9 @@ def check_no_changing_handlers(registry: kopf.OperatorRegistry) -> None:
 
 #: Objects per page of the operator's initial listings (kopf ``settings.watching.chunk_size``).
 LIST_CHUNK = 500
+#: Seconds kopf's per-object worker waits for the object's next event before it exits (kopf
+#: ``settings.queueing.idle_timeout``; kopf's default 5).
+WORKER_IDLE_SECONDS = 1.0
 
 
 def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None = None, *,
@@ -82,6 +85,9 @@ def kopf_settings(config: OperatorConfig, settings: kopf.OperatorSettings | None
     # The initial listings (pods, CheckpointRuns) in pages, not one response holding every object as JSON and
     # parsed at once (kopf's WatchingSettings.chunk_size, "for large clusters").
     settings.watching.chunk_size = LIST_CHUNK
+    # A per-object worker holds its last event (the whole body) until it has idled this long; kopf's 5 s kept
+    # seconds' worth of a large listing alive (bench/RESULTS.md "Operator at cluster scale").
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     return settings
 
 
@@ -89,6 +95,7 @@ async def run_async(config: OperatorConfig, *, stop_flag: Any = None, ready_flag
                     workdir: Path | None = None) -> None:
     """Run until stopped (SIGTERM/SIGINT, or ``stop_flag``). ``workdir`` holds a generated dev TLS pair."""
     kopf_toggles.apply()  # kopf's index-readiness gate: linear, not quadratic, in the watched objects
+    kopf_listing.apply()  # when kresume's views hold the whole initial listing
     settings = kopf_settings(config, workdir=workdir)
     registry = handlers.register(kopf.OperatorRegistry(), config, webhook=settings.admission.server)
     check_no_changing_handlers(registry)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kresume.operator import detached
+
 logger = logging.getLogger(__name__)
 
 Change = Callable[[dict[str, Any] | None], dict[str, Any] | None]
@@ -91,7 +93,7 @@ class StatusWriter:
         self.changes += 1
         if key not in self._tasks:
             self._full[key] = asyncio.Event()
-            self._tasks[key] = asyncio.get_running_loop().create_task(self._drain(key))
+            self._tasks[key] = detached.create_task(self._drain(key))
         elif len(pending) >= self.max_batch:
             self._full[key].set()
 

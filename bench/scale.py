@@ -12,7 +12,7 @@ only after the load is in place. The load is created straight through the API by
 
 Then the operator starts (``--event-window`` shorter than the load's age: a restart lists old pods, it posts
 no Events for them) and the bench waits until it has *settled*: its ``/metrics`` show every run and pod in
-its indexes (``kresume_indexed_objects``) and every pod's watch event handled (``kresume_pod_events_total``).
+its views (``kresume_indexed_objects``) and every pod's watch event handled (``kresume_pod_events_total``).
 Reported (``/proc/<pid>``): RSS at settle and after the idle window (``VmRSS``) and the peak (``VmHWM``),
 CPU-s per minute over ``--idle-seconds`` of idle (``utime + stime``; the background refresh of live runs is
 what runs then: its store requests in the window are counted at the proxy), the time to settle, and then

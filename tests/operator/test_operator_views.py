@@ -120,3 +120,54 @@ def test_views_report_ready_from_the_listing_of_their_resource():
     assert v.runs.ready and not v.live.ready and not v.ready
     listed.add("pods")
     assert v.ready
+
+
+def test_the_listing_waits_for_room_and_gives_up_waiting_on_a_stalled_processor():
+    import asyncio
+
+    async def scenario() -> None:
+        book = kopf_listing.Listings()
+        w = book.watch("pods", None)
+        events = [{"type": None, "object": {}} for _ in range(3)]
+        for ev in events[:2]:
+            book.listed_event(w, ev)
+        waiting = asyncio.ensure_future(kopf_listing._room(w, 2, stall=30.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # two pending, limit two: the listing holds
+        book.processed(events[0])
+        await asyncio.wait_for(waiting, 5)
+        assert not w.unbounded
+        book.listed_event(w, events[2])
+        await kopf_listing._room(w, 2, stall=0.05)  # nothing is processed: it stops waiting for this watch
+        assert w.unbounded
+        await asyncio.wait_for(kopf_listing._room(w, 2, stall=30.0), 1)  # and never waits again
+
+    asyncio.run(scenario())
+
+
+class _Api:
+    def __init__(self, obj: dict[str, Any] | None) -> None:
+        self.obj, self.reads = obj, 0
+
+    async def run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return self.obj
+
+
+def test_admission_reads_a_run_the_view_lacks_only_while_the_listing_is_not_handled():
+    import asyncio
+    from types import SimpleNamespace
+
+    latest = {"url": "s3://b/team-a/r/c/x.ckpt", "checkpoint": "c", "step": 3}
+    api = _Api(run_body("r", latest=latest))
+    state = SimpleNamespace(api=api)
+    listed = {"ready": False}
+    v = views.RunView(lambda: listed["ready"])
+    got = asyncio.run(admission._run_object(state, v, NS, "r"))  # type: ignore[arg-type]
+    assert admission.status_fallback(got).checkpoint == "c" and api.reads == 1
+    v.observe(None, run_body("s", latest=latest))
+    assert asyncio.run(admission._run_object(state, v, NS, "s"))["status"]["latest"] == latest  # type: ignore[arg-type]
+    assert api.reads == 1  # in the view: no read
+    listed["ready"] = True
+    assert asyncio.run(admission._run_object(state, v, NS, "r")) is None  # type: ignore[arg-type]
+    assert api.reads == 1  # a complete view that lacks a run: the run has no object

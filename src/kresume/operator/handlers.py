@@ -73,10 +73,10 @@ BACKENDS = ("s3fs", "gcsfs", "adlfs")
 
 def preload_backends(env: Mapping[str, str] = os.environ) -> list[str]:
     """Import the installed fsspec backends of :data:`BACKENDS` when ``KRESUME_STORE_CLIENT`` is ``fsspec``;
-    returns those that loaded. With the native client (the default for s3://, gs://, az://) none is imported:
-    together they are 36 MiB of the operator's RSS (measured: 76 → 112 MiB), and a policy that selects fsspec
-    (storage option ``kresume_client: fsspec``) imports its own backend when its watch event warms it
-    (``policy-events``), right after the start."""
+    returns those that loaded. Otherwise none is imported: together they are 36 MiB of the operator's RSS
+    (measured: 76 → 112 MiB) while s3:// and az:// policies use the native client, and a policy whose storage
+    needs a backend (gs://, ``kresume_client: fsspec``, an option the native client cannot carry) imports it
+    when its watch event warms it (``policy-events``, right after the start)."""
     import importlib
 
     from kresume.store import native

@@ -171,3 +171,16 @@ def test_admission_reads_a_run_the_view_lacks_only_while_the_listing_is_not_hand
     listed["ready"] = True
     assert asyncio.run(admission._run_object(state, v, NS, "r")) is None  # type: ignore[arg-type]
     assert api.reads == 1  # a complete view that lacks a run: the run has no object
+
+
+def test_fsspec_backends_are_preloaded_only_when_fsspec_is_the_operators_client():
+    import subprocess
+    import sys
+
+    # a fresh interpreter: this one may have imported them already
+    code = ("import sys; from kresume.operator import handlers; "
+            "print(handlers.preload_backends({}), 's3fs' in sys.modules, "
+            "handlers.preload_backends({'KRESUME_STORE_CLIENT': 'fsspec'}), 's3fs' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["[]", "False"], out
+    assert "'s3fs'" in " ".join(out[2:]) and out[-1] == "True", out

@@ -41,8 +41,9 @@ skip() { STEP=$((STEP + 1)); log "[$STEP/$TOTAL] $1"; }
 
 pip_install() {  # pip_install LOGNAME ARGS...: pip's own lines, condensed to a progress report; full log kept
   local logfile=$VENV/$1.log; shift
-  if ! "$VENV/bin/pip" install --progress-bar off "$@" 2>&1 | tee "$logfile" | awk '
+  if ! "$VENV/bin/pip" install --progress-bar off "$@" 2>&1 | tee "$logfile" | awk -v logf="$logfile" '
       /^Collecting / { n++; if (n == 1 || n % 20 == 0) { printf "setup:       %d packages resolved (%s)\n", n, $2; fflush() } }
+      /pip is looking at multiple versions of/ { if (!seen[$9]++) { printf "setup:       pip is trying versions of %s (a dependency conflict; it can take long: see %s)\n", $9, logf; fflush() } }
       /^Installing collected packages/ { printf "setup:       installing %d packages\n", n; fflush() }
       /^(ERROR|error):/ { print; fflush() }' >&2; then
     log "pip failed; the last lines of $logfile:"; tail -20 "$logfile" >&2; exit 1

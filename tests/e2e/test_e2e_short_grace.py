@@ -38,11 +38,17 @@ def test_a_grace_period_too_short_for_the_upload_leaves_the_pointer_on_the_previ
     final = next(e for e in events if e.get("event") == "preempted")  # the trainer's final save (or its newest)
     assert final["step"] == pre["last_step_before"], final
     by_old = [c for c in committed if c["source_pod"] == pre["pod"]]
-    # The final save itself is never committed; an earlier save of the same step may be (on a quiet machine the
-    # step-60 upload in flight at SIGTERM finished inside the 1 s), and the restart resumes from the newest commit.
-    assert by_old and not any(c["url"].endswith("/" + final["checkpoint"]) for c in by_old), (final, by_old)
+    assert by_old, result
     assert pre["resumed_step"] == max(c["step"] for c in by_old) <= pre["last_step_before"], pre
     assert result["admissions"][1]["injected_step"] == pre["resumed_step"]
+    if final.get("state") == "none":
+        # SIGTERM came right after a regular save of the last step: the trainer wrote nothing new (state "none")
+        # and that save, whose upload had begun before the signal, may finish inside the 1 s (seen in CI: 0.75 s);
+        # then it is the newest commit and the restart resumes from it (asserted above). Nothing else to check.
+        return
+    # A save written after SIGTERM (the final save) is never committed with 1 s of grace, and the restart resumes
+    # from the newest commit before it.
+    assert not any(c["url"].endswith("/" + final["checkpoint"]) for c in by_old), (final, by_old)
     # The sidecar says why it did not commit the final save (not started for lack of time, cancelled, or its
     # requests cut by the deadline) in a warning naming it, and it never logged a commit of it.
     recs = [json.loads(x) for x in (pod_dir / "kresume-sidecar.log").read_text().splitlines() if x.startswith("{")]

@@ -274,7 +274,8 @@ async def _admit(
         admitted = await epochbook.admit(
             state.api, state.resolver, state.live, namespace=namespace, run=run, spec=spec_of_run, url=url,
             options=options, rank=place.rank, world_size=place.world_size, join_seconds=policy.epoch_join_seconds,
-            budget=budget, fallback=fallback, dry_run=dry_run)
+            budget=budget, fallback=fallback, dry_run=dry_run,
+            pod_name=(pod.get("metadata") or {}).get("name") or None)
         outcome = admitted.outcome
         rank_env = RankEnv(place.rank, place.world_size, admitted.epoch.token)
     else:

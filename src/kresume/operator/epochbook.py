@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -95,7 +95,7 @@ class Admitted:
 
 async def admit(api: Any, resolver: Resolver, live: LivePods, *, namespace: str, run: str, spec: dict[str, Any],
                 url: str, options: Mapping[str, Any], rank: int, world_size: int, join_seconds: float,
-                budget: float, fallback: Resume | None, dry_run: bool) -> Admitted:
+                budget: float, fallback: Resume | None, dry_run: bool, pod_name: str | None = None) -> Admitted:
     """Admit ``rank`` of ``world_size`` into the run's current epoch or a new one (module docstring).
 
     ``spec`` is the ``CheckpointRun.spec`` to create the run with when it does not exist yet. A dry run decides
@@ -115,7 +115,8 @@ async def admit(api: Any, resolver: Resolver, live: LivePods, *, namespace: str,
             pass  # the run was only created meanwhile: what was decided still holds
         else:
             decided = await _decide(resolver, live, namespace, run, url, options, rank, world_size, join_seconds,
-                                    max(0.05, until - time.monotonic()), fallback, current)
+                                    max(0.05, until - time.monotonic()), fallback, current,
+                                    confirm=_pod_gone(api, namespace, pod_name, until))
             basis = current.token if current else None
         if dry_run:
             return decided
@@ -133,18 +134,48 @@ async def admit(api: Any, resolver: Resolver, live: LivePods, *, namespace: str,
     return decided
 
 
+def _pod_gone(api: Any, namespace: str, name: str | None, until: float) -> Callable[[], Awaitable[bool]] | None:
+    """For :func:`_decide`: whether the pod ``name`` being admitted is gone or being deleted at the API server.
+
+    A repeated rank whose pod the watch still holds as live is taken for a retried creation (:func:`epochs.decide`)
+    — but a StatefulSet recreates ``name-r`` with the same name as soon as the old object is gone, and its admission
+    can reach the operator before the watch event of that deletion does (seen in the two-rank e2e: the recreated
+    rank joined its old epoch, the other rank's replacement started a new one, the ranks' parts never met). Two
+    pods of one name cannot exist at once, so when the API server has no live pod of this name, the one the watch
+    holds is the old one: this admission is a restart. None (no check) for a pod without a name (``generateName``:
+    a Job's pods, whose retries the watch and the join window decide). A read that fails or runs past the
+    admission's budget (``until``, monotonic s) keeps the watch's answer."""
+    if not name:
+        return None
+
+    async def gone() -> bool:
+        try:
+            pod = await asyncio.wait_for(api.pod(namespace, name), timeout=max(0.05, until - time.monotonic()))
+        except Exception as exc:  # noqa: BLE001 - cannot tell: the watch's answer stands
+            logger.info("reading pod %s/%s to tell a retried creation from a restart failed: %s", namespace,
+                        name, exc)
+            return False
+        return pod is None or bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+    return gone
+
+
 async def _decide(resolver: Resolver, live: LivePods, namespace: str, run: str, url: str, options: Mapping[str, Any],
                   rank: int, world_size: int, join_seconds: float, budget: float, fallback: Resume | None,
-                  current: epochs.Epoch | None) -> Admitted:
+                  current: epochs.Epoch | None, *,
+                  confirm: Callable[[], Awaitable[bool]] | None = None) -> Admitted:
     bad = False
     t0 = time.monotonic()
     if current is not None and current.checkpoint is not None:
         # A mark closes the epoch; a store that does not say in time does not (the ranks must agree).
         bad = bool(await resolver.bad_mark(url, options, current.checkpoint, budget))
+    rank_pod = live.rank_pod(current.token, rank) if current is not None else epochs.ENDED
+    if current is not None and rank in current.ranks and rank_pod == epochs.LIVE and confirm is not None \
+            and await confirm():
+        rank_pod = epochs.ENDED  # the watch has not handled the old pod's deletion yet; the API server says it is gone
     now = datetime.now(UTC)
     action, why = epochs.decide(current, rank, world_size, now, live=current is not None and live.live(
-        current.token), bad=bad, join_seconds=join_seconds,
-        rank_pod=live.rank_pod(current.token, rank) if current is not None else epochs.ENDED)
+        current.token), bad=bad, join_seconds=join_seconds, rank_pod=rank_pod)
     if action == epochs.JOIN and current is not None:
         return Admitted(current.joined(rank), Outcome(current.resume, SOURCE_EPOCH, None, 0.0), True)
     outcome = await resolver.resolve(url, options, budget=max(0.05, budget - (time.monotonic() - t0)),

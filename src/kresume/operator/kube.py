@@ -175,6 +175,16 @@ class Kube:
                     raise
         raise RuntimeError(f"CheckpointRun {namespace}/{name}: status kept conflicting after {CONFLICT_RETRIES} tries")
 
+    async def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A pod as a camelCase dict, None when missing (admission lane). RBAC: pods get."""
+        try:
+            obj = await self._call(k8s.CoreV1Api(self.api).read_namespaced_pod, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.api.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
     async def owner(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         """A pod's controller, ``Job`` (batch/v1) or ``StatefulSet`` (apps/v1), as a camelCase dict; None when
         missing. Cached ``owner_ttl`` seconds (admissions of a job's pods come in bursts; replicas and

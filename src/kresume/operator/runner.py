@@ -69,8 +69,9 @@ def check_no_changing_handlers(registry: kopf.OperatorRegistry) -> None:
 LIST_CHUNK = 500
 #: Seconds kopf's per-object worker waits for the object's next event before it exits (kopf
 #: ``settings.queueing.idle_timeout``). kopf's default 5: with 1 s (tried for memory at 10,000 pods) the two-rank
-#: e2e (tests/e2e/test_e2e_ranks.py) failed 2 of 2 runs — a recreated rank joined its old resume epoch, as if the
-#: pod watch had not handled the old pod's deletion yet — and passed 3 of 3 with 5 s; cause not pinned down.
+#: e2e (tests/e2e/test_e2e_ranks.py) failed 2 of 3 runs — a recreated rank joined its old resume epoch: the pod
+#: watch had not handled the old pod's deletion yet (fixed at its root since: :func:`epochbook._pod_gone`) — and
+#: passed 3 of 3 with 5 s. Kept at 5 until a 1 s setting is measured safe.
 WORKER_IDLE_SECONDS = 5.0
 
 

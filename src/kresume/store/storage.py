@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from kresume.store import errors
 from kresume.store.deadline import BoundedFS, Deadline
-from kresume.store.urls import check_url
+from kresume.store.urls import check_endpoints, check_url
 
 # gcsfs >= 2026.x probes zonal/HNS buckets through gRPC first; against anything but real GCS that
 # stalls 50-110 s per call (measured, shared/objstores/README.md). Must be set before import.
@@ -241,12 +241,14 @@ def open_fs(url: str, storage_options: Mapping[str, Any] | None = None, *,
         slash, no bucket …), unknown protocol (names the close match and the
         installed ones) or a backend package that is not installed (names the ``kresume[extra]``).
     BadOption
-        The backend's constructor refused a storage option (s3fs refuses only at the first request;
+        An endpoint that is not an http(s) URL (:func:`~kresume.store.urls.check_endpoints`), or the backend's
+        constructor refused a storage option (s3fs refuses only at the first request;
         :func:`kresume.store.errors.translate` maps that one the same way).
     StoreError
         Other construction failures (``NoCredentials`` for Azure without an account).
     """
     protocol = check_url(url)
+    check_endpoints(url, storage_options or {}, os.environ)
     try:
         opened = native.open_native(url, storage_options or {}, deadline=deadline)
     except ValueError as exc:  # an unknown client name

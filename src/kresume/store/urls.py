@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from kresume.store import errors
 
@@ -103,3 +105,45 @@ def check_url(url: str, *, policy: bool = False) -> str:
     if not rest or (not policy and scheme in ("file", "memory", "local") and not rest.strip("/")):
         raise errors.BadURL(url, "the URL has no path", fix=f"use {scheme}:///path/to/runs/<namespace>/<run>/")
     return scheme
+
+
+#: Where an S3-compatible endpoint can be given: storage options (s3fs's spelling, which the native client also reads)
+#: and botocore's environment variables.
+ENDPOINT_OPTIONS = ("endpoint_url",)
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def check_endpoints(url: str, storage_options: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """Refuse an endpoint that is not an ``http(s)://host[:port]`` URL before any client is built.
+
+    Both clients fail late and badly on one: obstore panics in Rust (``InvalidUri``, a backtrace and exit 1) and
+    botocore raises ``ValueError: Invalid endpoint`` at the first request (measured: ``-o endpoint_url=127.0.0.1:9000``,
+    new-user trial 2026-12-02). Checked: ``endpoint_url`` at the top level and in ``client_kwargs``, and, for s3://
+    URLs, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``. An empty option is refused too (botocore: "Invalid
+    endpoint"); an empty variable means unset.
+
+    Raises
+    ------
+    BadOption
+        Names the option or variable, the value and the fix (exit 2).
+    """
+    from urllib.parse import urlsplit
+
+    found: list[tuple[str, Any]] = []
+    for key in ENDPOINT_OPTIONS:
+        found.append((key, storage_options.get(key)))
+        client = storage_options.get("client_kwargs")
+        if isinstance(client, Mapping):
+            found.append((f"client_kwargs.{key}", client.get(key)))
+    if url.startswith(("s3://", "s3a://")):
+        found.extend((f"env {name}", env.get(name)) for name in ENDPOINT_ENV)
+    for where, value in found:
+        if value is None or (value == "" and where.startswith("env ")):
+            continue
+        if value == "":
+            raise errors.BadOption(url, f"{where} is empty", fix="omit it to use the store's default endpoint")
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            fix = f"write it with its scheme: http://{value}" if "://" not in str(value) else \
+                "write it as http://HOST[:PORT] or https://HOST[:PORT]"
+            raise errors.BadOption(url, f"{where} {str(value)!r} is not an http:// or https:// URL", fix=fix)

@@ -28,3 +28,20 @@ def test_a_checkpoints_size_is_kept_from_its_first_listing_after_retention_delet
     poller.poll_once()
     assert poller.store.read_manifest(ids[0]) is None, "retention should have deleted the oldest"
     assert [poller.seen[i].total_bytes for i in ids] == [1000, 2000, 3000]
+
+
+def test_the_last_step_counts_the_final_save_after_the_last_progress_line(tmp_path: Path):
+    """A save at SIGTERM can come after the trainer's last progress line (Lightning at step 62 after progress 61):
+    the resume from it is 0 lost steps, not "resumed 1 step after the last step reported" (new-user trial)."""
+    from kresume.devtools.demo.observe import TrainerLog
+
+    log = tmp_path / "trainer.log"
+    log.write_text('{"event": "progress", "global_step": 61}\nnot json\n'
+                   '{"event": "preempted", "step": 62, "checkpoint": "preempted-step=62.ckpt", "state": "saved"}\n')
+    reader = TrainerLog(log)
+    reader.read()
+    assert reader.last_step() == 62
+    log.write_text('{"event": "progress", "global_step": 70}\n{"event": "preempted", "step": null}\n')
+    fresh = TrainerLog(log)
+    fresh.read()
+    assert fresh.last_step() == 70  # a final save without a step does not count

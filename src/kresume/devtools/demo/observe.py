@@ -125,7 +125,11 @@ class TrainerLog:
         return next((e for e in self.events if e.get("event") == kind), None)
 
     def last_step(self) -> int | None:
-        steps = [e["global_step"] for e in self.events if "global_step" in e]
+        """The newest step the trainer reported: its progress events' ``global_step`` and its final save's
+        ``step`` (the ``preempted`` event: a save at SIGTERM can follow the last progress line, and without it a
+        resume from that save read as "resumed 1 step after the last step reported" — new-user trial)."""
+        steps = [e["global_step"] for e in self.events if isinstance(e.get("global_step"), int)]
+        steps += [e["step"] for e in self.events if e.get("event") == "preempted" and isinstance(e.get("step"), int)]
         return max(steps) if steps else None
 
 

@@ -72,18 +72,28 @@ def _key(body: Mapping[str, Any]) -> Key | None:
     return (_s(ns), str(name)) if ns and name else None
 
 
-class PolicyView(View):
-    """``(namespace, name) -> spec`` of every CheckpointPolicy (a plain dict copy)."""
+class ObjectView(View):
+    """``(namespace, name) -> value(object)`` of every watched object of one kind; subclasses say the value."""
+
+    def value(self, body: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Apply one watch event (``type`` None: listed, ADDED, MODIFIED, DELETED) of a CheckpointPolicy."""
+        """Apply one watch event (``type`` None: listed, ADDED, MODIFIED, DELETED) of the object ``body``."""
         key = _key(body)
         if key is None:
             return
         if event_type == "DELETED":
             self._items.pop(key, None)
         else:
-            self._items[key] = dict(body.get("spec") or {})
+            self._items[key] = self.value(body)
+
+
+class PolicyView(ObjectView):
+    """``(namespace, name) -> spec`` of every CheckpointPolicy (a plain dict copy)."""
+
+    def value(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(body.get("spec") or {})
 
 
 def compact_run(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,18 +120,11 @@ def compact_run(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class RunView(View):
+class RunView(ObjectView):
     """``(namespace, run) -> compact CheckpointRun`` (:func:`compact_run`) of every CheckpointRun."""
 
-    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Apply one watch event of a CheckpointRun."""
-        key = _key(body)
-        if key is None:
-            return
-        if event_type == "DELETED":
-            self._items.pop(key, None)
-        else:
-            self._items[key] = compact_run(body)
+    def value(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return compact_run(body)
 
 
 class LiveView(View):
